@@ -1,0 +1,123 @@
+"""SQLAlchemy 2 typed models. The schema itself is created only by Alembic (``migrations/``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+ID = String(128)
+
+# Stable constraint names so that migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+
+class Artist(Base):
+    __tablename__ = "artists"
+
+    artist_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    name: Mapped[str] = mapped_column(String(512))
+
+
+class Track(Base):
+    __tablename__ = "tracks"
+
+    track_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    title: Mapped[str] = mapped_column(String(512))
+    artist_id: Mapped[str] = mapped_column(ForeignKey("artists.artist_id"), index=True)
+    duration_ms: Mapped[int] = mapped_column(BigInteger)
+    released_at: Mapped[dt.date | None] = mapped_column(Date)
+
+    artist: Mapped[Artist] = relationship(lazy="joined")
+
+
+class ModelVersion(Base):
+    """A trained model artifact; ``status`` is ``trained``, ``published`` or ``rejected``."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    week_start: Mapped[dt.date] = mapped_column(Date, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    artifact_path: Mapped[str] = mapped_column(Text)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_users: Mapped[int] = mapped_column(Integer)
+    n_tracks: Mapped[int] = mapped_column(Integer)
+    n_interactions: Mapped[int] = mapped_column(BigInteger)
+    train_seconds: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="trained")
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Playlist(Base):
+    """One listener's playlist for one week (weeks start Monday 00:00 UTC)."""
+
+    __tablename__ = "playlists"
+    __table_args__ = (UniqueConstraint("user_id", "week_start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"))
+    week_start: Mapped[dt.date] = mapped_column(Date)
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"), index=True)
+    kind: Mapped[str] = mapped_column(String(32), default="personal")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+    tracks: Mapped[list[PlaylistTrack]] = relationship(
+        order_by="PlaylistTrack.position", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class PlaylistTrack(Base):
+    __tablename__ = "playlist_tracks"
+
+    playlist_id: Mapped[int] = mapped_column(
+        ForeignKey("playlists.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.track_id"))
+    score: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    track: Mapped[Track] = relationship(lazy="joined")
+
+
+Index("ix_playlists_week_start", Playlist.week_start)

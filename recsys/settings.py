@@ -1,0 +1,134 @@
+"""The one settings object: every option comes from ``CRATEDIGGER_*`` environment variables.
+
+Nothing else in the project reads ``os.environ``; the CLI, the Spark jobs, the Celery
+tasks and ``webapp.create_app()`` all call :func:`load_settings`, so setting
+``CRATEDIGGER_DATA_DIR`` and ``CRATEDIGGER_DATABASE_URL`` points every part at the
+same state.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CRATEDIGGER_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("cratedigger", appauthor=False))
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of every part of cratedigger."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the service keeps its state: aggregates, models, quarantine, SQLite.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; default a SQLite file cratedigger.db under the data directory.",
+    )
+    spark_master: str = Field(default="local[*]", description="Spark master URL.")
+    spark_shuffle_partitions: int = Field(
+        default=8, ge=1, le=100_000, description="spark.sql.shuffle.partitions for aggregation."
+    )
+    als_factors: int = Field(default=64, ge=2, le=1024, description="ALS latent factors.")
+    als_regularization: float = Field(default=0.05, ge=0.0, le=100.0)
+    als_alpha: float = Field(default=10.0, gt=0.0, le=1000.0, description="ALS confidence scale.")
+    als_iterations: int = Field(default=15, ge=1, le=200)
+    als_random_seed: int = Field(default=42, ge=0)
+    playlist_length: int = Field(default=50, ge=1, le=500)
+    max_tracks_per_artist: int = Field(default=2, ge=1, le=500)
+    min_user_interactions: int = Field(
+        default=1, ge=1, description="Listeners with fewer (user, track) rows get no playlist."
+    )
+    generate_block_size: int = Field(
+        default=2048, ge=1, le=1_000_000, description="Listeners scored per matrix product."
+    )
+    skip_weight: float = Field(default=0.25, ge=0.0, le=1.0, description="Weight of a skipped play.")
+    thumb_up_boost: float = Field(default=2.0, ge=0.0, le=100.0)
+    thumb_down_confidence: float = Field(default=2.0, ge=0.0, le=100.0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _default_database_url(self) -> Settings:
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'cratedigger.db'}")
+        elif "://" not in self.database_url:
+            raise ValueError(
+                f"database_url {self.database_url!r} is not a SQLAlchemy URL "
+                "(expected e.g. sqlite:///path.db or postgresql+psycopg://host/db)"
+            )
+        if self.spark_master.strip() == "":
+            raise ValueError("spark_master must not be empty")
+        return self
+
+    # Paths of the state kept under data_dir.
+    @property
+    def aggregates_dir(self) -> Path:
+        return self.data_dir / "aggregates"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+
+# Read by the test suite and CI, not by the service.
+_OTHER_KNOWN_VARIABLES = frozenset({"CRATEDIGGER_REQUIRE_SERVICES", "CRATEDIGGER_TEST_POSTGRES_URL"})
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment, with keyword overrides (used by tests and the CLI).
+
+    Raises
+    ------
+    ConfigError
+        If a variable has an invalid value; the message names the ``CRATEDIGGER_`` variable.
+    """
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+        and name not in _OTHER_KNOWN_VARIABLES
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown variable(s) {', '.join(unknown)}; known: "
+            + ", ".join(ENV_PREFIX + field.upper() for field in Settings.model_fields)
+        )
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "settings"
+            name = f"{ENV_PREFIX}{field.upper()}" if field != "settings" else "settings"
+            problems.append(f"{name}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -159,8 +159,14 @@ def convert_hetrec(source: Path, out: Path) -> dict[str, int | str]:
     )
     tagged = _read(
         source / "user_taggedartists.dat",
-        {"userID": "int64", "artistID": "int64", "tagID": "int64",
-         "day": "int64", "month": "int64", "year": "int64"},
+        {
+            "userID": "int64",
+            "artistID": "int64",
+            "tagID": "int64",
+            "day": "int64",
+            "month": "int64",
+            "year": "int64",
+        },
     )
 
     # Catalog: every artist named in artists.dat or listened to; one track per artist.
@@ -168,17 +174,23 @@ def convert_hetrec(source: Path, out: Path) -> dict[str, int | str]:
     artist_ids = sorted(set(names) | set(listens["artistID"].tolist()))
     artist_names = [names.get(a) or f"artist {a}" for a in artist_ids]
 
-    tag_names = dict(zip(tags["tagID"].tolist(), tags["tagValue"].str.strip().tolist(),
-                         strict=True))
+    tag_names = dict(
+        zip(tags["tagID"].tolist(), tags["tagValue"].str.strip().tolist(), strict=True)
+    )
     counts = (
         tagged[tagged["tagID"].isin(tag_names)]
-        .groupby(["artistID", "tagID"]).size().rename("n").reset_index()
+        .groupby(["artistID", "tagID"])
+        .size()
+        .rename("n")
+        .reset_index()
         .sort_values(["artistID", "n", "tagID"], ascending=[True, False, True])
     )
     counts = counts[counts.groupby("artistID").cumcount() < MAX_TAGS]
     counts["tag"] = counts["tagID"].map(tag_names)
     counts = counts[counts["tag"] != ""]
-    top_tags: dict[int, list[str]] = counts.groupby("artistID", sort=False)["tag"].agg(list).to_dict()
+    top_tags: dict[int, list[str]] = (
+        counts.groupby("artistID", sort=False)["tag"].agg(list).to_dict()
+    )
     track_tags = [top_tags.get(a, []) for a in artist_ids]
 
     a_ids = [f"a{a}" for a in artist_ids]
@@ -188,8 +200,9 @@ def convert_hetrec(source: Path, out: Path) -> dict[str, int | str]:
     thumbs_dir = out / "events" / "thumbs"
     for folder in (catalog, plays_dir, thumbs_dir):
         folder.mkdir(parents=True, exist_ok=False)
-    pq.write_table(pa.table({"artist_id": a_ids, "name": artist_names}),
-                   catalog / "artists.parquet")
+    pq.write_table(
+        pa.table({"artist_id": a_ids, "name": artist_names}), catalog / "artists.parquet"
+    )
     pq.write_table(
         pa.table(
             [
@@ -204,8 +217,10 @@ def convert_hetrec(source: Path, out: Path) -> dict[str, int | str]:
         catalog / "tracks.parquet",
     )
     user_ids = sorted(set(listens["userID"].tolist()) | set(tagged["userID"].tolist()))
-    pq.write_table(pa.table({"user_id": pa.array([f"u{u}" for u in user_ids], pa.string())}),
-                   catalog / "users.parquet")
+    pq.write_table(
+        pa.table({"user_id": pa.array([f"u{u}" for u in user_ids], pa.string())}),
+        catalog / "users.parquet",
+    )
 
     # Pair day: the earliest tag day (clamped), else a seeded pseudo-random day.
     tag_day = pd.to_datetime(tagged[["year", "month", "day"]], errors="coerce")
@@ -241,8 +256,7 @@ def convert_hetrec(source: Path, out: Path) -> dict[str, int | str]:
         [
             user_col.take(pa.array(row_pair[order])),
             track_col.take(pa.array(row_pair[order])),
-            pa.array(played_us[order].astype("datetime64[us]"),
-                     pa.timestamp("us", tz="UTC")),
+            pa.array(played_us[order].astype("datetime64[us]"), pa.timestamp("us", tz="UTC")),
             pa.array(np.full(len(order), DURATION_MS, dtype=np.int64)),
         ],
         schema=PLAY_SCHEMA,
@@ -267,10 +281,12 @@ def convert_hetrec(source: Path, out: Path) -> dict[str, int | str]:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, required=True,
-                        help="folder of the HetRec 2011 Last.fm 2K .dat files")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output data directory (outside the repository)")
+    parser.add_argument(
+        "--source", type=Path, required=True, help="folder of the HetRec 2011 Last.fm 2K .dat files"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output data directory (outside the repository)"
+    )
     args = parser.parse_args(argv)
     try:
         counts = convert_hetrec(args.source, args.out)

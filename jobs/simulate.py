@@ -197,8 +197,9 @@ def _ids(prefix: str, start: int, stop: int, width: int) -> pa.Array:
     return pc.binary_join_element_wise(pa.scalar(prefix), padded, "")
 
 
-def _words(first: tuple[str, ...], second: tuple[str, ...], i: np.ndarray, j: np.ndarray,
-           sep: str = " ") -> pa.Array:
+def _words(
+    first: tuple[str, ...], second: tuple[str, ...], i: np.ndarray, j: np.ndarray, sep: str = " "
+) -> pa.Array:
     return pc.binary_join_element_wise(
         pa.array(first).take(pa.array(i)), pa.array(second).take(pa.array(j)), sep
     )
@@ -255,8 +256,10 @@ def _build_catalog(
 
     # Tags: genre name, the artist's sub-genre, and sometimes a second sub-genre.
     sub_prefix = np.stack(
-        [rng.choice(len(SUBGENRE_PREFIXES), SUBGENRES_PER_GENRE, replace=False)
-         for _ in range(n_genres)]
+        [
+            rng.choice(len(SUBGENRE_PREFIXES), SUBGENRES_PER_GENRE, replace=False)
+            for _ in range(n_genres)
+        ]
     )
     genre_words = np.array(GENRE_WORDS[:n_genres], dtype=object)
     vocab = list(genre_words) + [
@@ -282,9 +285,9 @@ def _build_catalog(
         pa.array(offsets), pa.array(vocab, pa.string()).take(pa.array(tag_idx))
     )
 
-    duration = np.clip(
-        rng.lognormal(math.log(215_000), 0.25, size=tracks), 60_000, 600_000
-    ).astype(np.int64)
+    duration = np.clip(rng.lognormal(math.log(215_000), 0.25, size=tracks), 60_000, 600_000).astype(
+        np.int64
+    )
 
     # Release dates: NEW_TRACK_FRACTION in the 7 days before end, the rest before the window.
     n_new = max(1, round(NEW_TRACK_FRACTION * tracks))
@@ -301,16 +304,25 @@ def _build_catalog(
 
     track_ids = _ids("t", 0, tracks, 7)
     artist_ids = _ids("a", 0, n_artists, 6)
-    titles = _words(ADJECTIVES, NOUNS, rng.integers(0, len(ADJECTIVES), tracks),
-                    rng.integers(0, len(NOUNS), tracks))
+    titles = _words(
+        ADJECTIVES,
+        NOUNS,
+        rng.integers(0, len(ADJECTIVES), tracks),
+        rng.integers(0, len(NOUNS), tracks),
+    )
     names = pc.binary_join_element_wise(
         pa.scalar("The"),
-        _words(ADJECTIVES, NOUNS, rng.integers(0, len(ADJECTIVES), n_artists),
-               rng.integers(0, len(NOUNS), n_artists)),
+        _words(
+            ADJECTIVES,
+            NOUNS,
+            rng.integers(0, len(ADJECTIVES), n_artists),
+            rng.integers(0, len(NOUNS), n_artists),
+        ),
         " ",
     )
-    _write(pa.table([artist_ids, names], schema=ARTIST_SCHEMA),
-           root / "catalog" / "artists.parquet")
+    _write(
+        pa.table([artist_ids, names], schema=ARTIST_SCHEMA), root / "catalog" / "artists.parquet"
+    )
     track_table = pa.table(
         [
             track_ids,
@@ -318,8 +330,7 @@ def _build_catalog(
             artist_ids.take(pa.array(track_artist)),
             pa.array(duration, pa.int64()),
             pa.array(released, pa.date32()),
-            pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()),
-                                              EMBEDDING_DIM),
+            pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), EMBEDDING_DIM),
             tags,
         ],
         schema=TRACK_SCHEMA,
@@ -369,8 +380,13 @@ class _Chunk:
 
 
 def _simulate_chunk(
-    rng: np.random.Generator, cat: _Catalog, n_users: int, *, plays_per_user: float,
-    start_us: int, end_us: int,
+    rng: np.random.Generator,
+    cat: _Catalog,
+    n_users: int,
+    *,
+    plays_per_user: float,
+    start_us: int,
+    end_us: int,
 ) -> _Chunk:
     """Draw the clean plays and thumbs of ``n_users`` listeners."""
     n_active = len(cat.active_genres)
@@ -454,9 +470,17 @@ def _simulate_chunk(
 
 
 def _write_chunk_events(
-    root: Path, index: int, chunk: _Chunk, cat: _Catalog, user_ids: pa.Array,
-    play_bad: np.ndarray, thumb_bad: np.ndarray, bad_offset: int, rng: np.random.Generator,
-    start_us: int, end_us: int,
+    root: Path,
+    index: int,
+    chunk: _Chunk,
+    cat: _Catalog,
+    user_ids: pa.Array,
+    play_bad: np.ndarray,
+    thumb_bad: np.ndarray,
+    bad_offset: int,
+    rng: np.random.Generator,
+    start_us: int,
+    end_us: int,
 ) -> tuple[int, int]:
     """Spoil copies of clean rows as asked, write the chunk's part files; return row counts.
 
@@ -544,43 +568,6 @@ def simulate_world(
 ) -> SimulationSummary:
     """Simulate a listening world and write it to ``out_dir`` in the contract's layout.
 
-    Generative model
-    ----------------
-    * ``min(40, max(8, tracks // 1000))`` genres named from a word list; artists have a
-      primary genre and sub-genre and 1 + Geometric tracks (mean 8); tracks inherit the
-      artist's genre. Ids are ``a000042``, ``t0000042`` and ``u0000042`` (0-based).
-    * Track popularity is Zipf (exponent 1) over a random permutation of the tracks.
-    * Embeddings (32 float32, L2-normalised) are genre centroid + artist offset + noise;
-      tags are the genre name plus one or two of the genre's sub-genre tags.
-    * About 5 % of tracks (at least one) are new: released in the 7 days before ``end``
-      and never played or rated. The others were released before the window.
-    * Listeners have a Dirichlet(0.25) taste over genres (5 % spread uniformly) and a
-      lognormal activity with mean ``plays_per_user``. Each picks distinct tracks with
-      probability ∝ taste[genre] × popularity; liked pairs (mostly on-taste ones) get
-      geometric repeat plays and mostly complete (U(0.7, 1.0) × duration), other pairs
-      mostly skip (1 s to 25 s). Clean plays are uniform in ``[end - weeks, end)``.
-    * About 4 % of listened pairs get a thumb, +1 mostly when the pair's plays completed,
-      -1 mostly when they were skipped, rated after the pair's first play and before
-      ``end``.
-
-    Injected corruption
-    -------------------
-    Bad rows are *added* to the clean rows (removing them recovers the clean data),
-    ``round(corrupt_fraction × clean rows)`` of them in plays and in thumbs, each a spoiled
-    copy of a clean play of the same chunk, with kinds taken round-robin:
-
-    * plays: ``unknown_track`` (track id ``t-unknown-NNNNNN``, not in the catalog),
-      ``negative_ms_played`` (ms_played < 0), ``ms_played_over_24h`` (ms_played >
-      24 h), ``played_after_end`` (played_at > ``end``, up to 30 days after),
-      ``played_in_1999`` (played_at during 1999) and ``duplicate`` (an exact copy of a
-      clean play row; clean plays never duplicate each other);
-    * thumbs: ``thumb_value_0`` and ``thumb_value_5`` (value 0 or 5 on a clean play's
-      listener, track and time).
-
-    When ``corrupt_fraction > 0`` and there are at least 50 clean plays, every kind above
-    appears at least once (missing kinds are topped up in the last chunk). All bad rows
-    stay type-valid Parquet.
-
     Parameters
     ----------
     out_dir : Path
@@ -616,6 +603,49 @@ def simulate_world(
     ------
     ValueError
         If an argument is out of range or ``out_dir`` already holds a data directory.
+
+    Notes
+    -----
+    **Generative model.**
+
+    * ``min(40, max(8, tracks // 1000))`` genres named from a word list; artists have a
+      primary genre and sub-genre and 1 + Geometric tracks (mean 8); tracks inherit the
+      artist's genre. Ids are ``a000042``, ``t0000042`` and ``u0000042`` (0-based).
+    * Track popularity is Zipf (exponent 1) over a random permutation of the tracks.
+    * Embeddings (32 float32, L2-normalised) are genre centroid + artist offset + noise;
+      tags are the genre name plus one or two of the genre's sub-genre tags.
+    * About 5 % of tracks (at least one) are new: released in the 7 days before ``end``
+      and never played or rated. The others were released before the window.
+    * Listeners have a Dirichlet(0.25) taste over genres (5 % spread uniformly) and a
+      lognormal activity with mean ``plays_per_user``. Each picks distinct tracks with
+      probability ∝ taste[genre] × popularity; liked pairs (mostly on-taste ones) get
+      geometric repeat plays and mostly complete (U(0.7, 1.0) × duration), other pairs
+      mostly skip (1 s to 25 s). Clean plays are uniform in ``[end - weeks, end)``.
+    * About 4 % of listened pairs get a thumb, +1 mostly when the pair's plays completed,
+      -1 mostly when they were skipped, rated after the pair's first play and before
+      ``end``.
+
+    **Injected corruption.**
+
+    Bad rows are *added* to the clean rows (removing them recovers the clean data),
+    ``round(corrupt_fraction × clean rows)`` of them in plays and in thumbs, each a spoiled
+    copy of a clean play of the same chunk, with kinds taken round-robin:
+
+    * plays: ``unknown_track`` (track id ``t-unknown-NNNNNN``, not in the catalog),
+      ``negative_ms_played`` (ms_played < 0), ``ms_played_over_24h`` (ms_played >
+      24 h), ``played_after_end`` (played_at > ``end``, up to 30 days after),
+      ``played_in_1999`` (played_at during 1999) and ``duplicate`` (an exact copy of a
+      clean play row; clean plays never duplicate each other);
+    * thumbs: ``thumb_value_0`` and ``thumb_value_5`` (value 0 or 5 on a clean play's
+      listener, track and time).
+
+    Every bad row has exactly one defect: the first three play kinds get a fresh time
+    inside the window and keep the source's other valid fields, the two time kinds keep
+    the source's track and ``ms_played``. Thumbs' bad rows reference catalog tracks.
+
+    When ``corrupt_fraction > 0`` and there are at least 50 clean plays, every kind above
+    appears at least once (missing kinds are topped up in the last chunk). All bad rows
+    stay type-valid Parquet.
     """
     users = _check_int("users", users, 1)
     tracks = _check_int("tracks", tracks, 10)
@@ -654,7 +684,12 @@ def simulate_world(
     n_chunks = math.ceil(users / chunk_users)
     logger.info(
         "simulating %d listeners and %d tracks over [%s, %s) in %d chunk(s) into %s",
-        users, tracks, start.isoformat(), end.isoformat(), n_chunks, out_dir,
+        users,
+        tracks,
+        start.isoformat(),
+        end.isoformat(),
+        n_chunks,
+        out_dir,
     )
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -665,8 +700,13 @@ def simulate_world(
         cat, n_artists, n_new = _build_catalog(
             work, tracks=tracks, seed=seed, start_us=start_us, end_us=end_us
         )
-        logger.info("catalog: %d artists, %d tracks (%d new), %d genres",
-                    n_artists, tracks, n_new, cat.n_genres)
+        logger.info(
+            "catalog: %d artists, %d tracks (%d new), %d genres",
+            n_artists,
+            tracks,
+            n_new,
+            cat.n_genres,
+        )
 
         clean_plays = clean_thumbs = 0
         bad_plays = bad_thumbs = 0
@@ -674,8 +714,9 @@ def simulate_world(
         thumb_kinds = np.zeros(len(THUMB_CORRUPTIONS), dtype=np.int64)
         total_plays = total_thumbs = 0
         bar = tqdm(range(n_chunks), desc="simulate", unit="chunk", disable=not progress)
-        with pq.ParquetWriter(work / "catalog" / "users.parquet", USER_SCHEMA,
-                              compression="snappy") as users_writer:
+        with pq.ParquetWriter(
+            work / "catalog" / "users.parquet", USER_SCHEMA, compression="snappy"
+        ) as users_writer:
             for index in bar:
                 lo = index * chunk_users
                 hi = min(users, lo + chunk_users)
@@ -683,15 +724,26 @@ def simulate_world(
                     np.random.SeedSequence(seed, spawn_key=(_STREAM_CHUNK, index))
                 )
                 user_ids = _ids("u", lo, hi, 7)
-                names = _words(ADJECTIVES, NOUNS, (np.arange(lo, hi) * 7) % len(ADJECTIVES),
-                               (np.arange(lo, hi) * 13 + 5) % len(NOUNS), "_")
+                names = _words(
+                    ADJECTIVES,
+                    NOUNS,
+                    (np.arange(lo, hi) * 7) % len(ADJECTIVES),
+                    (np.arange(lo, hi) * 13 + 5) % len(NOUNS),
+                    "_",
+                )
                 names = pc.binary_join_element_wise(
                     pc.utf8_lower(names), pc.cast(pa.array(np.arange(lo, hi)), pa.string()), ""
                 )
                 users_writer.write_table(pa.table([user_ids, names], schema=USER_SCHEMA))
 
-                chunk = _simulate_chunk(rng, cat, hi - lo, plays_per_user=plays_per_user,
-                                        start_us=start_us, end_us=end_us)
+                chunk = _simulate_chunk(
+                    rng,
+                    cat,
+                    hi - lo,
+                    plays_per_user=plays_per_user,
+                    start_us=start_us,
+                    end_us=end_us,
+                )
                 clean_plays += len(chunk.play_user)
                 clean_thumbs += len(chunk.thumb_user)
                 n_bad_p = round(corrupt_fraction * clean_plays) - bad_plays
@@ -700,13 +752,21 @@ def simulate_world(
                 t_kinds = (bad_thumbs + np.arange(n_bad_t)) % len(THUMB_CORRUPTIONS)
                 if index == n_chunks - 1 and corrupt_fraction > 0 and clean_plays >= 50:
                     seen_p = play_kinds + np.bincount(p_kinds, minlength=len(PLAY_CORRUPTIONS))
-                    seen_t = thumb_kinds + np.bincount(t_kinds,
-                                                       minlength=len(THUMB_CORRUPTIONS))
+                    seen_t = thumb_kinds + np.bincount(t_kinds, minlength=len(THUMB_CORRUPTIONS))
                     p_kinds = np.concatenate([p_kinds, np.flatnonzero(seen_p == 0)])
                     t_kinds = np.concatenate([t_kinds, np.flatnonzero(seen_t == 0)])
                 n_plays, n_thumbs = _write_chunk_events(
-                    work, index, chunk, cat, user_ids, p_kinds, t_kinds, bad_plays, rng,
-                    start_us, end_us,
+                    work,
+                    index,
+                    chunk,
+                    cat,
+                    user_ids,
+                    p_kinds,
+                    t_kinds,
+                    bad_plays,
+                    rng,
+                    start_us,
+                    end_us,
                 )
                 play_kinds += np.bincount(p_kinds, minlength=len(PLAY_CORRUPTIONS))
                 thumb_kinds += np.bincount(t_kinds, minlength=len(THUMB_CORRUPTIONS))
@@ -714,8 +774,9 @@ def simulate_world(
                 bad_thumbs += len(t_kinds)
                 total_plays += n_plays
                 total_thumbs += n_thumbs
-                logger.debug("chunk %d: %d listeners, %d plays, %d thumbs",
-                             index, hi - lo, n_plays, n_thumbs)
+                logger.debug(
+                    "chunk %d: %d listeners, %d plays, %d thumbs", index, hi - lo, n_plays, n_thumbs
+                )
         bar.close()
         for sub in ("catalog", "events"):
             (work / sub).rename(out_dir / sub)
@@ -736,7 +797,9 @@ def simulate_world(
     )
     logger.info(
         "wrote %d plays and %d thumbs (%d corrupted rows: plays %s, thumbs %s)",
-        total_plays, total_thumbs, bad_plays + bad_thumbs,
+        total_plays,
+        total_thumbs,
+        bad_plays + bad_thumbs,
         dict(zip(PLAY_CORRUPTIONS, play_kinds.tolist(), strict=True)),
         dict(zip(THUMB_CORRUPTIONS, thumb_kinds.tolist(), strict=True)),
     )

@@ -190,3 +190,13 @@ def count_listeners(session: Session) -> int:
 def playlists_of_week(session: Session, week_start: dt.date) -> int:
     statement = select(func.count()).select_from(Playlist).where(Playlist.week_start == week_start)
     return int(session.scalar(statement) or 0)
+
+
+def newest_model_version(session: Session, week_start: dt.date) -> ModelVersion | None:
+    statement = (
+        select(ModelVersion)
+        .where(ModelVersion.week_start == week_start)
+        .order_by(ModelVersion.created_at.desc())
+        .limit(1)
+    )
+    return session.scalars(statement).first()

@@ -1,0 +1,282 @@
+"""The ``cratedigger`` command line.
+
+This module is the composition root: it is the one place in ``jobs/`` that also imports
+``webapp`` (for ``serve`` and ``demo``), and only inside those commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from tqdm import tqdm
+
+from recsys.contract import parse_week, week_start_of
+from recsys.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("cratedigger")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings() -> Settings:
+    from recsys.logs import configure_logging
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _friendly_errors(command: F) -> F:
+    """Turn input and configuration errors into a one-line message and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from jobs.aggregate import InputError
+
+        try:
+            return command(*args, **kwargs)
+        except (ConfigError, InputError, ValueError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _week_option(help_text: str) -> Callable[[F], F]:
+    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date:
+        if value is None:
+            return week_start_of(dt.datetime.now(dt.UTC))
+        try:
+            return parse_week(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return click.option("--week", metavar="YYYY-MM-DD", callback=convert, help=help_text)
+
+
+_WEEK_HELP = "Monday (UTC) of the week; default: the current week."
+
+
+def _progress(total: int, name: str) -> tqdm:
+    return tqdm(total=total, desc=name, unit="listener", dynamic_ncols=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="cratedigger")
+def cli() -> None:
+    """Weekly discovery playlists: aggregate events, train ALS, build 50-track playlists.
+
+    Every option of the service comes from CRATEDIGGER_* environment variables
+    (see the README); CRATEDIGGER_DATA_DIR and CRATEDIGGER_DATABASE_URL point every
+    command at the same state.
+    """
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(1, 10_000_000), default=2000, show_default=True)
+@click.option("--tracks", type=click.IntRange(10, 10_000_000), default=20000, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=7, show_default=True)
+@click.option("--weeks", type=click.IntRange(1, 520), default=8, show_default=True,
+              help="Weeks of listening before --end.")
+@click.option("--end", "end_week", metavar="YYYY-MM-DD", default=None,
+              help="Monday the simulated events end before; default: this week's Monday.")
+@click.option("--corrupt-fraction", type=click.FloatRange(0, 0.5), default=0.001,
+              show_default=True, help="Share of bad rows injected to exercise quarantine.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New data directory to write.")
+@_friendly_errors
+def simulate(users: int, tracks: int, seed: int, weeks: int, end_week: str | None,
+             corrupt_fraction: float, out: Path) -> None:
+    """Write a simulated listening world in the data contract's format."""
+    from jobs.simulate import simulate_world
+
+    _settings()
+    week = parse_week(end_week) if end_week else week_start_of(dt.datetime.now(dt.UTC))
+    end = dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC)
+    summary = simulate_world(out, users=users, tracks=tracks, seed=seed, end=end, weeks=weeks,
+                             corrupt_fraction=corrupt_fraction, progress=True)
+    click.echo(
+        f"wrote {summary.plays:,} plays and {summary.thumbs:,} thumbs of {summary.users:,} "
+        f"listeners over {summary.tracks:,} tracks ({summary.new_tracks:,} new, never played) "
+        f"to {out}; events end before {end.isoformat()}"
+    )
+
+
+@cli.command()
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Data directory (catalog/ and events/).")
+@_week_option(_WEEK_HELP)
+@_friendly_errors
+def aggregate(data_dir: Path, week: dt.date) -> None:
+    """Validate and aggregate events before the week (Spark), quarantine bad rows,
+    and load the catalog into the database."""
+    from jobs.weekly import aggregate_week, load_catalog
+    from recsys.db.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    summary = aggregate_week(settings, data_dir, week)
+    load_catalog(settings, week)
+    click.echo(
+        f"{summary['interactions']:,} interactions of {summary['users']:,} listeners; "
+        f"quarantined {summary['quarantined_total']:,} rows: {summary['quarantined']}"
+    )
+
+
+@cli.command()
+@_week_option(_WEEK_HELP)
+@_friendly_errors
+def train(week: dt.date) -> None:
+    """Train ALS on the week's aggregates and record the model version."""
+    from jobs.weekly import load_training_data, train_week
+
+    settings = _settings()
+    model = train_week(settings, week, load_training_data(settings, week), show_progress=True)
+    click.echo(f"model {model.metadata['version']} saved under {settings.models_dir}")
+
+
+@cli.command()
+@_week_option(_WEEK_HELP)
+@_friendly_errors
+def generate(week: dt.date) -> None:
+    """Build the week's playlists with the week's newest model."""
+    from jobs.weekly import generate_week, load_model_for_week, load_training_data
+
+    settings = _settings()
+    model = load_model_for_week(settings, week)
+    counts = generate_week(settings, week, model, load_training_data(settings, week),
+                           progress=_progress)
+    click.echo(f"{counts['playlists']:,} playlists ({counts['playlist_tracks']:,} tracks) "
+               f"for the week of {week}")
+
+
+@cli.command("run-week")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Data directory (catalog/ and events/).")
+@_week_option(_WEEK_HELP + " Only events before it are used.")
+@_friendly_errors
+def run_week_command(data_dir: Path, week: dt.date) -> None:
+    """Aggregate, train and generate the week's playlists, in-process."""
+    from jobs.weekly import run_week
+
+    settings = _settings()
+    report = run_week(settings, data_dir, week, progress=_progress)
+    _print_report(report)
+
+
+def _print_report(report: Any) -> None:
+    click.echo(f"week {report.week_start}: model {report.model_version}")
+    click.echo(f"  {report.playlists:,} playlists, {report.playlist_tracks:,} tracks "
+               f"({report.short_playlists:,} shorter than the playlist length)")
+    agg = report.aggregation
+    click.echo(f"  events read {agg['events_read']}, duplicates dropped "
+               f"{agg['duplicates_dropped']}, quarantined {agg['quarantined_total']:,}")
+    for kind, reasons in sorted(agg["quarantined"].items()):
+        click.echo(f"    {kind}: " + ", ".join(f"{r}={n}" for r, n in sorted(reasons.items())))
+    click.echo("  stage seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in report.stages.items()))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@_friendly_errors
+def serve(host: str, port: int) -> None:
+    """Serve the pages and the JSON API with Flask's server (use gunicorn in production)."""
+    from recsys.db.migrate import upgrade
+    from webapp import create_app
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    create_app().run(host=host, port=port)
+
+
+@cli.command()
+@click.option("--users", type=click.IntRange(10, 100_000), default=500, show_default=True)
+@click.option("--tracks", type=click.IntRange(200, 1_000_000), default=5000, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--no-serve", is_flag=True, help="Stop after the weekly run.")
+@_friendly_errors
+def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
+    """Simulate a small world, run this week, and serve the pages."""
+    import shutil
+
+    from jobs.simulate import simulate_world
+    from jobs.weekly import run_week
+    from recsys.db import repository
+    from recsys.db.engine import make_engine, make_session_factory
+
+    settings = _settings()
+    week = week_start_of(dt.datetime.now(dt.UTC))
+    world = settings.data_dir / "demo-world"
+    if world.exists():
+        shutil.rmtree(world)
+    click.echo(f"simulating {users} listeners and {tracks} tracks into {world}")
+    simulate_world(world, users=users, tracks=tracks, seed=7,
+                   end=dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC), progress=True)
+    report = run_week(settings, world, week, progress=_progress)
+    _print_report(report)
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        listeners = repository.list_listeners(session, limit=1)
+    engine.dispose()
+    first = listeners[0][0].user_id if listeners else ""
+    base = f"http://127.0.0.1:{port}"
+    click.echo(f"\nstate in {settings.data_dir}, database {settings.database_url}")
+    click.echo(f"listeners:        {base}/")
+    click.echo(f"a playlist:       {base}/users/{first}")
+    click.echo(f"the same as JSON: {base}/api/v1/users/{first}/playlists/latest")
+    if not no_serve:
+        from webapp import create_app
+
+        create_app().run(host="127.0.0.1", port=port)
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@_friendly_errors
+def db_upgrade(revision: str) -> None:
+    """Migrate the database to REVISION (default: head)."""
+    from recsys.db.migrate import upgrade
+
+    upgrade(_settings().database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@_friendly_errors
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION (e.g. base)."""
+    from recsys.db.migrate import downgrade
+
+    downgrade(_settings().database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("current")
+@_friendly_errors
+def db_current() -> None:
+    """Print the database's schema revision."""
+    from recsys.db.engine import make_engine
+    from recsys.db.migrate import current_revision
+
+    engine = make_engine(_settings().database_url)
+    click.echo(current_revision(engine) or "empty (no migration applied)")
+    engine.dispose()
+
+
+def main() -> None:
+    cli(prog_name="cratedigger")

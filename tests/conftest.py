@@ -1,0 +1,104 @@
+"""Shared fixtures: a Spark session, SQLite and PostgreSQL databases, settings, data folders.
+
+Tests that need a server (PostgreSQL) skip with the reason when it is not reachable, unless
+CRATEDIGGER_REQUIRE_SERVICES=1 (set by .ci/run), which turns those skips into failures.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from recsys.settings import Settings
+from tests.worlds import World
+
+REQUIRE_SERVICES = os.environ.get("CRATEDIGGER_REQUIRE_SERVICES") == "1"
+POSTGRES_URL = os.environ.get(
+    "CRATEDIGGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def unavailable(reason: str) -> None:
+    """Skip, or fail when the run requires every service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def spark():
+    import shutil
+
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        unavailable("Java is not installed (PySpark needs Java 17)")
+    from jobs.spark import get_spark
+
+    session = get_spark("local[2]", app_name="cratedigger-tests", shuffle_partitions=2)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(POSTGRES_URL)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        unavailable(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc.orig}")
+    finally:
+        engine.dispose()
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"cratedigger_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on both backends."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "state", database_url=f"sqlite:///{tmp_path / 'state.db'}",
+                    spark_master="local[2]", spark_shuffle_partitions=2, als_factors=16,
+                    als_iterations=10)
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    from recsys.db.migrate import upgrade
+
+    upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+def two_groups() -> World:
+    from tests.worlds import two_taste_groups
+
+    return two_taste_groups()

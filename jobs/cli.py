@@ -24,7 +24,9 @@ log = logging.getLogger("cratedigger")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _settings() -> Settings:
+def _settings(*, migrate: bool = False) -> Settings:
+    """Load the settings and set up logging; ``migrate`` brings the database schema to head
+    first, so that every command works on a fresh data directory."""
     from recsys.logs import configure_logging
 
     try:
@@ -32,6 +34,10 @@ def _settings() -> Settings:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     configure_logging(settings.log_level, settings.log_format)
+    if migrate:
+        from recsys.db.migrate import upgrade
+
+        upgrade(settings.database_url)
     return settings
 
 
@@ -84,25 +90,59 @@ def cli() -> None:
 @click.option("--users", type=click.IntRange(1, 10_000_000), default=2000, show_default=True)
 @click.option("--tracks", type=click.IntRange(10, 10_000_000), default=20000, show_default=True)
 @click.option("--seed", type=click.IntRange(0), default=7, show_default=True)
-@click.option("--weeks", type=click.IntRange(1, 520), default=8, show_default=True,
-              help="Weeks of listening before --end.")
-@click.option("--end", "end_week", metavar="YYYY-MM-DD", default=None,
-              help="Monday the simulated events end before; default: this week's Monday.")
-@click.option("--corrupt-fraction", type=click.FloatRange(0, 0.5), default=0.001,
-              show_default=True, help="Share of bad rows injected to exercise quarantine.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="New data directory to write.")
+@click.option(
+    "--weeks",
+    type=click.IntRange(1, 520),
+    default=8,
+    show_default=True,
+    help="Weeks of listening before --end.",
+)
+@click.option(
+    "--end",
+    "end_week",
+    metavar="YYYY-MM-DD",
+    default=None,
+    help="Monday the simulated events end before; default: this week's Monday.",
+)
+@click.option(
+    "--corrupt-fraction",
+    type=click.FloatRange(0, 0.5),
+    default=0.001,
+    show_default=True,
+    help="Share of bad rows injected to exercise quarantine.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="New data directory to write.",
+)
 @_friendly_errors
-def simulate(users: int, tracks: int, seed: int, weeks: int, end_week: str | None,
-             corrupt_fraction: float, out: Path) -> None:
+def simulate(
+    users: int,
+    tracks: int,
+    seed: int,
+    weeks: int,
+    end_week: str | None,
+    corrupt_fraction: float,
+    out: Path,
+) -> None:
     """Write a simulated listening world in the data contract's format."""
     from jobs.simulate import simulate_world
 
     _settings()
     week = parse_week(end_week) if end_week else week_start_of(dt.datetime.now(dt.UTC))
     end = dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC)
-    summary = simulate_world(out, users=users, tracks=tracks, seed=seed, end=end, weeks=weeks,
-                             corrupt_fraction=corrupt_fraction, progress=True)
+    summary = simulate_world(
+        out,
+        users=users,
+        tracks=tracks,
+        seed=seed,
+        end=end,
+        weeks=weeks,
+        corrupt_fraction=corrupt_fraction,
+        progress=True,
+    )
     click.echo(
         f"wrote {summary.plays:,} plays and {summary.thumbs:,} thumbs of {summary.users:,} "
         f"listeners over {summary.tracks:,} tracks ({summary.new_tracks:,} new, never played) "
@@ -111,18 +151,21 @@ def simulate(users: int, tracks: int, seed: int, weeks: int, end_week: str | Non
 
 
 @cli.command()
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="Data directory (catalog/ and events/).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Data directory (catalog/ and events/).",
+)
 @_week_option(_WEEK_HELP)
 @_friendly_errors
 def aggregate(data_dir: Path, week: dt.date) -> None:
     """Validate and aggregate events before the week (Spark), quarantine bad rows,
     and load the catalog into the database."""
     from jobs.weekly import aggregate_week, load_catalog
-    from recsys.db.migrate import upgrade
 
-    settings = _settings()
-    upgrade(settings.database_url)
+    settings = _settings(migrate=True)
     summary = aggregate_week(settings, data_dir, week)
     load_catalog(settings, week)
     click.echo(
@@ -138,7 +181,7 @@ def train(week: dt.date) -> None:
     """Train ALS on the week's aggregates and record the model version."""
     from jobs.weekly import load_training_data, train_week
 
-    settings = _settings()
+    settings = _settings(migrate=True)
     model = train_week(settings, week, load_training_data(settings, week), show_progress=True)
     click.echo(f"model {model.metadata['version']} saved under {settings.models_dir}")
 
@@ -150,17 +193,25 @@ def generate(week: dt.date) -> None:
     """Build the week's playlists with the week's newest model."""
     from jobs.weekly import generate_week, load_model_for_week, load_training_data
 
-    settings = _settings()
+    settings = _settings(migrate=True)
     model = load_model_for_week(settings, week)
-    counts = generate_week(settings, week, model, load_training_data(settings, week),
-                           progress=_progress)
-    click.echo(f"{counts['playlists']:,} playlists ({counts['playlist_tracks']:,} tracks) "
-               f"for the week of {week}")
+    counts = generate_week(
+        settings, week, model, load_training_data(settings, week), progress=_progress
+    )
+    click.echo(
+        f"{counts['playlists']:,} playlists ({counts['playlist_tracks']:,} tracks) "
+        f"for the week of {week}"
+    )
 
 
 @cli.command("run-week")
-@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              required=True, help="Data directory (catalog/ and events/).")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Data directory (catalog/ and events/).",
+)
 @_week_option(_WEEK_HELP + " Only events before it are used.")
 @_friendly_errors
 def run_week_command(data_dir: Path, week: dt.date) -> None:
@@ -174,11 +225,15 @@ def run_week_command(data_dir: Path, week: dt.date) -> None:
 
 def _print_report(report: Any) -> None:
     click.echo(f"week {report.week_start}: model {report.model_version}")
-    click.echo(f"  {report.playlists:,} playlists, {report.playlist_tracks:,} tracks "
-               f"({report.short_playlists:,} shorter than the playlist length)")
+    click.echo(
+        f"  {report.playlists:,} playlists, {report.playlist_tracks:,} tracks "
+        f"({report.short_playlists:,} shorter than the playlist length)"
+    )
     agg = report.aggregation
-    click.echo(f"  events read {agg['events_read']}, duplicates dropped "
-               f"{agg['duplicates_dropped']}, quarantined {agg['quarantined_total']:,}")
+    click.echo(
+        f"  events read {agg['events_read']}, duplicates dropped "
+        f"{agg['duplicates_dropped']}, quarantined {agg['quarantined_total']:,}"
+    )
     for kind, reasons in sorted(agg["quarantined"].items()):
         click.echo(f"    {kind}: " + ", ".join(f"{r}={n}" for r, n in sorted(reasons.items())))
     click.echo("  stage seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in report.stages.items()))
@@ -190,11 +245,9 @@ def _print_report(report: Any) -> None:
 @_friendly_errors
 def serve(host: str, port: int) -> None:
     """Serve the pages and the JSON API with Flask's server (use gunicorn in production)."""
-    from recsys.db.migrate import upgrade
     from webapp import create_app
 
-    settings = _settings()
-    upgrade(settings.database_url)
+    _settings(migrate=True)
     create_app().run(host=host, port=port)
 
 
@@ -219,8 +272,14 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
     if world.exists():
         shutil.rmtree(world)
     click.echo(f"simulating {users} listeners and {tracks} tracks into {world}")
-    simulate_world(world, users=users, tracks=tracks, seed=7,
-                   end=dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC), progress=True)
+    simulate_world(
+        world,
+        users=users,
+        tracks=tracks,
+        seed=7,
+        end=dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC),
+        progress=True,
+    )
     report = run_week(settings, world, week, progress=_progress)
     _print_report(report)
     engine = make_engine(settings.database_url)

@@ -7,7 +7,9 @@ import tempfile
 from pyspark.sql import SparkSession
 
 
-def get_spark(master: str | None, *, app_name: str = "cratedigger", shuffle_partitions: int = 8) -> SparkSession:
+def get_spark(
+    master: str | None, *, app_name: str = "cratedigger", shuffle_partitions: int = 8
+) -> SparkSession:
     """Start (or reuse) a SparkSession.
 
     ``master=None`` leaves the master to ``spark-submit`` (a cluster run); otherwise it is

@@ -135,8 +135,10 @@ def load_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
     user_rows = matrix.user_index(all_users)
     present = user_rows >= 0
     known = sp.csr_matrix(
-        (np.ones(int(present.sum()), dtype=np.float32),
-         (user_rows[present], matrix.track_index(all_tracks[present]))),
+        (
+            np.ones(int(present.sum()), dtype=np.float32),
+            (user_rows[present], matrix.track_index(all_tracks[present])),
+        ),
         shape=matrix.shape,
     )
     order = np.argsort(tracks["track_id"].astype(str))
@@ -200,21 +202,30 @@ def generate_week(
     engine = make_engine(settings.database_url)
     sessions = make_session_factory(engine)
     version = str(model.metadata["version"])
-    counts = {"listeners": int(len(user_rows)), "playlists": 0, "playlist_tracks": 0, "short": 0}
+    counts = {"listeners": len(user_rows), "playlists": 0, "playlist_tracks": 0, "short": 0}
     bar = progress(len(user_rows), "generate") if progress else None
     blocks = generate_playlists(
-        model, data.known, data.track_artist, rules,
-        user_rows=user_rows, eligible=data.eligible, block_size=settings.generate_block_size,
+        model,
+        data.known,
+        data.track_artist,
+        rules,
+        user_rows=user_rows,
+        eligible=data.eligible,
+        block_size=settings.generate_block_size,
     )
     for block in blocks:
         playlists = []
-        for row, columns, scores in zip(block.user_rows, block.track_columns, block.scores, strict=True):
+        for row, columns, scores in zip(
+            block.user_rows, block.track_columns, block.scores, strict=True
+        ):
             chosen = columns >= 0
             if chosen.sum() < rules.length:
                 counts["short"] += 1
             entries = [
                 repository.PlaylistEntry(str(track), float(score))
-                for track, score in zip(model.track_ids[columns[chosen]], scores[chosen], strict=True)
+                for track, score in zip(
+                    model.track_ids[columns[chosen]], scores[chosen], strict=True
+                )
             ]
             playlists.append(repository.NewPlaylist(str(model.user_ids[row]), entries))
         with sessions.begin() as session:

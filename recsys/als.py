@@ -123,7 +123,9 @@ class ALSModel:
             raise ValueError(f"{directory} does not hold a model ({METADATA_FILE}, {FACTORS_FILE})")
         metadata = json.loads(metadata_path.read_text())
         if metadata.get("format") != ARTIFACT_FORMAT:
-            raise ValueError(f"{directory}: model format {metadata.get('format')!r} is not supported")
+            raise ValueError(
+                f"{directory}: model format {metadata.get('format')!r} is not supported"
+            )
         with np.load(directory / FACTORS_FILE, allow_pickle=False) as arrays:
             user_factors = arrays["user_factors"]
             item_factors = arrays["item_factors"]

@@ -17,7 +17,9 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         event: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -27,7 +29,9 @@ class _Formatter(logging.Formatter):
             event["exception"] = self.formatException(record.exc_info)
         if self.as_json:
             return json.dumps(event, default=str)
-        head = f"{event.pop('ts')} {event.pop('level'):<7} {event.pop('logger')}: {event.pop('event')}"
+        head = (
+            f"{event.pop('ts')} {event.pop('level'):<7} {event.pop('logger')}: {event.pop('event')}"
+        )
         rest = " ".join(f"{key}={value!r}" for key, value in event.items())
         return f"{head} {rest}".rstrip()
 
@@ -45,3 +49,5 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root.setLevel(level)
     # Spark's py4j gateway logs every call at INFO.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    # Alembic narrates every connection at INFO; the commands report what they migrated.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

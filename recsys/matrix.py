@@ -57,7 +57,9 @@ class InteractionMatrix:
         return digest.hexdigest()
 
 
-def _lookup(sorted_ids: npt.NDArray[np.str_], wanted: npt.NDArray[np.str_]) -> npt.NDArray[np.int64]:
+def _lookup(
+    sorted_ids: npt.NDArray[np.str_], wanted: npt.NDArray[np.str_]
+) -> npt.NDArray[np.int64]:
     if len(sorted_ids) == 0:
         return np.full(len(wanted), -1, dtype=np.int64)
     positions = np.searchsorted(sorted_ids, wanted)

@@ -141,8 +141,9 @@ def select_with_artist_cap(
 def _artist_cap_mask(artists: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:
     """True where the entry is among the first ``cap`` of its artist in its row (row order)."""
     n_rows, width = artists.shape
-    keys = (np.arange(n_rows, dtype=np.int64)[:, None] * (int(artists.max(initial=0)) + 1)
-            + artists).ravel()
+    keys = (
+        np.arange(n_rows, dtype=np.int64)[:, None] * (int(artists.max(initial=0)) + 1) + artists
+    ).ravel()
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     starts = np.ones(len(keys), dtype=bool)

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         default="",
-        description="SQLAlchemy URL; default a SQLite file cratedigger.db under the data directory.",
+        description="SQLAlchemy URL; default: SQLite file cratedigger.db in the data directory.",
     )
     spark_master: str = Field(default="local[*]", description="Spark master URL.")
     spark_shuffle_partitions: int = Field(
@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     generate_block_size: int = Field(
         default=2048, ge=1, le=1_000_000, description="Listeners scored per matrix product."
     )
-    skip_weight: float = Field(default=0.25, ge=0.0, le=1.0, description="Weight of a skipped play.")
+    skip_weight: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="Weight of a skipped play."
+    )
     thumb_up_boost: float = Field(default=2.0, ge=0.0, le=100.0)
     thumb_down_confidence: float = Field(default=2.0, ge=0.0, le=100.0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -71,7 +73,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_database_url(self) -> Settings:
         if not self.database_url:
-            object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'cratedigger.db'}")
+            object.__setattr__(
+                self, "database_url", f"sqlite:///{self.data_dir / 'cratedigger.db'}"
+            )
         elif "://" not in self.database_url:
             raise ValueError(
                 f"database_url {self.database_url!r} is not a SQLAlchemy URL "
@@ -100,7 +104,9 @@ class Settings(BaseSettings):
 
 
 # Read by the test suite and CI, not by the service.
-_OTHER_KNOWN_VARIABLES = frozenset({"CRATEDIGGER_REQUIRE_SERVICES", "CRATEDIGGER_TEST_POSTGRES_URL"})
+_OTHER_KNOWN_VARIABLES = frozenset(
+    {"CRATEDIGGER_REQUIRE_SERVICES", "CRATEDIGGER_TEST_POSTGRES_URL"}
+)
 
 
 def load_settings(**overrides: Any) -> Settings:

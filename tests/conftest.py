@@ -84,9 +84,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "state", database_url=f"sqlite:///{tmp_path / 'state.db'}",
-                    spark_master="local[2]", spark_shuffle_partitions=2, als_factors=16,
-                    als_iterations=10)
+    return Settings(
+        data_dir=tmp_path / "state",
+        database_url=f"sqlite:///{tmp_path / 'state.db'}",
+        spark_master="local[2]",
+        spark_shuffle_partitions=2,
+        als_factors=16,
+        als_iterations=10,
+    )
 
 
 @pytest.fixture

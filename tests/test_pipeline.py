@@ -78,8 +78,22 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     monkeypatch.setenv("CRATEDIGGER_ALS_ITERATIONS", "5")
     runner = CliRunner()
     world = tmp_path / "world"
-    result = runner.invoke(cli, ["simulate", "--users", "120", "--tracks", "1500", "--seed", "3",
-                                 "--end", WEEK.isoformat(), "--out", str(world)])
+    result = runner.invoke(
+        cli,
+        [
+            "simulate",
+            "--users",
+            "120",
+            "--tracks",
+            "1500",
+            "--seed",
+            "3",
+            "--end",
+            WEEK.isoformat(),
+            "--out",
+            str(world),
+        ],
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["run-week", "--data", str(world), "--week", WEEK.isoformat()])
     assert result.exit_code == 0, result.output
@@ -89,8 +103,12 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     from webapp import create_app
 
     client = create_app().test_client()
-    catalog = {row["track_id"] for row in __import__("pyarrow.parquet", fromlist=["x"])
-               .read_table(world / "catalog" / "tracks.parquet").to_pylist()}
+    catalog = {
+        row["track_id"]
+        for row in __import__("pyarrow.parquet", fromlist=["x"])
+        .read_table(world / "catalog" / "tracks.parquet")
+        .to_pylist()
+    }
     document = client.get("/api/v1/users/u0000000/playlists/latest").get_json()
     assert document["week_start"] == WEEK.isoformat()
     assert len(document["tracks"]) == 50

@@ -55,7 +55,9 @@ def _plain(value: Any) -> Any:
 def write_rows(stem: Path, rows: list[dict[str, Any]], fmt: str) -> Path:
     path = stem.with_suffix(f".{fmt}")
     if fmt == "jsonl":
-        path.write_text("".join(json.dumps({k: _plain(v) for k, v in r.items()}) + "\n" for r in rows))
+        path.write_text(
+            "".join(json.dumps({k: _plain(v) for k, v in r.items()}) + "\n" for r in rows)
+        )
         return path
     if fmt == "csv":
         plain = [{k: _plain(v) for k, v in r.items() if not isinstance(v, list)} for r in rows]
@@ -64,17 +66,28 @@ def write_rows(stem: Path, rows: list[dict[str, Any]], fmt: str) -> Path:
         else:
             path.write_text("user_id,track_id,rated_at,value\n")
         return path
-    table = pa.Table.from_pylist(rows) if rows else pa.table(
-        {"user_id": pa.array([], pa.string()), "track_id": pa.array([], pa.string()),
-         "rated_at": pa.array([], pa.timestamp("us", tz="UTC")), "value": pa.array([], pa.int32())}
+    table = (
+        pa.Table.from_pylist(rows)
+        if rows
+        else pa.table(
+            {
+                "user_id": pa.array([], pa.string()),
+                "track_id": pa.array([], pa.string()),
+                "rated_at": pa.array([], pa.timestamp("us", tz="UTC")),
+                "value": pa.array([], pa.int32()),
+            }
+        )
     )
     pq.write_table(table, path)
     return path
 
 
 def two_taste_groups(
-    listeners_per_group: int = 60, artists_per_group: int = 10, tracks_per_artist: int = 2,
-    plays_per_listener: int = 6, seed: int = 0,
+    listeners_per_group: int = 60,
+    artists_per_group: int = 10,
+    tracks_per_artist: int = 2,
+    plays_per_listener: int = 6,
+    seed: int = 0,
 ) -> World:
     """Two listener groups with disjoint tastes: group A only plays A artists, B only B.
 
@@ -91,8 +104,14 @@ def two_taste_groups(
             world.artists.append({"artist_id": artist_id, "name": f"Artist {group}{a}"})
             for t in range(tracks_per_artist):
                 track_id = f"{group.lower()}{a:02d}{t}"
-                world.tracks.append({"track_id": track_id, "title": f"Song {group}{a}.{t}",
-                                     "artist_id": artist_id, "duration_ms": 200_000})
+                world.tracks.append(
+                    {
+                        "track_id": track_id,
+                        "title": f"Song {group}{a}.{t}",
+                        "artist_id": artist_id,
+                        "duration_ms": 200_000,
+                    }
+                )
                 world.group_of_track[track_id] = group
                 group_tracks.append(track_id)
         for u in range(listeners_per_group):
@@ -100,12 +119,16 @@ def two_taste_groups(
             world.group_of_user[user_id] = group
             # Popularity inside the group is skewed so that ALS has structure to learn.
             weights = 1.0 / np.arange(1, len(group_tracks) + 1)
-            picks = rng.choice(len(group_tracks), size=plays_per_listener, replace=False,
-                               p=weights / weights.sum())
+            picks = rng.choice(
+                len(group_tracks), size=plays_per_listener, replace=False, p=weights / weights.sum()
+            )
             for k, pick in enumerate(picks):
-                world.plays.append({
-                    "user_id": user_id, "track_id": group_tracks[pick],
-                    "played_at": BASE_TIME + dt.timedelta(hours=int(k) + u),
-                    "ms_played": 180_000,
-                })
+                world.plays.append(
+                    {
+                        "user_id": user_id,
+                        "track_id": group_tracks[pick],
+                        "played_at": BASE_TIME + dt.timedelta(hours=int(k) + u),
+                        "ms_played": 180_000,
+                    }
+                )
     return world

@@ -15,7 +15,9 @@ from recsys.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 
-def create_app(test_config: dict[str, Any] | None = None, *, settings: Settings | None = None) -> Flask:
+def create_app(
+    test_config: dict[str, Any] | None = None, *, settings: Settings | None = None
+) -> Flask:
     """Build the app. ``settings`` default to the ``CRATEDIGGER_*`` environment.
 
     ``test_config`` updates Flask's config (``TESTING`` and the like) after the defaults.
@@ -34,7 +36,9 @@ def create_app(test_config: dict[str, Any] | None = None, *, settings: Settings 
     }
     try:
         if not is_up_to_date(engine):
-            log.warning("database schema is not at the newest revision: run `cratedigger db upgrade`")
+            log.warning(
+                "database schema is not at the newest revision: run `cratedigger db upgrade`"
+            )
     except Exception:  # a server that is down must not stop the app from starting
         log.exception("could not check the database schema revision")
 

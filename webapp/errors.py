@@ -18,8 +18,13 @@ def error_response(status: int, message: str, code: str | None = None) -> tuple[
 
 
 def _code(status: int) -> str:
-    return {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-            413: "payload_too_large", 500: "internal_error"}.get(status, "error")
+    return {
+        400: "bad_request",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "payload_too_large",
+        500: "internal_error",
+    }.get(status, "error")
 
 
 def _wants_json() -> bool:
@@ -35,8 +40,9 @@ def register(app: Flask) -> None:
         status = error.code or 500
         if _wants_json():
             return error_response(status, error.description or error.name)
-        return render_template("error.html", status=status, title=error.name,
-                               message=error.description), status
+        return render_template(
+            "error.html", status=status, title=error.name, message=error.description
+        ), status
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:
@@ -47,5 +53,9 @@ def register(app: Flask) -> None:
         wrapped = InternalServerError()
         if _wants_json():
             return error_response(500, "internal error; it has been logged")
-        return render_template("error.html", status=500, title=wrapped.name,
-                               message="Something went wrong on our side."), 500
+        return render_template(
+            "error.html",
+            status=500,
+            title=wrapped.name,
+            message="Something went wrong on our side.",
+        ), 500

@@ -45,11 +45,11 @@ def _upsert(
         return 0
     table = model.__table__
     dialect = session.get_bind().dialect.name
-    insert_fn = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert_fn is None:
+    if dialect not in ("postgresql", "sqlite"):
         raise ValueError(f"upsert is not implemented for the {dialect!r} database")
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
     for batch in _batches(rows):
-        statement = insert_fn(table)
+        statement = insert_fn(table)  # type: ignore[arg-type]
         columns = [name for name in batch[0] if name != key]
         statement = statement.on_conflict_do_update(
             index_elements=[key], set_={name: statement.excluded[name] for name in columns}

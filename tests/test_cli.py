@@ -1,0 +1,74 @@
+"""The command line: help everywhere, and bad arguments answered with a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import cli
+
+COMMANDS = [
+    ["simulate"],
+    ["aggregate"],
+    ["train"],
+    ["generate"],
+    ["run-week"],
+    ["serve"],
+    ["demo"],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "downgrade"],
+    ["db", "current"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: ")
+    assert len(result.output.splitlines()) > 3
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            ["run-week", "--data", "{tmp}", "--week", "2026-11-18"],
+            "Monday of that week is 2026-11-16",
+        ),
+        (["run-week", "--data", "{tmp}", "--week", "soon"], "YYYY-MM-DD"),
+        (["run-week", "--data", "{tmp}/missing"], "does not exist"),
+        (["run-week", "--data", "{tmp}", "--week", "2026-11-16"], "events/plays"),
+        (["simulate", "--users", "0", "--out", "{tmp}/w"], "0 is not in the range"),
+        (["simulate", "--users", "many", "--out", "{tmp}/w"], "is not a valid integer"),
+        (["generate", "--week", "2026-11-16"], "no model trained"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(tmp_path: Path, monkeypatch, arguments, message) -> None:
+    monkeypatch.setenv("CRATEDIGGER_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, [a.replace("{tmp}", str(tmp_path)) for a in arguments])
+    assert result.exit_code in (1, 2), result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_configuration_is_reported_not_raised(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CRATEDIGGER_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CRATEDIGGER_ALS_FACTORS", "lots")
+    result = CliRunner().invoke(cli, ["db", "current"])
+    assert result.exit_code == 1
+    assert "CRATEDIGGER_ALS_FACTORS" in result.output
+
+
+def test_db_commands_migrate_up_and_down(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CRATEDIGGER_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    assert "empty" in runner.invoke(cli, ["db", "current"]).output
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    assert runner.invoke(cli, ["db", "current"]).stdout.strip() == "0001"
+    assert runner.invoke(cli, ["db", "downgrade", "base"]).exit_code == 0
+    assert "empty" in runner.invoke(cli, ["db", "current"]).output

@@ -45,6 +45,8 @@ from recsys.contract import (
     THUMB_COLUMNS,
     TRACK_COLUMNS,
     USER_COLUMNS,
+)
+from recsys.contract import (
     QuarantineReason as R,
 )
 
@@ -122,8 +124,11 @@ def _format_of(path: Path) -> str | None:
     name = path.name.lower()
     for suffix in (".gz", ".bz2", ".snappy", ".zst"):
         name = name.removesuffix(suffix)
-    for fmt, suffixes in (("parquet", (".parquet",)), ("csv", (".csv",)),
-                          ("jsonl", (".jsonl", ".ndjson", ".json"))):
+    for fmt, suffixes in (
+        ("parquet", (".parquet",)),
+        ("csv", (".csv",)),
+        ("jsonl", (".jsonl", ".ndjson", ".json")),
+    ):
         if name.endswith(suffixes):
             return fmt
     return None
@@ -156,14 +161,41 @@ def list_files(path: Path) -> dict[str, list[Path]]:
 
 
 def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file, stripped of spaces and of a UTF-8 byte order mark.
+
+    A blank name becomes ``_c<index>`` (Spark's name for an unnamed column).
+
+    Raises
+    ------
+    InputError
+        If the file has no header line or names a column twice.
+    """
     import gzip
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:  # type: ignore[operator]
+    # utf-8-sig: spreadsheet programs start their CSV exports with a byte order mark.
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:  # type: ignore[operator]
         row = next(csv.reader(handle), None)
     if not row:
         raise InputError(f"{path}: CSV file has no header line")
-    return [name.strip() for name in row]
+    names = [name.strip() or f"_c{index}" for index, name in enumerate(row)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        listed = ", ".join(map(repr, repeated))
+        raise InputError(f"{path}: CSV header names {listed} more than once")
+    return names
+
+
+def _parquet_schema_key(path: Path) -> tuple[tuple[str, str], ...]:
+    """The columns and types of a Parquet file (footer only), to group compatible files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})") from None
+    return tuple(sorted((f.name, str(f.type)) for f in schema))
 
 
 def _empty_raw(spark: SparkSession, columns: Sequence[str]) -> DataFrame:
@@ -196,11 +228,25 @@ def extract_table(
                     [T.StructField(name, T.StringType()) for name in header]
                     + [T.StructField(CORRUPT, T.StringType())]
                 )
+                # The schema is these files' own header, so applying it by position is applying
+                # it by name (enforceSchema: Spark's own header check would fail on a header
+                # with spaces or a byte order mark). escape='"' reads RFC 4180 doubled quotes
+                # ("say ""hi""") as every common CSV writer produces them. Without column
+                # pruning, a line of the wrong length is malformed even when the header has
+                # columns that this job does not read.
                 frames.append(
-                    spark.read.csv(
-                        names, header=True, schema=schema, enforceSchema=False,
-                        mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, multiLine=False,
-                    ).withColumn("source_file", F.col("_metadata.file_path"))
+                    spark.read.options(columnPruning="false")
+                    .csv(
+                        names,
+                        header=True,
+                        schema=schema,
+                        enforceSchema=True,
+                        escape='"',
+                        mode="PERMISSIVE",
+                        columnNameOfCorruptRecord=CORRUPT,
+                        multiLine=False,
+                    )
+                    .withColumn("source_file", F.col("_metadata.file_path"))
                 )
         elif fmt == "jsonl":
             schema = T.StructType(
@@ -209,14 +255,26 @@ def extract_table(
             )
             frames.append(
                 spark.read.json(
-                    [str(f) for f in files], schema=schema, mode="PERMISSIVE",
+                    [str(f) for f in files],
+                    schema=schema,
+                    mode="PERMISSIVE",
                     columnNameOfCorruptRecord=CORRUPT,
                 ).withColumn("source_file", F.col("_metadata.file_path"))
             )
         else:
-            frame = spark.read.option("mergeSchema", "true").parquet(*[str(f) for f in files])
-            frames.append(frame.withColumn(CORRUPT, F.lit(None).cast("string"))
-                          .withColumn("source_file", F.col("_metadata.file_path")))
+            # Files whose column types differ (int32 and int64, or a number and a string)
+            # cannot be read as one dataset: Spark refuses to merge their schemas. Each group
+            # of files with one schema is read on its own; the columns are cast below.
+            by_schema: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
+            for file in files:
+                by_schema[_parquet_schema_key(file)].append(str(file))
+            for names in by_schema.values():
+                frame = spark.read.option("mergeSchema", "true").parquet(*names)
+                frames.append(
+                    frame.withColumn(CORRUPT, F.lit(None).cast("string")).withColumn(
+                        "source_file", F.col("_metadata.file_path")
+                    )
+                )
     if not frames:
         frames.append(_empty_raw(spark, columns))
     normalised = []
@@ -229,7 +287,9 @@ def extract_table(
                 selected.append(F.col(name).cast(wanted).alias(name))
             elif name in present and name in typed:
                 # A list column of another element type (e.g. double): cast what can be cast.
-                selected.append(F.expr(f"try_cast(`{name}` AS {wanted.simpleString()})").alias(name))
+                selected.append(
+                    F.expr(f"try_cast(`{name}` AS {wanted.simpleString()})").alias(name)
+                )
             else:
                 selected.append(F.lit(None).cast(wanted).alias(name))
         selected += [F.col(CORRUPT), F.col("source_file")]
@@ -240,11 +300,13 @@ def extract_table(
 def find_catalog_file(data_dir: Path, name: str, *, required: bool = True) -> Path | None:
     """``catalog/<name>.<ext>`` or the folder ``catalog/<name>/``; exactly one must exist."""
     catalog = data_dir / "catalog"
-    matches = sorted(
-        p for p in catalog.glob(f"{name}*")
-        if p.is_dir() and p.name == name or p.is_file() and _format_of(p) and
-        p.name.lower().split(".")[0] == name
-    ) if catalog.is_dir() else []
+
+    def is_table(path: Path) -> bool:
+        if path.is_dir():
+            return path.name == name
+        return _format_of(path) is not None and path.name.lower().split(".")[0] == name
+
+    matches = sorted(filter(is_table, catalog.glob(f"{name}*"))) if catalog.is_dir() else []
     if not matches:
         if required:
             raise InputError(f"{catalog}/{name}.{{parquet,csv,jsonl}} not found")
@@ -261,8 +323,13 @@ def _blank(column: Column) -> Column:
     return column.isNull() | (F.trim(column) == "")
 
 
+#: ID_PATTERN ends in ``$``, which in a Java (and Python) regex also matches before a final
+#: line terminator: "u1\n" would pass. ``\z`` is the very end of the text.
+_ID_REGEX = ID_PATTERN.removesuffix("$") + r"\z"
+
+
 def _bad_id(column: Column) -> Column:
-    return ~column.rlike(ID_PATTERN)
+    return ~column.rlike(_ID_REGEX)
 
 
 def _quarantine(frame: DataFrame, kind: str, fields: Sequence[str]) -> DataFrame:
@@ -288,10 +355,16 @@ def _split(frame: DataFrame, reason: Column) -> tuple[DataFrame, DataFrame]:
 
 def _dedupe_by_id(frame: DataFrame, key: str, order: Sequence[str]) -> tuple[DataFrame, DataFrame]:
     """Keep one row per ``key`` (the first by ``order``); the others are ``duplicate_id``."""
-    rank = F.row_number().over(Window.partitionBy(key).orderBy(*[F.col(c).asc_nulls_last() for c in order]))
+    rank = F.row_number().over(
+        Window.partitionBy(key).orderBy(*[F.col(c).asc_nulls_last() for c in order])
+    )
     ranked = frame.withColumn("_rank", rank)
     kept = ranked.where(F.col("_rank") == 1).drop("_rank")
-    extra = ranked.where(F.col("_rank") > 1).drop("_rank").withColumn("reason", F.lit(R.DUPLICATE_ID.value))
+    extra = (
+        ranked.where(F.col("_rank") > 1)
+        .drop("_rank")
+        .withColumn("reason", F.lit(R.DUPLICATE_ID.value))
+    )
     return kept, extra
 
 
@@ -328,7 +401,8 @@ def transform_tracks(raw: DataFrame, artists: DataFrame) -> tuple[DataFrame, Dat
         .when(_blank(F.col("title")), R.MISSING_TITLE.value)
         .when(_blank(F.col("artist_id")), R.MISSING_ARTIST_ID.value)
         .when(
-            F.col("_duration").isNull() | (F.col("_duration") <= 0)
+            F.col("_duration").isNull()
+            | (F.col("_duration") <= 0)
             | (F.col("_duration") > MAX_MS_PLAYED),
             R.INVALID_DURATION.value,
         )
@@ -339,7 +413,8 @@ def transform_tracks(raw: DataFrame, artists: DataFrame) -> tuple[DataFrame, Dat
     columns = [*TRACK_COLUMNS, "released_at", "embedding", "tags"]
     quarantine = _quarantine(
         bad.unionByName(duplicates).withColumn("duration_ms", F.col("duration_ms").cast("string")),
-        "tracks", TRACK_COLUMNS,
+        "tracks",
+        TRACK_COLUMNS,
     )
     valid = valid.withColumn("duration_ms", F.col("_duration")).withColumn(
         "released_at", F.expr("try_cast(released_at AS DATE)")
@@ -372,7 +447,8 @@ def validate_events(
 
     Valid plays have ``user_id, track_id, event_at, ms_played, duration_ms``; valid thumbs
     ``user_id, track_id, event_at, value``. Quarantined rows carry the first failing
-    ``reason`` in the order the checks are listed in :class:`recsys.contract.QuarantineReason`.
+    ``reason``: structure and missing fields first, then malformed values, ranges, time
+    limits, and last the catalog look-ups (unknown track, then unknown user).
     """
     if kind == "plays":
         time_column, amount_column, fields = "played_at", "ms_played", PLAY_COLUMNS
@@ -393,12 +469,16 @@ def validate_events(
         .join(catalog, "track_id", "left")
     )
     if users is not None:
-        frame = frame.join(users.select("user_id", F.lit(True).alias("_user_known")), "user_id", "left")
+        frame = frame.join(
+            users.select("user_id", F.lit(True).alias("_user_known")), "user_id", "left"
+        )
         unknown_user = F.col("_user_known").isNull()
     else:
         unknown_user = F.lit(False)
-    cutoff_literal = F.lit(cutoff.astimezone(dt.UTC).replace(tzinfo=None)).cast("timestamp")
-    earliest = F.lit(EARLIEST_EVENT.replace(tzinfo=None)).cast("timestamp")
+    # Aware datetimes: PySpark converts a naive one with the Python process's local time
+    # zone, which would move both limits by the host's UTC offset.
+    cutoff_literal = F.lit(cutoff.astimezone(dt.UTC)).cast("timestamp")
+    earliest = F.lit(EARLIEST_EVENT.astimezone(dt.UTC)).cast("timestamp")
     amount = F.col("_amount")
     if kind == "plays":
         amount_out_of_range = (amount < 0) | (amount > MAX_MS_PLAYED)
@@ -425,8 +505,9 @@ def validate_events(
     valid, bad = _split(frame, reason)
     quarantine = _quarantine(bad, kind, fields)
     if kind == "plays":
-        valid = valid.select("user_id", "track_id", "event_at",
-                             amount.alias("ms_played"), "duration_ms")
+        valid = valid.select(
+            "user_id", "track_id", "event_at", amount.alias("ms_played"), "duration_ms"
+        )
     else:
         valid = valid.select("user_id", "track_id", "event_at", amount.alias("value"))
     return valid, quarantine
@@ -443,10 +524,18 @@ def transform_interactions(
         F.max("event_at").alias("last_played_at"),
     )
     # The latest thumb wins; on a tie in time the larger value does, so the result is stable.
-    rated = thumbs.groupBy("user_id", "track_id").agg(
-        F.max(F.struct("event_at", "value")).alias("_latest"),
-    ).select("user_id", "track_id", F.col("_latest.value").alias("thumb"),
-             F.col("_latest.event_at").alias("last_rated_at"))
+    rated = (
+        thumbs.groupBy("user_id", "track_id")
+        .agg(
+            F.max(F.struct("event_at", "value")).alias("_latest"),
+        )
+        .select(
+            "user_id",
+            "track_id",
+            F.col("_latest.value").alias("thumb"),
+            F.col("_latest.event_at").alias("last_rated_at"),
+        )
+    )
     joined = played.join(rated, ["user_id", "track_id"], "full")
     plays_n = F.coalesce(F.col("plays"), F.lit(0)).cast("int")
     completed_n = F.coalesce(F.col("completed"), F.lit(0)).cast("int")
@@ -503,7 +592,8 @@ def run_aggregation(
     artists, artists_bad = transform_artists(artists_raw)
     artists = artists.cache()
     tracks_raw = extract_table(
-        spark, _required(data_dir, "tracks"),
+        spark,
+        _required(data_dir, "tracks"),
         (*TRACK_COLUMNS, "released_at", "embedding", "tags"),
         typed={"embedding": T.ArrayType(T.FloatType()), "tags": T.ArrayType(T.StringType())},
     )
@@ -519,9 +609,13 @@ def run_aggregation(
         quarantine_parts.append(users_bad)
 
     valid: dict[str, DataFrame] = {}
-    for kind, folder, columns in (("plays", plays_dir, PLAY_COLUMNS),
-                                  ("thumbs", thumbs_dir, THUMB_COLUMNS)):
-        raw = extract_table(spark, folder, columns) if folder.exists() else _empty_raw(spark, columns)
+    for kind, folder, columns in (
+        ("plays", plays_dir, PLAY_COLUMNS),
+        ("thumbs", thumbs_dir, THUMB_COLUMNS),
+    ):
+        raw = (
+            extract_table(spark, folder, columns) if folder.exists() else _empty_raw(spark, columns)
+        )
         good, bad = validate_events(raw, kind, tracks=tracks, users=users, cutoff=params.cutoff)
         good = good.persist()
         deduped = good.dropDuplicates().persist()
@@ -537,7 +631,8 @@ def run_aggregation(
         summary.quarantined.setdefault(row["kind"], {})[row["reason"]] = int(row["count"])
     for kind in ("plays", "thumbs"):
         summary.events_read[kind] = (
-            summary.duplicates_dropped[kind] + _count(valid[kind])
+            summary.duplicates_dropped[kind]
+            + _count(valid[kind])
             + sum(summary.quarantined.get(kind, {}).values())
         )
 
@@ -546,8 +641,10 @@ def run_aggregation(
     interactions = spark.read.parquet(str(paths.interactions))
     summary.interactions = _count(interactions)
     if users is None:
-        users = interactions.select("user_id").distinct().withColumn(
-            "display_name", F.lit(None).cast("string")
+        users = (
+            interactions.select("user_id")
+            .distinct()
+            .withColumn("display_name", F.lit(None).cast("string"))
         )
     load_parquet(users, paths.users)
     load_parquet(tracks, paths.tracks)
@@ -561,7 +658,9 @@ def run_aggregation(
     paths.summary.write_text(json.dumps(asdict(summary), indent=2, sort_keys=True))
     log.info(
         "aggregated %d interactions of %d listeners; quarantined %d rows",
-        summary.interactions, summary.users, summary.quarantined_total,
+        summary.interactions,
+        summary.users,
+        summary.quarantined_total,
     )
     return summary
 
@@ -595,8 +694,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     spark = get_spark(None, app_name="cratedigger-aggregate")
     args.out.mkdir(parents=True, exist_ok=True)
     summary = run_aggregation(
-        spark, args.data, AggregationPaths(args.out, args.quarantine),
-        AggregationParams(cutoff, args.skip_weight, args.thumb_up_boost, args.thumb_down_confidence),
+        spark,
+        args.data,
+        AggregationPaths(args.out, args.quarantine),
+        AggregationParams(
+            cutoff, args.skip_weight, args.thumb_up_boost, args.thumb_down_confidence
+        ),
     )
     print(json.dumps(asdict(summary)))
     return 0
@@ -607,7 +710,16 @@ if __name__ == "__main__":
 
 
 __all__: list[Any] = [
-    "AggregationParams", "AggregationPaths", "AggregationSummary", "InputError",
-    "extract_table", "list_files", "run_aggregation", "transform_artists",
-    "transform_interactions", "transform_tracks", "transform_users", "validate_events",
+    "AggregationParams",
+    "AggregationPaths",
+    "AggregationSummary",
+    "InputError",
+    "extract_table",
+    "list_files",
+    "run_aggregation",
+    "transform_artists",
+    "transform_interactions",
+    "transform_tracks",
+    "transform_users",
+    "validate_events",
 ]

@@ -72,7 +72,7 @@ class QuarantineReason(StrEnum):
 
 def is_valid_id(value: str) -> bool:
     """True when ``value`` is a usable user, track or artist identifier."""
-    return bool(_ID_RE.match(value))
+    return _ID_RE.fullmatch(value) is not None
 
 
 def week_start_of(moment: dt.datetime | dt.date) -> dt.date:

@@ -69,7 +69,7 @@ def test_valid_ids(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", " u1", "a b", "a" * 129, "<script>", "a/b", "x\x00", "é", "-lead"]
+    "value", ["", " u1", "a b", "a" * 129, "<script>", "a/b", "x\x00", "é", "-lead", "u1\n"]
 )
 def test_invalid_ids(value: str) -> None:
     assert not is_valid_id(value)

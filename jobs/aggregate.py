@@ -30,6 +30,7 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -460,7 +461,10 @@ def validate_events(
         amount_type = "INT"
     else:
         raise ValueError(f"kind must be 'plays' or 'thumbs', got {kind!r}")
-    catalog = tracks.select("track_id", "duration_ms", F.lit(True).alias("_track_known"))
+    # The catalog is small next to the events: broadcasting it avoids shuffling every event.
+    catalog = F.broadcast(
+        tracks.select("track_id", "duration_ms", F.lit(True).alias("_track_known"))
+    )
     frame = (
         raw.withColumn("user_id", F.trim(F.col("user_id")))
         .withColumn("track_id", F.trim(F.col("track_id")))
@@ -609,6 +613,8 @@ def run_aggregation(
         quarantine_parts.append(users_bad)
 
     valid: dict[str, DataFrame] = {}
+    cached: list[DataFrame] = [artists, tracks] + ([users] if users is not None else [])
+    valid_counts: dict[str, int] = {}
     for kind, folder, columns in (
         ("plays", plays_dir, PLAY_COLUMNS),
         ("thumbs", thumbs_dir, THUMB_COLUMNS),
@@ -616,25 +622,26 @@ def run_aggregation(
         raw = (
             extract_table(spark, folder, columns) if folder.exists() else _empty_raw(spark, columns)
         )
+        # Parse the files once: the valid and the quarantined branch both read this cache.
+        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
+        summary.events_read[kind] = _count(raw)
         good, bad = validate_events(raw, kind, tracks=tracks, users=users, cutoff=params.cutoff)
-        good = good.persist()
-        deduped = good.dropDuplicates().persist()
-        before, after = good.count(), deduped.count()
-        summary.duplicates_dropped[kind] = before - after
+        deduped = good.dropDuplicates().persist(StorageLevel.MEMORY_AND_DISK)
+        valid_counts[kind] = _count(good)
+        summary.duplicates_dropped[kind] = valid_counts[kind] - _count(deduped)
         valid[kind] = deduped
         quarantine_parts.append(bad)
+        cached += [raw, deduped]
 
     quarantine = reduce(DataFrame.unionByName, quarantine_parts)
     load_parquet(quarantine.coalesce(1), paths.quarantine)
     written_quarantine = spark.read.parquet(str(paths.quarantine))
     for row in written_quarantine.groupBy("kind", "reason").count().collect():
         summary.quarantined.setdefault(row["kind"], {})[row["reason"]] = int(row["count"])
-    for kind in ("plays", "thumbs"):
-        summary.events_read[kind] = (
-            summary.duplicates_dropped[kind]
-            + _count(valid[kind])
-            + sum(summary.quarantined.get(kind, {}).values())
-        )
+    for kind, read in summary.events_read.items():
+        accounted = valid_counts[kind] + sum(summary.quarantined.get(kind, {}).values())
+        if accounted != read:  # every row is either valid or quarantined, never lost
+            raise RuntimeError(f"{kind}: read {read} rows but accounted for {accounted}")
 
     interactions = transform_interactions(valid["plays"], valid["thumbs"], params)
     load_parquet(interactions, paths.interactions)
@@ -646,13 +653,12 @@ def run_aggregation(
             .distinct()
             .withColumn("display_name", F.lit(None).cast("string"))
         )
-    load_parquet(users, paths.users)
-    load_parquet(tracks, paths.tracks)
-    load_parquet(artists, paths.artists)
-    summary.users = _count(spark.read.parquet(str(paths.users)))
-    summary.tracks = _count(spark.read.parquet(str(paths.tracks)))
-    summary.artists = _count(spark.read.parquet(str(paths.artists)))
-    for frame in (*valid.values(), artists, tracks):
+    for frame, path in ((users, paths.users), (tracks, paths.tracks), (artists, paths.artists)):
+        load_parquet(frame, path)
+    summary.users = _count(users)
+    summary.tracks = _count(tracks)
+    summary.artists = _count(artists)
+    for frame in cached:
         frame.unpersist()
     summary.seconds = round(time.perf_counter() - started, 3)
     paths.summary.write_text(json.dumps(asdict(summary), indent=2, sort_keys=True))

@@ -520,11 +520,13 @@ def validate_events(
 def transform_interactions(
     plays: DataFrame, thumbs: DataFrame, params: AggregationParams
 ) -> DataFrame:
-    """One row per (listener, track) with counts, latest thumb and confidence (see module doc)."""
+    """One row per (listener, track) with counts, latest thumb, the first and last event time
+    and confidence (see the module doc)."""
     completed = F.col("ms_played") >= F.least(F.lit(COMPLETED_MS), F.col("duration_ms") / 2)
     played = plays.groupBy("user_id", "track_id").agg(
         F.count(F.lit(1)).alias("plays"),
         F.sum(completed.cast("int")).alias("completed"),
+        F.min("event_at").alias("first_played_at"),
         F.max("event_at").alias("last_played_at"),
     )
     # The latest thumb wins; on a tie in time the larger value does, so the result is stable.
@@ -532,12 +534,14 @@ def transform_interactions(
         thumbs.groupBy("user_id", "track_id")
         .agg(
             F.max(F.struct("event_at", "value")).alias("_latest"),
+            F.min("event_at").alias("first_rated_at"),
         )
         .select(
             "user_id",
             "track_id",
             F.col("_latest.value").alias("thumb"),
             F.col("_latest.event_at").alias("last_rated_at"),
+            "first_rated_at",
         )
     )
     joined = played.join(rated, ["user_id", "track_id"], "full")
@@ -556,6 +560,7 @@ def transform_interactions(
         completed_n.alias("completed"),
         skips.alias("skips"),
         thumb.alias("thumb"),
+        F.least("first_played_at", "first_rated_at").alias("first_event_at"),
         F.greatest("last_played_at", "last_rated_at").alias("last_event_at"),
         confidence.cast("double").alias("confidence"),
     )

@@ -72,7 +72,7 @@ _WEEK_HELP = "Monday (UTC) of the week; default: the current week."
 
 
 def _progress(total: int, name: str) -> tqdm:
-    return tqdm(total=total, desc=name, unit="listener", dynamic_ncols=True)
+    return tqdm(total=total, desc=name, unit="chunk", dynamic_ncols=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -190,17 +190,14 @@ def train(week: dt.date) -> None:
 @_week_option(_WEEK_HELP)
 @_friendly_errors
 def generate(week: dt.date) -> None:
-    """Build the week's playlists with the week's newest model."""
-    from jobs.weekly import generate_week, load_model_for_week, load_training_data
+    """Build and publish the week's playlists with the week's newest model (no gate)."""
+    from jobs.weekly import generate_and_publish
 
     settings = _settings(migrate=True)
-    model = load_model_for_week(settings, week)
-    counts = generate_week(
-        settings, week, model, load_training_data(settings, week), progress=_progress
-    )
+    report = generate_and_publish(settings, week, progress=_progress)
     click.echo(
-        f"{counts['playlists']:,} playlists ({counts['playlist_tracks']:,} tracks) "
-        f"for the week of {week}"
+        f"run #{report.run_id}: {report.playlists:,} playlists "
+        f"({report.playlist_tracks:,} tracks) published for the week of {week}"
     )
 
 
@@ -209,22 +206,77 @@ def generate(week: dt.date) -> None:
     "--data",
     "data_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Data directory (catalog/ and events/).",
+    default=None,
+    help="Data directory (catalog/ and events/); default: CRATEDIGGER_SOURCE_DIR.",
 )
 @_week_option(_WEEK_HELP + " Only events before it are used.")
+@click.option(
+    "--via-celery", is_flag=True, help="Send the run to the Celery workers and follow it."
+)
 @_friendly_errors
-def run_week_command(data_dir: Path, week: dt.date) -> None:
-    """Aggregate, train and generate the week's playlists, in-process."""
-    from jobs.weekly import run_week
+def run_week_command(data_dir: Path | None, week: dt.date, via_celery: bool) -> None:
+    """Aggregate, train, gate, generate and publish the week's playlists.
 
-    settings = _settings()
-    report = run_week(settings, data_dir, week, progress=_progress)
+    In-process by default (the embedded mode); with --via-celery the workers run the same
+    steps and this command follows the run until it ends. Running a week again builds it
+    anew and publishes it in place of the previous run, without duplicates.
+    """
+    from jobs.weekly import GateRejected, run_in_process
+
+    settings = _settings(migrate=True)
+    source = data_dir or settings.events_source
+    if via_celery:
+        _run_via_celery(settings, source, week)
+        return
+    try:
+        report = run_in_process(settings, source, week, progress=_progress)
+    except GateRejected as exc:
+        raise click.ClickException(f"{exc}; nothing was published") from None
     _print_report(report)
 
 
+def _run_via_celery(settings: Settings, source: Path, week: dt.date) -> None:
+    import time
+
+    from jobs.celery import app
+    from jobs.tasks import start_weekly_run
+    from jobs.weekly import sessions
+    from recsys.db import repository
+
+    result = start_weekly_run.apply_async(
+        kwargs={"week": week.isoformat(), "data_dir": str(source), "trigger": "cli"}
+    )
+    click.echo(f"sent to {app.conf.broker_url}; waiting for a worker to claim the week")
+    outcome = result.get(timeout=600)
+    if not outcome.get("started"):
+        raise click.ClickException(outcome.get("reason", "the run did not start"))
+    run_id = int(outcome["run_id"])
+    click.echo(f"run #{run_id} started")
+    while True:
+        with sessions(settings)() as session:
+            run = repository.get_weekly_run(session, run_id)
+            assert run is not None
+            status, error = run.status, run.error
+            done = sum(1 for s in run.steps if s.step == "generate" and s.status == "succeeded")
+        if status not in repository.ACTIVE:
+            break
+        time.sleep(1.0)
+    click.echo(f"run #{run_id} {status}; {done} generate chunks done")
+    if status != "succeeded":
+        raise click.ClickException(f"run #{run_id} {status}: {error}")
+
+
 def _print_report(report: Any) -> None:
-    click.echo(f"week {report.week_start}: model {report.model_version}")
+    click.echo(
+        f"week {report.week_start}: run #{report.run_id} {report.status}, "
+        f"model {report.model_version}"
+    )
+    if report.gate:
+        model = report.gate.get("model", {})
+        popular = report.gate.get("popular", {})
+        click.echo(
+            f"  gate: {report.gate.get('reason')} (holdout model {model}, popularity {popular})"
+        )
     click.echo(
         f"  {report.playlists:,} playlists, {report.playlist_tracks:,} tracks "
         f"({report.short_playlists:,} shorter than the playlist length)"
@@ -262,7 +314,7 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
     import shutil
 
     from jobs.simulate import simulate_world
-    from jobs.weekly import run_week
+    from jobs.weekly import run_in_process
     from recsys.db import repository
     from recsys.db.engine import make_engine, make_session_factory
 
@@ -280,7 +332,8 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
         end=dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC),
         progress=True,
     )
-    report = run_week(settings, world, week, progress=_progress)
+    _settings(migrate=True)
+    report = run_in_process(settings, world, week, trigger="demo", progress=_progress)
     _print_report(report)
     engine = make_engine(settings.database_url)
     with make_session_factory(engine)() as session:
@@ -296,6 +349,70 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
         from webapp import create_app
 
         create_app().run(host="127.0.0.1", port=port)
+
+
+@cli.command()
+@click.option("--limit", type=click.IntRange(1, 1000), default=5, show_default=True)
+@_friendly_errors
+def status(limit: int) -> None:
+    """Show the latest weekly runs and their steps."""
+    from jobs.weekly import sessions
+    from recsys.db import repository
+
+    settings = _settings(migrate=True)
+    with sessions(settings)() as session:
+        runs = repository.recent_weekly_runs(session, limit)
+        if not runs:
+            click.echo("no weekly runs yet")
+        for run in runs:
+            click.echo(
+                f"run #{run.id}  week {run.week_start}  {run.status:<10} {run.trigger:<12} "
+                f"started {run.started_at:%Y-%m-%d %H:%M:%S}  model {run.model_version or '-'}"
+            )
+            if run.error:
+                click.echo(f"    error: {run.error.splitlines()[-1][:200]}")
+            chunks = [s for s in run.steps if s.step == "generate"]
+            for step in run.steps:
+                if step.step == "generate":
+                    continue
+                seconds = f"{step.seconds:.1f}s" if step.seconds is not None else "-"
+                click.echo(
+                    f"    {step.step:<10} {step.status:<10} {seconds:>8}  attempts {step.attempts}"
+                )
+            if chunks:
+                done = sum(1 for c in chunks if c.status == "succeeded")
+                retried = sum(c.attempts - 1 for c in chunks)
+                click.echo(
+                    f"    generate   {done}/{len(chunks)} chunks succeeded, {retried} retries"
+                )
+
+
+@cli.command()
+@click.argument("run_id", type=click.IntRange(1))
+@_friendly_errors
+def cancel(run_id: int) -> None:
+    """Cancel a running weekly run: its remaining steps do nothing and nothing is published."""
+    from jobs.weekly import sessions
+    from recsys.db import repository
+
+    settings = _settings(migrate=True)
+    with sessions(settings).begin() as session:
+        run = repository.request_cancel(session, run_id)
+        week = run.week_start
+    click.echo(f"run #{run_id} (week {week}) will stop at its next step")
+
+
+@cli.command()
+@click.option("--user", "user_id", required=True, help="Listener id.")
+@_week_option(_WEEK_HELP)
+@_friendly_errors
+def regenerate(user_id: str, week: dt.date) -> None:
+    """Rebuild one listener's playlist of a published week with that week's model."""
+    from jobs.weekly import regenerate_listener
+
+    settings = _settings(migrate=True)
+    written = regenerate_listener(settings, user_id, week)
+    click.echo(f"{user_id}: {written} tracks for the week of {week}")
 
 
 @cli.group()

@@ -1,16 +1,24 @@
-"""The weekly run's steps: aggregate -> load catalog -> train -> generate playlists.
+"""The weekly run: aggregate -> train -> validation gate -> generate (in chunks) -> publish.
 
-Each step is a function over the settings and the week, so that the CLI runs them
-in-process (the embedded default) and Celery tasks can run the same functions later.
-Only events strictly before the week's Monday 00:00 UTC are used.
+Each step is a plain function of the settings and a weekly run id that records its progress
+in ``job_runs``. Celery tasks (``jobs/tasks.py``) are thin wrappers around these functions,
+and :func:`run_in_process` calls the same functions one after another for the embedded
+default. Only events strictly before the week's Monday 00:00 UTC are used.
+
+Exactly one visible playlist per listener and week: chunks write their playlists under the
+run's id together with the chunk's ``job_runs`` row in one transaction (a retried chunk
+replaces its own rows), and :func:`step_publish` switches the week to the run in one
+transaction. Until then readers keep seeing the previously published run.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -20,13 +28,14 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from sqlalchemy import Engine
 
 from recsys.als import ALSModel, ALSParams, train_als
 from recsys.contract import week_cutoff
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.migrate import upgrade
-from recsys.db.models import ModelVersion
+from recsys.db.models import ModelVersion, WeekPublication
 from recsys.matrix import InteractionMatrix, build_interaction_matrix
 from recsys.playlist import PlaylistRules, generate_playlists
 from recsys.settings import Settings
@@ -36,14 +45,25 @@ log = logging.getLogger(__name__)
 ProgressFactory = Callable[[int, str], Any]
 
 
+class GateRejected(RuntimeError):
+    """The validation gate refused to publish the run's model."""
+
+
+class RunNotActive(RuntimeError):
+    """The run was cancelled or has ended; its remaining steps do nothing."""
+
+
 @dataclass
 class WeekReport:
     """What a weekly run did: counts and seconds per stage."""
 
     week_start: str
     data_dir: str
+    run_id: int = 0
+    status: str = "running"
     stages: dict[str, float] = field(default_factory=dict)
     aggregation: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
     model_version: str | None = None
     listeners: int = 0
     playlists: int = 0
@@ -60,13 +80,14 @@ def week_paths(settings: Settings, week_start: dt.date) -> tuple[Path, Path]:
     return settings.aggregates_dir / key, settings.quarantine_dir / key
 
 
-@contextmanager
-def _stage(report: WeekReport, name: str) -> Iterator[None]:
-    started = time.perf_counter()
-    log.info("stage %s started", name)
-    yield
-    report.stages[name] = round(time.perf_counter() - started, 3)
-    log.info("stage %s finished in %.2f s", name, report.stages[name])
+@functools.lru_cache(maxsize=4)
+def _engine(database_url: str) -> Engine:
+    """One engine (connection pool) per database and process."""
+    return make_engine(database_url)
+
+
+def sessions(settings: Settings) -> Any:
+    return make_session_factory(_engine(settings.database_url))
 
 
 def aggregate_week(settings: Settings, data_dir: Path, week_start: dt.date) -> dict[str, Any]:
@@ -95,20 +116,17 @@ def _read(path: Path, columns: list[str] | None = None) -> dict[str, np.ndarray]
 def load_catalog(settings: Settings, week_start: dt.date) -> dict[str, int]:
     """Upsert the week's validated artists, tracks and listeners into the database."""
     root, _ = week_paths(settings, week_start)
-    engine = make_engine(settings.database_url)
-    sessions = make_session_factory(engine)
     artists = pq.read_table(root / "artists").to_pylist()
     tracks = pq.read_table(
         root / "tracks", columns=["track_id", "title", "artist_id", "duration_ms", "released_at"]
     ).to_pylist()
     users = pq.read_table(root / "users").to_pylist()
-    with sessions.begin() as session:
+    with sessions(settings).begin() as session:
         counts = {
             "artists": repository.upsert_artists(session, artists),
             "tracks": repository.upsert_tracks(session, tracks),
             "users": repository.upsert_users(session, users),
         }
-    engine.dispose()
     return counts
 
 
@@ -150,24 +168,32 @@ def load_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
     return TrainingData(matrix, known.tocsr(), track_artist.astype(np.int64), eligible)
 
 
-def train_week(
-    settings: Settings, week_start: dt.date, data: TrainingData, *, show_progress: bool = False
-) -> ALSModel:
-    """Train ALS, save the artifact under ``models/`` and record it in ``model_versions``."""
-    params = ALSParams(
+def _params(settings: Settings) -> ALSParams:
+    return ALSParams(
         factors=settings.als_factors,
         regularization=settings.als_regularization,
         alpha=settings.als_alpha,
         iterations=settings.als_iterations,
         random_seed=settings.als_random_seed,
     )
+
+
+def train_week(
+    settings: Settings, week_start: dt.date, data: TrainingData, *, show_progress: bool = False
+) -> ALSModel:
+    """Train ALS, save the artifact under ``models/`` and record it in ``model_versions``.
+
+    The version is the week plus a fingerprint of the input and parameters, so training the
+    same week on the same data again yields the same version.
+    """
+    params = _params(settings)
     model = train_als(data.matrix, params, show_progress=show_progress)
     version = f"{week_start.isoformat()}-{model.fingerprint[:12]}"
     model.metadata["version"] = version
     model.metadata["week_start"] = week_start.isoformat()
     artifact = model.save(settings.models_dir / version)
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine).begin() as session:
+    with sessions(settings).begin() as session:
+        existing = session.get(ModelVersion, version)
         repository.save_model_version(
             session,
             ModelVersion(
@@ -180,30 +206,44 @@ def train_week(
                 n_tracks=int(data.matrix.shape[1]),
                 n_interactions=int(data.matrix.user_items.nnz),
                 train_seconds=float(model.metadata["train_seconds"]),
-                status="trained",
+                status=existing.status if existing is not None else "trained",
             ),
         )
-    engine.dispose()
     return model
 
 
-def generate_week(
-    settings: Settings,
-    week_start: dt.date,
-    model: ALSModel,
-    data: TrainingData,
-    *,
-    progress: ProgressFactory | None = None,
-) -> dict[str, int]:
-    """Write every eligible listener's playlist for the week, one transaction per block."""
-    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
+def _cached_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
+    """The week's training data, read once per process and aggregation (workers run many
+    chunks of the same week; a new aggregation of the week changes the summary's mtime)."""
+    root, _ = week_paths(settings, week_start)
+    summary = root / "summary.json"
+    stamp = summary.stat().st_mtime_ns if summary.exists() else 0
+    return _training_data_at(settings, week_start, stamp)
+
+
+@functools.lru_cache(maxsize=2)
+def _training_data_at(settings: Settings, week_start: dt.date, stamp: int) -> TrainingData:
+    return load_training_data(settings, week_start)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(artifact_path: str) -> ALSModel:
+    return ALSModel.load(Path(artifact_path))
+
+
+def eligible_listener_rows(settings: Settings, data: TrainingData) -> np.ndarray:
+    """Model rows of the listeners who get a playlist, in a fixed order."""
     history = np.diff(data.known.indptr)
-    user_rows = np.flatnonzero(history >= settings.min_user_interactions)
-    engine = make_engine(settings.database_url)
-    sessions = make_session_factory(engine)
-    version = str(model.metadata["version"])
-    counts = {"listeners": len(user_rows), "playlists": 0, "playlist_tracks": 0, "short": 0}
-    bar = progress(len(user_rows), "generate") if progress else None
+    return np.flatnonzero(history >= settings.min_user_interactions).astype(np.int64)
+
+
+def build_playlists(
+    settings: Settings, model: ALSModel, data: TrainingData, user_rows: np.ndarray
+) -> tuple[list[repository.NewPlaylist], int]:
+    """The playlists of these listeners, and how many came out shorter than the length."""
+    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
+    playlists: list[repository.NewPlaylist] = []
+    short = 0
     blocks = generate_playlists(
         model,
         data.known,
@@ -214,13 +254,11 @@ def generate_week(
         block_size=settings.generate_block_size,
     )
     for block in blocks:
-        playlists = []
         for row, columns, scores in zip(
             block.user_rows, block.track_columns, block.scores, strict=True
         ):
             chosen = columns >= 0
-            if chosen.sum() < rules.length:
-                counts["short"] += 1
+            short += int(chosen.sum() < rules.length)
             entries = [
                 repository.PlaylistEntry(str(track), float(score))
                 for track, score in zip(
@@ -228,65 +266,298 @@ def generate_week(
                 )
             ]
             playlists.append(repository.NewPlaylist(str(model.user_ids[row]), entries))
-        with sessions.begin() as session:
-            counts["playlist_tracks"] += repository.replace_week_playlists(
-                session, week_start, version, playlists
+    return playlists, short
+
+
+# ----------------------------------------------------------------------------- run steps
+
+
+def start_run(settings: Settings, data_dir: Path, week_start: dt.date, trigger: str) -> int:
+    """Record a new running run for the week; raises ``RunAlreadyActive`` if one is active."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    with sessions(settings).begin() as session:
+        run = repository.start_weekly_run(session, week_start, trigger, str(data_dir))
+        run_id = run.id
+    log.info("weekly run #%d for the week of %s started (%s)", run_id, week_start, trigger)
+    return run_id
+
+
+@contextmanager
+def _step(settings: Settings, run_id: int, name: str, chunk: int = -1) -> Iterator[Any]:
+    """Record a step: running, then succeeded (the body may finish it inside its own
+    transaction) or failed with the error. A cancelled or ended run does nothing."""
+    with sessions(settings).begin() as session:
+        run = repository.get_weekly_run(session, run_id)
+        if run is None:
+            raise ValueError(f"no weekly run #{run_id}")
+        if run.status == "cancelling":
+            repository.end_weekly_run(
+                session, run_id, "cancelled", error=f"cancelled before {name}"
             )
-        counts["playlists"] += len(playlists)
-        if bar is not None:
-            bar.update(len(block.user_rows))
-    if bar is not None:
-        bar.close()
-    if counts["short"]:
-        log.warning("%d listeners got fewer than %d tracks", counts["short"], rules.length)
-    engine.dispose()
+        if run.status not in repository.ACTIVE:
+            raise RunNotActive(f"weekly run #{run_id} is {run.status}; skipping {name}")
+        repository.begin_step(session, run_id, name, chunk)
+        context = {
+            "week_start": run.week_start,
+            "data_dir": Path(run.data_dir),
+            "model_version": run.model_version,
+            "finished": False,
+        }
+    try:
+        yield context
+    except Exception as exc:
+        with sessions(settings).begin() as session:
+            repository.finish_step(
+                session, run_id, name, chunk=chunk, status="failed", error=_describe(exc)
+            )
+        raise
+    if not context["finished"]:
+        with sessions(settings).begin() as session:
+            repository.finish_step(session, run_id, name, chunk=chunk, counts=context.get("counts"))
+
+
+def _describe(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text[:4000]
+
+
+def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
+    """Spark aggregation of the run's data directory, then the catalog into the database."""
+    with _step(settings, run_id, "aggregate") as step:
+        summary = aggregate_week(settings, step["data_dir"], step["week_start"])
+        catalog = load_catalog(settings, step["week_start"])
+        step["counts"] = {
+            "events_read": summary["events_read"],
+            "duplicates_dropped": summary["duplicates_dropped"],
+            "quarantined": summary["quarantined"],
+            "quarantined_total": summary["quarantined_total"],
+            "interactions": summary["interactions"],
+            **{f"catalog_{k}": v for k, v in catalog.items()},
+        }
+    return summary
+
+
+def step_train(settings: Settings, run_id: int, *, show_progress: bool = False) -> str:
+    """Train and record the week's model; returns its version."""
+    with _step(settings, run_id, "train") as step:
+        data = load_training_data(settings, step["week_start"])
+        model = train_week(settings, step["week_start"], data, show_progress=show_progress)
+        version = str(model.metadata["version"])
+        with sessions(settings).begin() as session:
+            run = repository.get_weekly_run(session, run_id)
+            assert run is not None
+            run.model_version = version
+        step["counts"] = {
+            "model_version": version,
+            "listeners": int(data.matrix.shape[0]),
+            "interactions": int(data.matrix.user_items.nnz),
+        }
+    return version
+
+
+def step_gate(settings: Settings, run_id: int) -> dict[str, Any]:
+    """Compare the run's model with the previous published model and with popularity on a
+    recent holdout; a model that falls below either is not published (GateRejected)."""
+    from jobs.gate import evaluate_for_gate
+
+    with _step(settings, run_id, "gate") as step:
+        decision, metrics = evaluate_for_gate(settings, step["week_start"], step["model_version"])
+        with sessions(settings).begin() as session:
+            model = session.get(ModelVersion, step["model_version"])
+            assert model is not None
+            model.metrics = metrics
+            model.gate_reason = decision.reason
+            if not decision.passed:
+                model.status = "rejected"
+        step["counts"] = {"passed": decision.passed, "reason": decision.reason, **metrics}
+        if not decision.passed:
+            raise GateRejected(f"model {step['model_version']} rejected: {decision.reason}")
+    return {"passed": decision.passed, "reason": decision.reason, **metrics}
+
+
+def run_is_active(settings: Settings, run_id: int) -> bool:
+    with sessions(settings)() as session:
+        run = repository.get_weekly_run(session, run_id)
+        return run is not None and run.status == "running"
+
+
+def plan_chunks(settings: Settings, run_id: int) -> int:
+    """How many generate chunks the run has (listeners / generate_chunk_size, rounded up)."""
+    with sessions(settings)() as session:
+        run = repository.get_weekly_run(session, run_id)
+        if run is None:
+            raise ValueError(f"no weekly run #{run_id}")
+        week_start = run.week_start
+    data = _cached_training_data(settings, week_start)
+    listeners = len(eligible_listener_rows(settings, data))
+    return max(1, -(-listeners // settings.generate_chunk_size))
+
+
+def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str, int]:
+    """Write the playlists of one chunk of listeners, idempotently."""
+    with _step(settings, run_id, "generate", chunk) as step:
+        data = _cached_training_data(settings, step["week_start"])
+        with sessions(settings)() as session:
+            model_row = session.get(ModelVersion, step["model_version"])
+            assert model_row is not None
+            artifact = model_row.artifact_path
+        model = _cached_model(artifact)
+        rows = eligible_listener_rows(settings, data)
+        size = settings.generate_chunk_size
+        chunk_rows = rows[chunk * size : (chunk + 1) * size]
+        playlists, short = build_playlists(settings, model, data, chunk_rows)
+        counts = {"playlists": len(playlists), "short": short}
+        with sessions(settings).begin() as session:
+            counts["playlist_tracks"] = repository.replace_week_playlists(
+                session, step["week_start"], step["model_version"], playlists, run_id
+            )
+            # Finishing the chunk in the same transaction as its rows: a chunk is either
+            # written and marked done, or neither.
+            repository.finish_step(session, run_id, "generate", chunk=chunk, counts=counts)
+        step["finished"] = True
     return counts
 
 
-def run_week(
+def step_publish(settings: Settings, run_id: int, n_chunks: int) -> dict[str, Any]:
+    """Publish the week if every chunk succeeded; in one transaction."""
+    with _step(settings, run_id, "publish") as step, sessions(settings).begin() as session:
+        statuses = repository.chunk_statuses(session, run_id)
+        missing = [c for c in range(n_chunks) if statuses.get(c) != "succeeded"]
+        if missing:
+            raise RuntimeError(f"chunks not finished: {missing[:20]}")
+        visible = repository.publish_week(session, run_id)
+        repository.finish_step(session, run_id, "publish", counts={"playlists": visible})
+        repository.end_weekly_run(session, run_id, "succeeded")
+        step["finished"] = True
+    log.info("weekly run #%d published %d playlists for %s", run_id, visible, step["week_start"])
+    return {"playlists": visible}
+
+
+def fail_run(settings: Settings, run_id: int, error: BaseException | str) -> None:
+    """Mark the run failed (or cancelled, if that was asked) with the reason."""
+    reason = error if isinstance(error, str) else _describe(error)
+    with sessions(settings).begin() as session:
+        run = repository.get_weekly_run(session, run_id)
+        if run is None or run.status not in repository.ACTIVE:
+            return
+        status = "cancelled" if run.status == "cancelling" else "failed"
+        repository.end_weekly_run(session, run_id, status, error=reason)
+    log.error("weekly run #%d %s: %s", run_id, status, reason)
+
+
+# ------------------------------------------------------------------------- in-process run
+
+
+@contextmanager
+def _timed(report: WeekReport, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    log.info("stage %s started", name)
+    yield
+    report.stages[name] = round(time.perf_counter() - started, 3)
+    log.info("stage %s finished in %.2f s", name, report.stages[name])
+
+
+def run_in_process(
     settings: Settings,
     data_dir: Path,
     week_start: dt.date,
     *,
+    trigger: str = "cli",
     progress: ProgressFactory | None = None,
 ) -> WeekReport:
-    """All steps for one week, in-process. Running a week again replaces its playlists."""
+    """All steps of the week in this process (the embedded default): the same step
+    functions the Celery tasks run. Raises GateRejected if the gate refuses the model."""
     report = WeekReport(week_start=week_start.isoformat(), data_dir=str(data_dir))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with _stage(report, "migrate"):
-        upgrade(settings.database_url)
-    with _stage(report, "aggregate"):
-        report.aggregation = aggregate_week(settings, data_dir, week_start)
-    with _stage(report, "load_catalog"):
-        load_catalog(settings, week_start)
-    with _stage(report, "build_matrix"):
-        data = load_training_data(settings, week_start)
-    with _stage(report, "train"):
-        model = train_week(settings, week_start, data, show_progress=progress is not None)
-    report.model_version = str(model.metadata["version"])
-    with _stage(report, "generate"):
-        counts = generate_week(settings, week_start, model, data, progress=progress)
-    report.listeners = counts["listeners"]
-    report.playlists = counts["playlists"]
-    report.playlist_tracks = counts["playlist_tracks"]
-    report.short_playlists = counts["short"]
-    settings.runs_dir.mkdir(parents=True, exist_ok=True)
-    (settings.runs_dir / f"week={week_start.isoformat()}.json").write_text(report.to_json())
+    report.run_id = start_run(settings, data_dir, week_start, trigger)
+    try:
+        with _timed(report, "aggregate"):
+            summary = step_aggregate(settings, report.run_id)
+        report.aggregation = summary
+        with _timed(report, "train"):
+            report.model_version = step_train(
+                settings, report.run_id, show_progress=progress is not None
+            )
+        with _timed(report, "gate"):
+            report.gate = step_gate(settings, report.run_id)
+        with _timed(report, "generate"):
+            n_chunks = plan_chunks(settings, report.run_id)
+            bar = progress(n_chunks, "generate chunks") if progress else None
+            for chunk in range(n_chunks):
+                counts = step_generate_chunk(settings, report.run_id, chunk)
+                report.playlist_tracks += counts["playlist_tracks"]
+                report.short_playlists += counts["short"]
+                report.listeners += counts["playlists"]
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+        with _timed(report, "publish"):
+            report.playlists = step_publish(settings, report.run_id, n_chunks)["playlists"]
+        report.status = "succeeded"
+    except BaseException as exc:
+        fail_run(settings, report.run_id, exc)
+        raise
+    finally:
+        settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        (settings.runs_dir / f"run-{report.run_id}.json").write_text(report.to_json())
     return report
 
 
-def load_model_for_week(settings: Settings, week_start: dt.date) -> ALSModel:
-    """The newest model trained for the week.
-
-    Raises
-    ------
-    ValueError
-        If no model has been trained for that week.
-    """
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
-        version = repository.newest_model_version(session, week_start)
-    engine.dispose()
-    if version is None:
+def generate_and_publish(
+    settings: Settings, week_start: dt.date, *, progress: ProgressFactory | None = None
+) -> WeekReport:
+    """Build and publish the week's playlists with the week's newest trained model, without
+    aggregating, training or gating again (an operator's explicit choice)."""
+    with sessions(settings)() as session:
+        model_row = repository.newest_model_version(session, week_start)
+    if model_row is None:
         raise ValueError(f"no model trained for the week of {week_start}; run `cratedigger train`")
-    return ALSModel.load(Path(version.artifact_path))
+    report = WeekReport(week_start=week_start.isoformat(), data_dir="")
+    report.run_id = start_run(settings, settings.events_source, week_start, "cli-generate")
+    report.model_version = model_row.version
+    try:
+        with sessions(settings).begin() as session:
+            run = repository.get_weekly_run(session, report.run_id)
+            assert run is not None
+            run.model_version = model_row.version
+        n_chunks = plan_chunks(settings, report.run_id)
+        bar = progress(n_chunks, "generate chunks") if progress else None
+        for chunk in range(n_chunks):
+            counts = step_generate_chunk(settings, report.run_id, chunk)
+            report.playlist_tracks += counts["playlist_tracks"]
+            report.short_playlists += counts["short"]
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        report.playlists = step_publish(settings, report.run_id, n_chunks)["playlists"]
+        report.status = "succeeded"
+    except BaseException as exc:
+        fail_run(settings, report.run_id, exc)
+        raise
+    return report
+
+
+def regenerate_listener(settings: Settings, user_id: str, week_start: dt.date) -> int:
+    """Rebuild one listener's playlist of a published week with that week's model.
+
+    Returns the number of tracks written. Raises ValueError if the week is not published or
+    the listener has no history in it.
+    """
+    with sessions(settings)() as session:
+        publication = session.get(WeekPublication, week_start)
+        if publication is None:
+            raise ValueError(f"the week of {week_start} has not been published")
+        run_id, version = publication.weekly_run_id, publication.model_version
+        model_row = session.get(ModelVersion, version)
+        assert model_row is not None
+        artifact = model_row.artifact_path
+    data = _cached_training_data(settings, week_start)
+    model = _cached_model(artifact)
+    rows = data.matrix.user_index([user_id])
+    if rows[0] < 0:
+        raise ValueError(f"listener {user_id!r} has no history before the week of {week_start}")
+    playlists, _ = build_playlists(settings, model, data, rows)
+    with sessions(settings).begin() as session:
+        return repository.replace_week_playlists(session, week_start, version, playlists, run_id)

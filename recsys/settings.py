@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL; default: SQLite file cratedigger.db in the data directory.",
     )
+    source_dir: Path | None = Field(
+        default=None,
+        description="Data directory (catalog/ and events/) the scheduled weekly run reads; "
+        "default: DATA_DIR/source.",
+    )
     spark_master: str = Field(default="local[*]", description="Spark master URL.")
     spark_shuffle_partitions: int = Field(
         default=8, ge=1, le=100_000, description="spark.sql.shuffle.partitions for aggregation."
@@ -62,8 +67,55 @@ class Settings(BaseSettings):
     )
     thumb_up_boost: float = Field(default=2.0, ge=0.0, le=100.0)
     thumb_down_confidence: float = Field(default=2.0, ge=0.0, le=100.0)
+    # Weekly scheduling (Celery). The embedded default runs the same tasks in-process.
+    broker_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker (Redis or RabbitMQ)."
+    )
+    result_backend: str = Field(
+        default="redis://127.0.0.1:6379/1",
+        description="Celery result backend; chords need Redis or a database backend.",
+    )
+    broker_visibility_timeout: int = Field(
+        default=3600,
+        ge=5,
+        le=7 * 24 * 3600,
+        description="Redis: seconds before an unacknowledged task is redelivered.",
+    )
+    task_time_limit: int = Field(default=3600, ge=10, description="Hard limit per task, seconds.")
+    weekly_cron: str = Field(
+        default="0 0 * * 1", description="Beat schedule of the weekly run (minute hour dom mon dow)."
+    )
+    weekly_timezone: str = Field(default="UTC", description="Time zone of weekly_cron.")
+    generate_chunk_size: int = Field(
+        default=500, ge=1, le=1_000_000, description="Listeners per Celery generate task."
+    )
+    # Validation gate: a model must reach these shares of the baselines' holdout NDCG@50.
+    gate_min_vs_popular: float = Field(default=1.0, ge=0.0, le=100.0)
+    gate_min_vs_previous: float = Field(default=0.9, ge=0.0, le=100.0)
+    gate_holdout_days: int = Field(
+        default=7, ge=1, le=365, description="Days before the cut-off held out to test the model."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+
+    @field_validator("weekly_cron")
+    @classmethod
+    def _five_field_cron(cls, value: str) -> str:
+        # The fields' values are checked by Celery when the beat schedule is built.
+        if len(value.split()) != 5:
+            raise ValueError(f"{value!r} is not a cron expression of five fields")
+        return value
+
+    @field_validator("weekly_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name") from None
+        return value
 
     @field_validator("data_dir")
     @classmethod
@@ -86,6 +138,10 @@ class Settings(BaseSettings):
         return self
 
     # Paths of the state kept under data_dir.
+    @property
+    def events_source(self) -> Path:
+        return (self.source_dir or self.data_dir / "source").expanduser().resolve()
+
     @property
     def aggregates_dir(self) -> Path:
         return self.data_dir / "aggregates"

@@ -472,6 +472,7 @@ def test_parquet_csv_and_jsonl_give_identical_outputs(by_format: dict[str, Run])
         "completed",
         "skips",
         "thumb",
+        "first_event_at",
         "last_event_at",
         "confidence",
     ]
@@ -602,6 +603,7 @@ def test_transform_interactions_counts_thumbs_and_confidence(spark) -> None:
             "last_event_at",
             F.col("last_event_at").cast("string"),  # UTC, the session time zone
         )
+        .withColumn("first_event_at", F.col("first_event_at").cast("string"))
         .collect()
     )
     actual = {(r.user_id, r.track_id): r.asDict() for r in rows}
@@ -629,6 +631,15 @@ def test_transform_interactions_counts_thumbs_and_confidence(spark) -> None:
         ("u1", "t600"): "2026-01-06 00:00:00",
         ("u2", "t40"): "2026-01-07 00:00:00",
         ("u3", "t40"): "2026-01-08 00:00:00",
+        ("u4", "t600"): "2026-01-09 00:00:00",
+        ("u5", "t600"): "2026-01-09 00:00:00",
+    }
+    # first_event_at is the earlier of the first play and the first thumb.
+    assert {pair: r["first_event_at"] for pair, r in actual.items()} == {
+        ("u1", "t40"): "2026-01-01 00:00:00",
+        ("u1", "t600"): "2026-01-01 00:00:00",
+        ("u2", "t40"): "2026-01-04 00:00:00",
+        ("u3", "t40"): "2026-01-04 00:00:00",
         ("u4", "t600"): "2026-01-09 00:00:00",
         ("u5", "t600"): "2026-01-09 00:00:00",
     }

@@ -16,7 +16,17 @@ from recsys.db.migrate import current_revision, downgrade, head_revision, upgrad
 from recsys.db.models import Base, ModelVersion, Playlist, PlaylistTrack
 
 WEEK = dt.date(2026, 11, 16)
-TABLES = {"users", "artists", "tracks", "model_versions", "playlists", "playlist_tracks"}
+TABLES = {
+    "users",
+    "artists",
+    "tracks",
+    "model_versions",
+    "playlists",
+    "playlist_tracks",
+    "weekly_runs",
+    "job_runs",
+    "week_publications",
+}
 
 
 def test_upgrade_creates_the_models_schema_and_downgrade_removes_it(database_url: str) -> None:
@@ -77,11 +87,21 @@ def _entries(tracks: list[int]) -> list[repository.PlaylistEntry]:
     return [repository.PlaylistEntry(f"t{i}", 1.0 / (k + 1)) for k, i in enumerate(tracks)]
 
 
-def test_replacing_a_week_never_duplicates(migrated_url: str) -> None:
+def _new_run(session, week: dt.date = WEEK) -> int:
+    run = repository.start_weekly_run(session, week, "test", "/data")
+    run.model_version = "v1"
+    session.flush()
+    return int(run.id)
+
+
+def test_a_retried_chunk_replaces_its_own_rows_and_publication_switches_runs(
+    migrated_url: str,
+) -> None:
     engine = make_engine(migrated_url)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         _seed(session)
+        first = _new_run(session)
         repository.replace_week_playlists(
             session,
             WEEK,
@@ -90,37 +110,78 @@ def test_replacing_a_week_never_duplicates(migrated_url: str) -> None:
                 repository.NewPlaylist("u1", _entries([1, 2, 3])),
                 repository.NewPlaylist("u2", _entries([4, 5])),
             ],
+            first,
         )
+    with sessions() as session:
+        # Written but not published: readers see nothing yet.
+        assert repository.latest_playlist(session, "u1") is None
+        assert repository.playlists_of_week(session, WEEK) == 0
     with sessions.begin() as session:
+        # The same chunk again (a retry) replaces u1's rows of this run.
         written = repository.replace_week_playlists(
-            session, WEEK, "v1", [repository.NewPlaylist("u1", _entries([7, 8]))]
+            session, WEEK, "v1", [repository.NewPlaylist("u1", _entries([7, 8]))], first
         )
         assert written == 2
+        assert repository.publish_week(session, first) == 2
+        repository.end_weekly_run(session, first, "succeeded")
     with sessions() as session:
         assert session.scalar(select(func.count()).select_from(Playlist)) == 2
         latest = repository.latest_playlist(session, "u1")
         assert latest is not None
         assert [(t.position, t.track_id) for t in latest.tracks] == [(1, "t7"), (2, "t8")]
         assert latest.tracks[0].track.artist.name == "Two"
-        # u2's playlist was not touched by u1's replacement.
         other = repository.latest_playlist(session, "u2")
         assert other is not None and [t.track_id for t in other.tracks] == ["t4", "t5"]
         assert session.scalar(select(func.count()).select_from(PlaylistTrack)) == 4
+
+    # A second run of the week: invisible until published, then it replaces the first.
+    with sessions.begin() as session:
+        second = _new_run(session)
+        repository.replace_week_playlists(
+            session, WEEK, "v1", [repository.NewPlaylist("u1", _entries([9]))], second
+        )
+    with sessions() as session:
+        latest = repository.latest_playlist(session, "u1")
+        assert latest is not None and [t.track_id for t in latest.tracks] == ["t7", "t8"]
+    with sessions.begin() as session:
+        assert repository.publish_week(session, second) == 1
+    with sessions() as session:
+        latest = repository.latest_playlist(session, "u1")
+        assert latest is not None and [t.track_id for t in latest.tracks] == ["t9"]
+        assert repository.latest_playlist(session, "u2") is None
+        assert session.scalar(select(func.count()).select_from(Playlist)) == 1
+        assert session.get(ModelVersion, "v1").status == "published"
     engine.dispose()
 
 
-def test_unique_user_week_is_enforced_by_the_database(migrated_url: str) -> None:
+def test_one_active_run_per_week_and_one_playlist_per_run(migrated_url: str) -> None:
     engine = make_engine(migrated_url)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         _seed(session)
-        session.add(Playlist(user_id="u1", week_start=WEEK, model_version="v1"))
+        run_id = _new_run(session)
+        session.add(
+            Playlist(user_id="u1", week_start=WEEK, model_version="v1", weekly_run_id=run_id)
+        )
     with pytest.raises(IntegrityError), sessions.begin() as session:
-        session.add(Playlist(user_id="u1", week_start=WEEK, model_version="v1"))
+        session.add(
+            Playlist(user_id="u1", week_start=WEEK, model_version="v1", weekly_run_id=run_id)
+        )
+    with pytest.raises(repository.RunAlreadyActive, match=f"run #{run_id}"), sessions.begin() as s:
+        _new_run(s)
+    with sessions.begin() as session:
+        _new_run(session, WEEK + dt.timedelta(days=7))  # another week is fine
+        repository.end_weekly_run(session, run_id, "failed", error="boom")
+    with sessions.begin() as session:
+        assert _new_run(session) > run_id  # the week is free again
     engine.dispose()
 
 
-def test_latest_playlist_is_the_newest_week_and_upserts_update(migrated_url: str) -> None:
+def test_latest_playlist_is_the_newest_published_week_and_upserts_update(
+    migrated_url: str,
+) -> None:
+    from tests.worlds import publish_week_playlists
+
     engine = make_engine(migrated_url)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
@@ -130,7 +191,7 @@ def test_latest_playlist_is_the_newest_week_and_upserts_update(migrated_url: str
             (WEEK, [2]),
             (WEEK - dt.timedelta(days=14), [3]),
         ):
-            repository.replace_week_playlists(
+            publish_week_playlists(
                 session, week, "v1", [repository.NewPlaylist("u1", _entries(tracks))]
             )
         repository.upsert_artists(session, [{"artist_id": "a1", "name": "Renamed"}])
@@ -144,4 +205,40 @@ def test_latest_playlist_is_the_newest_week_and_upserts_update(migrated_url: str
         assert [(u.user_id, n) for u, n in listeners] == [("u1", 3), ("u2", 0), ("u3", 0)]
         assert repository.count_listeners(session) == 3
         assert repository.latest_playlist(session, "u2") is None
+        assert repository.published_model_before(session, WEEK).version == "v1"
+        assert repository.published_model_before(session, WEEK - dt.timedelta(days=14)) is None
+    engine.dispose()
+
+
+def test_migration_0002_keeps_existing_playlists_visible(database_url: str) -> None:
+    """Playlists written under revision 0001 stay readable after the upgrade."""
+    from sqlalchemy import text
+
+    upgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO artists VALUES ('a1', 'One')"))
+        connection.execute(text("INSERT INTO tracks VALUES ('t1', 'T', 'a1', 1000, NULL)"))
+        connection.execute(text("INSERT INTO users VALUES ('u1', NULL, CURRENT_TIMESTAMP)"))
+        connection.execute(
+            text(
+                "INSERT INTO model_versions VALUES ('v0', '2026-11-09', CURRENT_TIMESTAMP, 'f', '/m',"
+                " '{}', 1, 1, 1, 0.1, 'trained', NULL)"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO playlists (id, user_id, week_start, model_version, kind, created_at)"
+                " VALUES (7, 'u1', '2026-11-09', 'v0', 'personal', CURRENT_TIMESTAMP)"
+            )
+        )
+        connection.execute(text("INSERT INTO playlist_tracks VALUES (7, 1, 't1', 0.5, NULL)"))
+    upgrade(database_url)
+    with make_session_factory(engine)() as session:
+        latest = repository.latest_playlist(session, "u1")
+        assert latest is not None and [t.track_id for t in latest.tracks] == ["t1"]
+        assert session.get(ModelVersion, "v0").status == "published"
+    downgrade(database_url, "0001")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM playlist_tracks")).scalar() == 1
     engine.dispose()

@@ -10,6 +10,7 @@ from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import ModelVersion
 from recsys.settings import Settings
+from tests.worlds import publish_week_playlists
 from webapp import create_app
 
 WEEK = dt.date(2026, 11, 16)
@@ -51,7 +52,7 @@ def app(migrated_url: str, tmp_path):
                 train_seconds=0.1,
             ),
         )
-        repository.replace_week_playlists(
+        publish_week_playlists(
             session,
             WEEK,
             "2026-11-16-abc",

@@ -132,3 +132,16 @@ def two_taste_groups(
                     }
                 )
     return world
+
+
+def publish_week_playlists(session: Any, week: dt.date, model_version: str, playlists: list) -> int:
+    """Write ``playlists`` (repository.NewPlaylist) as a finished, published weekly run."""
+    from recsys.db import repository
+
+    run = repository.start_weekly_run(session, week, "test", "/nowhere")
+    run.model_version = model_version
+    session.flush()
+    repository.replace_week_playlists(session, week, model_version, playlists, run.id)
+    repository.publish_week(session, run.id)
+    repository.end_weekly_run(session, run.id, "succeeded")
+    return int(run.id)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -86,17 +87,85 @@ class ModelVersion(Base):
     train_seconds: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16), default="trained")
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: why the validation gate rejected (or passed) the model
+    gate_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class WeeklyRun(Base):
+    """One attempt at a week's playlists. At most one run per week is active at a time
+    (a partial unique index), so two runs started together cannot both proceed."""
+
+    __tablename__ = "weekly_runs"
+    __table_args__ = (
+        Index(
+            "uq_weekly_runs_active_week",
+            "week_start",
+            unique=True,
+            postgresql_where=text("status IN ('running', 'cancelling')"),
+            sqlite_where=text("status IN ('running', 'cancelling')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    week_start: Mapped[dt.date] = mapped_column(Date, index=True)
+    #: running, cancelling, succeeded, failed, cancelled
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    trigger: Mapped[str] = mapped_column(String(32))
+    data_dir: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    model_version: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    steps: Mapped[list[JobRun]] = relationship(order_by="JobRun.id", viewonly=True)
+
+
+class JobRun(Base):
+    """Progress of one step (or one generate chunk) of a weekly run."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (UniqueConstraint("weekly_run_id", "step", "chunk"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    weekly_run_id: Mapped[int] = mapped_column(ForeignKey("weekly_runs.id", ondelete="CASCADE"))
+    step: Mapped[str] = mapped_column(String(32))
+    #: -1 for steps that are not split into chunks
+    chunk: Mapped[int] = mapped_column(Integer, default=-1)
+    #: running, succeeded, failed, cancelled
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float | None] = mapped_column(Float)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class WeekPublication(Base):
+    """Which run's playlists readers see for a week; switching it publishes a week at once."""
+
+    __tablename__ = "week_publications"
+
+    week_start: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    weekly_run_id: Mapped[int] = mapped_column(ForeignKey("weekly_runs.id"))
+    model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"))
+    published_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
 
 class Playlist(Base):
-    """One listener's playlist for one week (weeks start Monday 00:00 UTC)."""
+    """One listener's playlist for one week (weeks start Monday 00:00 UTC), written by one
+    weekly run. Readers see only the week's published run, so each listener has exactly
+    one visible playlist per week."""
 
     __tablename__ = "playlists"
-    __table_args__ = (UniqueConstraint("user_id", "week_start"),)
+    __table_args__ = (UniqueConstraint("user_id", "week_start", "weekly_run_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id"))
     week_start: Mapped[dt.date] = mapped_column(Date)
+    weekly_run_id: Mapped[int] = mapped_column(
+        ForeignKey("weekly_runs.id", ondelete="CASCADE"), index=True
+    )
     model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"), index=True)
     kind: Mapped[str] = mapped_column(String(32), default="personal")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)

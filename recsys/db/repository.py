@@ -11,7 +11,18 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
-from recsys.db.models import Artist, Base, ModelVersion, Playlist, PlaylistTrack, Track, User
+from recsys.db.models import (
+    Artist,
+    Base,
+    JobRun,
+    ModelVersion,
+    Playlist,
+    PlaylistTrack,
+    Track,
+    User,
+    WeeklyRun,
+    WeekPublication,
+)
 
 # SQLite limits bound parameters per statement (32766); keep batches well under it.
 _BATCH_ROWS = 2000
@@ -93,13 +104,17 @@ def save_model_version(session: Session, version: ModelVersion) -> ModelVersion:
 
 
 def replace_week_playlists(
-    session: Session, week_start: dt.date, model_version: str, playlists: Sequence[NewPlaylist]
+    session: Session,
+    week_start: dt.date,
+    model_version: str,
+    playlists: Sequence[NewPlaylist],
+    weekly_run_id: int,
 ) -> int:
-    """Write the week's playlists of these listeners, replacing any they already had that week.
+    """Write these listeners' playlists of the week for one weekly run, replacing any the
+    same run already wrote for them (a retried chunk), in the caller's transaction.
 
-    Runs in the caller's transaction, so a re-run of the same week either replaces the
-    listener's playlist entirely or leaves the old one; the unique constraint on
-    (user_id, week_start) makes a duplicate impossible.
+    The unique constraint on (user_id, week_start, weekly_run_id) makes a duplicate
+    impossible; readers see only the run the week is published with.
 
     Returns
     -------
@@ -109,18 +124,23 @@ def replace_week_playlists(
     user_ids = [playlist.user_id for playlist in playlists]
     for start in range(0, len(user_ids), _BATCH_ROWS):
         chunk = user_ids[start : start + _BATCH_ROWS]
-        old_ids = select(Playlist.id).where(
-            Playlist.week_start == week_start, Playlist.user_id.in_(chunk)
+        mine = (
+            (Playlist.week_start == week_start)
+            & (Playlist.weekly_run_id == weekly_run_id)
+            & Playlist.user_id.in_(chunk)
         )
-        session.execute(delete(PlaylistTrack).where(PlaylistTrack.playlist_id.in_(old_ids)))
         session.execute(
-            delete(Playlist).where(Playlist.week_start == week_start, Playlist.user_id.in_(chunk))
+            delete(PlaylistTrack).where(
+                PlaylistTrack.playlist_id.in_(select(Playlist.id).where(mine))
+            )
         )
+        session.execute(delete(Playlist).where(mine))
     now = dt.datetime.now(dt.UTC)
     header_rows = [
         {
             "user_id": playlist.user_id,
             "week_start": week_start,
+            "weekly_run_id": weekly_run_id,
             "model_version": model_version,
             "kind": playlist.kind,
             "created_at": now,
@@ -150,14 +170,22 @@ def replace_week_playlists(
     return len(track_rows)
 
 
+def _published() -> Any:
+    """Join condition: the playlist belongs to the run its week is published with."""
+    return (WeekPublication.week_start == Playlist.week_start) & (
+        WeekPublication.weekly_run_id == Playlist.weekly_run_id
+    )
+
+
 def get_user(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
 def latest_playlist(session: Session, user_id: str) -> Playlist | None:
-    """The listener's most recent playlist with its tracks and their artists, or None."""
+    """The listener's most recent published playlist with its tracks and artists, or None."""
     statement = (
         select(Playlist)
+        .join(WeekPublication, _published())
         .where(Playlist.user_id == user_id)
         .order_by(Playlist.week_start.desc())
         .limit(1)
@@ -167,9 +195,10 @@ def latest_playlist(session: Session, user_id: str) -> Playlist | None:
 
 
 def list_listeners(session: Session, *, limit: int, offset: int = 0) -> list[tuple[User, int]]:
-    """Listeners ordered by id with how many weekly playlists each has."""
+    """Listeners ordered by id with how many published weekly playlists each has."""
     counts = (
         select(Playlist.user_id, func.count(Playlist.id).label("playlists"))
+        .join(WeekPublication, _published())
         .group_by(Playlist.user_id)
         .subquery()
     )
@@ -188,7 +217,13 @@ def count_listeners(session: Session) -> int:
 
 
 def playlists_of_week(session: Session, week_start: dt.date) -> int:
-    statement = select(func.count()).select_from(Playlist).where(Playlist.week_start == week_start)
+    """How many playlists readers see for the week (those of its published run)."""
+    statement = (
+        select(func.count())
+        .select_from(Playlist)
+        .join(WeekPublication, _published())
+        .where(Playlist.week_start == week_start)
+    )
     return int(session.scalar(statement) or 0)
 
 
@@ -200,3 +235,187 @@ def newest_model_version(session: Session, week_start: dt.date) -> ModelVersion 
         .limit(1)
     )
     return session.scalars(statement).first()
+
+
+# ------------------------------------------------------------------------------ weekly runs
+
+
+class RunAlreadyActive(RuntimeError):
+    """Another run of the same week is in progress."""
+
+
+ACTIVE = ("running", "cancelling")
+
+
+def start_weekly_run(
+    session: Session, week_start: dt.date, trigger: str, data_dir: str
+) -> WeeklyRun:
+    """Insert a running run for the week, or raise :class:`RunAlreadyActive` saying which.
+
+    The partial unique index on active runs decides between two runs started at once.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    run = WeeklyRun(week_start=week_start, status="running", trigger=trigger, data_dir=data_dir)
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        active = session.scalars(
+            select(WeeklyRun).where(
+                WeeklyRun.week_start == week_start, WeeklyRun.status.in_(ACTIVE)
+            )
+        ).first()
+        detail = (
+            f"run #{active.id} ({active.trigger}, started {active.started_at:%Y-%m-%d %H:%M} UTC)"
+            if active is not None
+            else "another run"
+        )
+        raise RunAlreadyActive(
+            f"the week of {week_start} is already being built by {detail}; not starting another"
+        ) from None
+    return run
+
+
+def get_weekly_run(session: Session, run_id: int) -> WeeklyRun | None:
+    return session.get(WeeklyRun, run_id)
+
+
+def recent_weekly_runs(session: Session, limit: int = 10) -> list[WeeklyRun]:
+    statement = (
+        select(WeeklyRun)
+        .order_by(WeeklyRun.started_at.desc(), WeeklyRun.id.desc())
+        .limit(limit)
+        .options(selectinload(WeeklyRun.steps))
+    )
+    return list(session.scalars(statement))
+
+
+def begin_step(session: Session, run_id: int, step: str, chunk: int = -1) -> JobRun:
+    """Mark a step (or chunk) running; a retry of the same step counts one more attempt."""
+    job = session.scalars(
+        select(JobRun).where(
+            JobRun.weekly_run_id == run_id, JobRun.step == step, JobRun.chunk == chunk
+        )
+    ).first()
+    now = dt.datetime.now(dt.UTC)
+    if job is None:
+        job = JobRun(
+            weekly_run_id=run_id,
+            step=step,
+            chunk=chunk,
+            status="running",
+            attempts=1,
+            started_at=now,
+        )
+        session.add(job)
+    else:
+        job.status, job.attempts, job.started_at, job.error = "running", job.attempts + 1, now, None
+        job.finished_at = None
+    session.flush()
+    return job
+
+
+def finish_step(
+    session: Session,
+    run_id: int,
+    step: str,
+    *,
+    chunk: int = -1,
+    status: str = "succeeded",
+    counts: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> None:
+    job = session.scalars(
+        select(JobRun).where(
+            JobRun.weekly_run_id == run_id, JobRun.step == step, JobRun.chunk == chunk
+        )
+    ).one()
+    job.status = status
+    job.finished_at = dt.datetime.now(dt.UTC)
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=dt.UTC)
+    job.seconds = round((job.finished_at - started).total_seconds(), 3)
+    job.counts = counts
+    job.error = error
+
+
+def chunk_statuses(session: Session, run_id: int, step: str = "generate") -> dict[int, str]:
+    rows = session.execute(
+        select(JobRun.chunk, JobRun.status).where(
+            JobRun.weekly_run_id == run_id, JobRun.step == step
+        )
+    )
+    return {int(chunk): str(status) for chunk, status in rows}
+
+
+def end_weekly_run(session: Session, run_id: int, status: str, *, error: str | None = None) -> None:
+    run = session.get(WeeklyRun, run_id)
+    if run is None:
+        raise ValueError(f"no weekly run #{run_id}")
+    run.status = status
+    run.error = error
+    run.finished_at = dt.datetime.now(dt.UTC)
+
+
+def publish_week(session: Session, run_id: int) -> int:
+    """Make the run's playlists the ones readers see for its week, in the caller's
+    transaction, and drop the playlists of the week's other runs.
+
+    Returns
+    -------
+    int
+        The number of playlists now visible for the week.
+    """
+    run = session.get(WeeklyRun, run_id)
+    if run is None or run.model_version is None:
+        raise ValueError(f"weekly run #{run_id} has no model to publish")
+    publication = session.get(WeekPublication, run.week_start)
+    if publication is None:
+        session.add(
+            WeekPublication(
+                week_start=run.week_start, weekly_run_id=run.id, model_version=run.model_version
+            )
+        )
+    else:
+        publication.weekly_run_id = run.id
+        publication.model_version = run.model_version
+        publication.published_at = dt.datetime.now(dt.UTC)
+    model = session.get(ModelVersion, run.model_version)
+    if model is not None:
+        model.status = "published"
+    session.flush()
+    stale = select(Playlist.id).where(
+        Playlist.week_start == run.week_start, Playlist.weekly_run_id != run.id
+    )
+    session.execute(delete(PlaylistTrack).where(PlaylistTrack.playlist_id.in_(stale)))
+    session.execute(
+        delete(Playlist).where(
+            Playlist.week_start == run.week_start, Playlist.weekly_run_id != run.id
+        )
+    )
+    return playlists_of_week(session, run.week_start)
+
+
+def published_model_before(session: Session, week_start: dt.date) -> ModelVersion | None:
+    """The model of the newest week published before ``week_start``."""
+    statement = (
+        select(ModelVersion)
+        .join(WeekPublication, WeekPublication.model_version == ModelVersion.version)
+        .where(WeekPublication.week_start < week_start)
+        .order_by(WeekPublication.week_start.desc())
+        .limit(1)
+    )
+    return session.scalars(statement).first()
+
+
+def request_cancel(session: Session, run_id: int) -> WeeklyRun:
+    run = session.get(WeeklyRun, run_id)
+    if run is None:
+        raise ValueError(f"no weekly run #{run_id}")
+    if run.status not in ACTIVE:
+        raise ValueError(
+            f"weekly run #{run_id} is {run.status}; only a running run can be cancelled"
+        )
+    run.status = "cancelling"
+    return run

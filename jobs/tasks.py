@@ -1,0 +1,150 @@
+"""Celery tasks of the weekly run: thin wrappers around the steps in :mod:`jobs.weekly`.
+
+``start_weekly_run`` claims the week (one active run per week) and launches
+aggregate -> train -> gate -> fan-out; the fan-out replaces itself with a chord of
+``generate_chunk`` tasks whose callback publishes the week. Every task is idempotent,
+acknowledged late (a killed worker's task is delivered again) and retried with backoff on
+transient database and broker errors; a step that fails for good marks the run failed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from celery import Task, chain, chord, group, shared_task
+from celery.signals import setup_logging
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from jobs import weekly
+from recsys.contract import parse_week, week_start_of
+from recsys.db.repository import RunAlreadyActive
+from recsys.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: Errors worth another try: the database or the broker being away for a while.
+TRANSIENT = (OperationalError, InterfaceError, BrokerError, ConnectionError, TimeoutError)
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    from recsys.logs import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def _settings(task: Task) -> Settings:
+    settings = getattr(task.app.conf, "cratedigger_settings", None)
+    return settings if isinstance(settings, Settings) else load_settings()
+
+
+class StepTask(Task):
+    """A weekly-run step: retried on transient errors, and when it fails for good (or is
+    rejected) the run is marked failed with the reason."""
+
+    autoretry_for = TRANSIENT
+    retry_backoff = 2
+    retry_backoff_max = 60
+    retry_jitter = True
+    max_retries = 12
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        run_id = kwargs.get("run_id", args[0] if args else None)
+        if run_id is not None:
+            try:
+                weekly.fail_run(_settings(self), int(run_id), exc)
+            except Exception:  # the database may be the reason we failed
+                log.exception("could not mark weekly run #%s failed", run_id)
+
+
+def _skip(exc: weekly.RunNotActive) -> dict[str, Any]:
+    log.warning("%s", exc)
+    return {"skipped": str(exc)}
+
+
+@shared_task(name="cratedigger.start_weekly_run", bind=True)
+def start_weekly_run(
+    self: Task, week: str | None = None, data_dir: str | None = None, trigger: str = "celery"
+) -> dict[str, Any]:
+    """Claim the week and launch its workflow. Without ``week``, the week whose Monday
+    00:00 UTC is nearest to now (so a Sunday-evening or Monday-morning schedule both build
+    the new week). Returns ``{"run_id"}`` or ``{"started": False, "reason"}``."""
+    settings = _settings(self)
+    if week is None:
+        week_start = week_start_of(dt.datetime.now(dt.UTC) + dt.timedelta(days=3, hours=12))
+    else:
+        week_start = parse_week(week)
+    source = Path(data_dir) if data_dir else settings.events_source
+    try:
+        run_id = weekly.start_run(settings, source, week_start, trigger)
+    except RunAlreadyActive as exc:
+        log.warning("%s", exc)
+        return {"started": False, "reason": str(exc)}
+    chain(
+        aggregate.si(run_id=run_id),
+        train.si(run_id=run_id),
+        gate.si(run_id=run_id),
+        fan_out.si(run_id=run_id),
+    ).apply_async()
+    return {"started": True, "run_id": run_id, "week_start": week_start.isoformat()}
+
+
+@shared_task(name="cratedigger.aggregate", bind=True, base=StepTask)
+def aggregate(self: Task, run_id: int) -> dict[str, Any]:
+    try:
+        summary = weekly.step_aggregate(_settings(self), run_id)
+    except weekly.RunNotActive as exc:
+        return _skip(exc)
+    return {"interactions": summary["interactions"], "quarantined": summary["quarantined_total"]}
+
+
+@shared_task(name="cratedigger.train", bind=True, base=StepTask)
+def train(self: Task, run_id: int) -> dict[str, Any]:
+    try:
+        return {"model_version": weekly.step_train(_settings(self), run_id)}
+    except weekly.RunNotActive as exc:
+        return _skip(exc)
+
+
+@shared_task(name="cratedigger.gate", bind=True, base=StepTask)
+def gate(self: Task, run_id: int) -> dict[str, Any]:
+    try:
+        return weekly.step_gate(_settings(self), run_id)
+    except weekly.RunNotActive as exc:
+        return _skip(exc)
+
+
+@shared_task(name="cratedigger.fan_out", bind=True, base=StepTask)
+def fan_out(self: Task, run_id: int) -> Any:
+    """Replace this task with a chord: one task per chunk of listeners, then publish."""
+    settings = _settings(self)
+    if not weekly.run_is_active(settings, run_id):
+        return {"skipped": f"weekly run #{run_id} is not active"}
+    n_chunks = weekly.plan_chunks(settings, run_id)
+    chunks = group(generate_chunk.si(run_id=run_id, chunk=c) for c in range(n_chunks))
+    raise self.replace(chord(chunks, publish.si(run_id=run_id, n_chunks=n_chunks)))
+
+
+@shared_task(name="cratedigger.generate_chunk", bind=True, base=StepTask)
+def generate_chunk(self: Task, run_id: int, chunk: int) -> dict[str, Any]:
+    try:
+        return weekly.step_generate_chunk(_settings(self), run_id, chunk)
+    except weekly.RunNotActive as exc:
+        return _skip(exc)
+
+
+@shared_task(name="cratedigger.publish", bind=True, base=StepTask)
+def publish(self: Task, run_id: int, n_chunks: int) -> dict[str, Any]:
+    try:
+        return weekly.step_publish(_settings(self), run_id, n_chunks)
+    except weekly.RunNotActive as exc:
+        return _skip(exc)

@@ -8,6 +8,8 @@ from recsys.db.engine import make_engine
 from recsys.db.models import Base
 
 config = context.config
+#: Key of the PostgreSQL advisory lock held while migrating (any constant; "crate" in ASCII).
+MIGRATION_LOCK = 0x6372617465
 target_metadata = Base.metadata
 
 
@@ -39,6 +41,12 @@ def run_migrations_online() -> None:
             # dropping a parent table would cascade-delete its children's rows. The pragma
             # only takes effect outside a transaction, hence before it begins.
             connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        if connection.dialect.name == "postgresql":
+            # Processes that start together (workers, web, CLI) may all upgrade at once: one
+            # migrates, the others wait and then find nothing to do. The lock is released
+            # when the connection closes.
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
             connection.commit()
         context.configure(
             connection=connection, target_metadata=target_metadata, render_as_batch=True

@@ -66,6 +66,12 @@ class StepTask(Task):
                 log.exception("could not mark weekly run #%s failed", run_id)
 
 
+def week_to_build(now: dt.datetime) -> dt.date:
+    """The week whose Monday 00:00 UTC is nearest to ``now``: a schedule on Sunday evening
+    or on Monday morning (in any time zone) builds the week that is starting."""
+    return week_start_of(now + dt.timedelta(days=3, hours=12))
+
+
 def _skip(exc: weekly.RunNotActive) -> dict[str, Any]:
     log.warning("%s", exc)
     return {"skipped": str(exc)}
@@ -79,10 +85,7 @@ def start_weekly_run(
     00:00 UTC is nearest to now (so a Sunday-evening or Monday-morning schedule both build
     the new week). Returns ``{"run_id"}`` or ``{"started": False, "reason"}``."""
     settings = _settings(self)
-    if week is None:
-        week_start = week_start_of(dt.datetime.now(dt.UTC) + dt.timedelta(days=3, hours=12))
-    else:
-        week_start = parse_week(week)
+    week_start = parse_week(week) if week else week_to_build(dt.datetime.now(dt.UTC))
     source = Path(data_dir) if data_dir else settings.events_source
     try:
         run_id = weekly.start_run(settings, source, week_start, trigger)

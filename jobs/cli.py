@@ -246,7 +246,8 @@ def _run_via_celery(settings: Settings, source: Path, week: dt.date) -> None:
     result = start_weekly_run.apply_async(
         kwargs={"week": week.isoformat(), "data_dir": str(source), "trigger": "cli"}
     )
-    click.echo(f"sent to {app.conf.broker_url}; waiting for a worker to claim the week")
+    broker = app.connection_for_write().as_uri()  # the password masked
+    click.echo(f"sent to {broker}; waiting for a worker to claim the week")
     outcome = result.get(timeout=600)
     if not outcome.get("started"):
         raise click.ClickException(outcome.get("reason", "the run did not start"))

@@ -136,3 +136,23 @@ def test_static_files_are_served_by_the_app(client) -> None:
     response = client.get("/static/style.css")
     assert response.status_code == 200 and b"--accent" in response.data
     response.close()
+
+
+def test_runs_page_shows_steps_chunks_and_errors(app, client) -> None:
+    sessions = app.extensions["cratedigger"]["sessions"]
+    with sessions.begin() as session:
+        run = repository.start_weekly_run(session, WEEK + dt.timedelta(days=7), "beat", "/data")
+        repository.begin_step(session, run.id, "aggregate")
+        repository.finish_step(session, run.id, "aggregate", counts={"interactions": 1234})
+        for chunk in range(3):
+            repository.begin_step(session, run.id, "generate", chunk)
+        repository.finish_step(session, run.id, "generate", chunk=0, counts={"playlists": 7})
+        repository.end_weekly_run(
+            session, run.id, "failed", error="GateRejected: <below> popularity"
+        )
+    html = client.get("/runs").get_data(as_text=True)
+    assert f"Run #{run.id}" in html and "failed" in html
+    assert "1/3 chunks succeeded" in html and "1234" in html and "7 playlists" in html
+    assert "GateRejected: &lt;below&gt; popularity" in html
+    # The published run of the fixture is listed too.
+    assert html.count('<section class="run"') == 2

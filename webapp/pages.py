@@ -38,3 +38,11 @@ def listener(user_id: str) -> Any:
     playlist = repository.latest_playlist(session, user_id)
     document = playlist_document(playlist) if playlist is not None else None
     return render_template("user.html", user=user, playlist=document)
+
+
+@bp.get("/runs")
+def runs() -> Any:
+    """Operators: the latest weekly runs with their steps, counts, timings and errors."""
+    limit = max(1, min(request.args.get("limit", default=20, type=int) or 20, 200))
+    session = db_session()
+    return render_template("runs.html", runs=repository.recent_weekly_runs(session, limit))

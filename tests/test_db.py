@@ -195,7 +195,7 @@ def test_latest_playlist_is_the_newest_published_week_and_upserts_update(
                 session, week, "v1", [repository.NewPlaylist("u1", _entries(tracks))]
             )
         repository.upsert_artists(session, [{"artist_id": "a1", "name": "Renamed"}])
-        assert repository.ensure_users(session, ["u1", "u3"]) == 1
+        repository.upsert_users(session, [{"user_id": "u3", "display_name": None}])
     with sessions() as session:
         latest = repository.latest_playlist(session, "u1")
         assert latest is not None and latest.week_start == WEEK
@@ -222,8 +222,8 @@ def test_migration_0002_keeps_existing_playlists_visible(database_url: str) -> N
         connection.execute(text("INSERT INTO users VALUES ('u1', NULL, CURRENT_TIMESTAMP)"))
         connection.execute(
             text(
-                "INSERT INTO model_versions VALUES ('v0', '2026-11-09', CURRENT_TIMESTAMP, 'f', '/m',"
-                " '{}', 1, 1, 1, 0.1, 'trained', NULL)"
+                "INSERT INTO model_versions VALUES ('v0', '2026-11-09', CURRENT_TIMESTAMP,"
+                " 'f', '/m', '{}', 1, 1, 1, 0.1, 'trained', NULL)"
             )
         )
         connection.execute(

@@ -84,20 +84,6 @@ def upsert_users(session: Session, rows: Iterable[Mapping[str, Any]]) -> int:
     return _upsert(session, User, rows, "user_id")
 
 
-def ensure_users(session: Session, user_ids: Iterable[str]) -> int:
-    """Insert listeners that are not there yet, leaving existing rows untouched."""
-    wanted = set(user_ids)
-    existing: set[str] = set()
-    ids = sorted(wanted)
-    for start in range(0, len(ids), _BATCH_ROWS):
-        chunk = ids[start : start + _BATCH_ROWS]
-        existing.update(session.scalars(select(User.user_id).where(User.user_id.in_(chunk))))
-    missing = [{"user_id": user_id} for user_id in sorted(wanted - existing)]
-    for batch in _batches(missing):
-        session.execute(insert(User), batch)
-    return len(missing)
-
-
 def save_model_version(session: Session, version: ModelVersion) -> ModelVersion:
     """Record a model version; saving the same version again updates it."""
     return session.merge(version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 
 from pyspark.sql import SparkSession
@@ -26,6 +27,9 @@ def get_spark(
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.sql.warehouse.dir", tempfile.mkdtemp(prefix="cratedigger-warehouse-"))
             .config("spark.driver.memory", "4g")
+            # Python workers (if a job ever needs them) run in this interpreter, with its
+            # packages, not whatever `python3` is first on the PATH.
+            .config("spark.pyspark.python", sys.executable)
         )
     spark = (
         builder.config("spark.sql.session.timeZone", "UTC")

@@ -50,6 +50,7 @@ __all__ = [
     "leave_k_out",
     "map_at_k",
     "ndcg_at_k",
+    "ndcg_per_user",
     "novelty",
     "popularity_gini",
     "precision_at_k",
@@ -396,15 +397,23 @@ def _discounts(k: int) -> npt.NDArray[np.float64]:
     return result
 
 
-def ndcg_at_k(recommended: npt.ArrayLike, test: sp.spmatrix | sp.sparray) -> float:
-    """Mean NDCG@K with binary relevance; the ideal list has ``min(K, |test_u|)`` hits."""
+def ndcg_per_user(
+    recommended: npt.ArrayLike, test: sp.spmatrix | sp.sparray
+) -> npt.NDArray[np.float64]:
+    """float64 array (n_eval_users,): NDCG@K of each listener (binary relevance, ideal list
+    of ``min(K, |test_u|)`` hits), e.g. for paired bootstrap comparisons of two methods."""
     hits = hit_matrix(recommended, test)
     sizes = _test_sizes(sp.csr_matrix(test))
     k = hits.shape[1]
     discounts = _discounts(k)
-    dcg = hits @ discounts
     ideal = np.concatenate(([0.0], np.cumsum(discounts)))[np.minimum(k, sizes)]
-    return float(np.mean(dcg / ideal))
+    result: npt.NDArray[np.float64] = (hits @ discounts) / ideal
+    return result
+
+
+def ndcg_at_k(recommended: npt.ArrayLike, test: sp.spmatrix | sp.sparray) -> float:
+    """Mean NDCG@K with binary relevance; the ideal list has ``min(K, |test_u|)`` hits."""
+    return float(np.mean(ndcg_per_user(recommended, test)))
 
 
 def map_at_k(recommended: npt.ArrayLike, test: sp.spmatrix | sp.sparray) -> float:

@@ -2,9 +2,11 @@
 
 The week's model is judged the way the product is used: a model of the same kind is trained
 on the pairs a listener first met before ``week start - gate_holdout_days``, and must rank
-the tracks each listener discovered (first played positively) in those last days. The same
-split scores the most-popular baseline. The published model of an earlier week brought its
-own holdout metrics, recorded when it passed the gate.
+the tracks each listener discovered (first played positively) in those last days. Its
+playlists are built by the product's own pipeline (:func:`jobs.weekly.playlist_blocks`:
+cold-start slots from the same content, the same re-ranking and artist cap). The same split
+scores the most-popular baseline (artist-capped top tracks). The published model of an
+earlier week brought its own holdout metrics, recorded when it passed the gate.
 
 The holdout model learns the held-out pairs' confidence as aggregated at the week's cut-off
 (counts are not split by time); only pairs first met before the holdout cut-off enter it.
@@ -64,7 +66,7 @@ def _top(
 
 def holdout_metrics(settings: Settings, week_start: dt.date) -> dict[str, Any]:
     """NDCG@K and recall@K of the week's model kind and of popularity on the holdout."""
-    from jobs.weekly import _params, week_paths
+    from jobs.weekly import _params, attach_cold_start, playlist_blocks, week_paths
 
     root, _ = week_paths(settings, week_start)
     table = pq.read_table(
@@ -99,21 +101,36 @@ def holdout_metrics(settings: Settings, week_start: dt.date) -> dict[str, Any]:
     }
     if len(eval_users) == 0 or train.nnz == 0:
         return result
+    listeners = np.asarray((train > 0).sum(axis=0), dtype=np.int64).ravel()
     holdout_model: ALSModel = train_als(
         InteractionMatrix(train, user_ids, catalog), _params(settings)
     )
+    holdout_model = attach_cold_start(settings, week_start, holdout_model, listeners)
     unsorted = tracks.column("track_id").to_numpy(zero_copy_only=False).astype(str)
     artists = tracks.column("artist_id").to_numpy(zero_copy_only=False).astype(str)
     _, track_artist = np.unique(artists[np.argsort(unsorted)], return_inverse=True)
+    track_artist = track_artist.astype(np.int64)
     rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
-    eligible = np.asarray((train > 0).sum(axis=0)).ravel() > 0
+    eligible = listeners > 0
     k = settings.playlist_length
     truth = test[eval_users]
-    for name, model in (("model", holdout_model), ("popular", _Popularity(train))):
-        recommended = _top(model, eval_users, train, track_artist.astype(np.int64), rules, eligible)
+    blocks = playlist_blocks(
+        settings,
+        holdout_model,
+        train,
+        track_artist,
+        eval_users,
+        eligible=eligible,
+        track_listeners=listeners,
+    )
+    recommended = {
+        "model": np.vstack([block.track_columns for block in blocks]),
+        "popular": _top(_Popularity(train), eval_users, train, track_artist, rules, eligible),
+    }
+    for name, columns in recommended.items():
         result[name] = {
-            f"ndcg@{k}": ndcg_at_k(recommended, truth),
-            f"recall@{k}": recall_at_k(recommended, truth),
+            f"ndcg@{k}": ndcg_at_k(columns, truth),
+            f"recall@{k}": recall_at_k(columns, truth),
         }
     return result
 

@@ -9,6 +9,11 @@ Exactly one visible playlist per listener and week: chunks write their playlists
 run's id together with the chunk's ``job_runs`` row in one transaction (a retried chunk
 replaces its own rows), and :func:`step_publish` switches the week to the run in one
 transaction. Until then readers keep seeing the previously published run.
+
+Chunks cut one fixed list of listeners (:func:`listener_plan`): first every listener with a
+personal playlist (model rows, in order), then the listeners of the users table without
+usable history, who get a popular playlist (sorted by id). The list depends only on the
+week's aggregates and settings, so a retried chunk rebuilds exactly its own listeners.
 """
 
 from __future__ import annotations
@@ -26,18 +31,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 from sqlalchemy import Engine
 
-from recsys.als import ALSModel, ALSParams, train_als
+from recsys.als import ALSModel, ALSParams, train_als, with_cold_start
+from recsys.coldstart import content_matrix
 from recsys.contract import week_cutoff
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.migrate import upgrade
 from recsys.db.models import ModelVersion, WeekPublication
+from recsys.explain import explain_block
 from recsys.matrix import InteractionMatrix, build_interaction_matrix
-from recsys.playlist import PlaylistRules, generate_playlists
+from recsys.playlist import (
+    POPULAR_REASON,
+    PlaylistBlock,
+    PlaylistRules,
+    generate_playlists,
+    popular_playlists,
+)
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +84,8 @@ class WeekReport:
     playlists: int = 0
     playlist_tracks: int = 0
     short_playlists: int = 0
+    cold_tracks: int = 0
+    popular_playlists: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
@@ -132,17 +149,50 @@ def load_catalog(settings: Settings, week_start: dt.date) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class TrainingData:
+    """The week's aggregates as arrays, in the model's row and column order.
+
+    Attributes
+    ----------
+    matrix : InteractionMatrix
+        Confidence of (listener, track) pairs with a non-zero confidence.
+    known : scipy.sparse.csr_matrix
+        (n_users, n_tracks): every track each listener played or thumbed, whatever its
+        confidence; never in their playlist.
+    played : scipy.sparse.csr_matrix
+        (n_users, n_tracks): the confidence of the pairs the listener actually played (a
+        thumb without a play is not here), what "Because you played ..." may name.
+    track_artist : numpy.ndarray
+        int64 (n_tracks,): dense artist number.
+    eligible : numpy.ndarray
+        bool (n_tracks,): tracks with at least one listener with a positive confidence.
+    track_listeners : numpy.ndarray
+        int64 (n_tracks,): listeners with a positive confidence per track.
+    track_titles : numpy.ndarray
+        str (n_tracks,): "Title — Artist", for explanations.
+    outsider_ids : numpy.ndarray
+        str: listeners of the users table who are not in the matrix (no events, or only
+        events of confidence 0), sorted.
+    outsider_known : scipy.sparse.csr_matrix
+        (len(outsider_ids), n_tracks): what those listeners played or thumbed.
+    """
+
     matrix: InteractionMatrix
     known: sp.csr_matrix
     track_artist: np.ndarray
     eligible: np.ndarray
+    played: sp.csr_matrix
+    track_listeners: np.ndarray
+    track_titles: np.ndarray
+    outsider_ids: np.ndarray
+    outsider_known: sp.csr_matrix
 
 
 def load_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
     """The confidence matrix, what each listener already knows, and track -> artist numbers."""
     root, _ = week_paths(settings, week_start)
-    tracks = _read(root / "tracks", ["track_id", "artist_id"])
-    rows = _read(root / "interactions", ["user_id", "track_id", "confidence"])
+    tracks = _read(root / "tracks", ["track_id", "title", "artist_id"])
+    artists = _read(root / "artists", ["artist_id", "name"])
+    rows = _read(root / "interactions", ["user_id", "track_id", "confidence", "plays"])
     all_users, all_tracks = rows["user_id"].astype(str), rows["track_id"].astype(str)
     confidence = rows["confidence"].astype(np.float32)
     signal = confidence != 0
@@ -151,21 +201,122 @@ def load_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
     )
     # Tracks played or thumbed in any way are excluded, whatever their confidence.
     user_rows = matrix.user_index(all_users)
+    track_columns = matrix.track_index(all_tracks)
     present = user_rows >= 0
     known = sp.csr_matrix(
         (
             np.ones(int(present.sum()), dtype=np.float32),
-            (user_rows[present], matrix.track_index(all_tracks[present])),
+            (user_rows[present], track_columns[present]),
+        ),
+        shape=matrix.shape,
+    )
+    played_pairs = present & signal & (rows["plays"].astype(np.int64) > 0)
+    played = sp.csr_matrix(
+        (
+            confidence[played_pairs],
+            (user_rows[played_pairs], track_columns[played_pairs]),
         ),
         shape=matrix.shape,
     )
     order = np.argsort(tracks["track_id"].astype(str))
     artist_of_sorted = tracks["artist_id"].astype(str)[order]
     _, track_artist = np.unique(artist_of_sorted, return_inverse=True)
-    positive = matrix.user_items.copy()
-    positive.data = (positive.data > 0).astype(np.float32)
-    eligible = np.asarray(positive.sum(axis=0)).ravel() > 0
-    return TrainingData(matrix, known.tocsr(), track_artist.astype(np.int64), eligible)
+    listeners = np.asarray((matrix.user_items > 0).sum(axis=0), dtype=np.int64).ravel()
+    artist_names = dict(
+        zip(artists["artist_id"].astype(str), artists["name"].astype(str), strict=True)
+    )
+    titles = np.asarray(
+        [
+            f"{title} — {artist_names.get(artist, artist)}"
+            for title, artist in zip(
+                tracks["title"].astype(str)[order], artist_of_sorted, strict=True
+            )
+        ],
+        dtype=str,
+    )
+    table_users = (
+        np.unique(_read(root / "users", ["user_id"])["user_id"].astype(str))
+        if (root / "users").exists()
+        else np.empty(0, dtype=str)
+    )
+    outsiders = np.setdiff1d(np.union1d(table_users, all_users), matrix.user_ids)
+    outsider_rows = np.searchsorted(outsiders, all_users)
+    is_outsider = ~present
+    outsider_known = sp.csr_matrix(
+        (
+            np.ones(int(is_outsider.sum()), dtype=np.float32),
+            (outsider_rows[is_outsider], track_columns[is_outsider]),
+        ),
+        shape=(len(outsiders), matrix.shape[1]),
+    )
+    return TrainingData(
+        matrix=matrix,
+        known=known.tocsr(),
+        track_artist=track_artist.astype(np.int64),
+        eligible=listeners > 0,
+        played=played.tocsr(),
+        track_listeners=listeners,
+        track_titles=titles,
+        outsider_ids=outsiders,
+        outsider_known=outsider_known.tocsr(),
+    )
+
+
+def load_track_content(
+    settings: Settings, week_start: dt.date, track_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Content features of the week's tracks in the order of ``track_ids`` (sorted):
+    :func:`recsys.coldstart.content_matrix` of the staged ``embedding`` and ``tags``.
+
+    Returns
+    -------
+    (content, has_content)
+        float32 (n_tracks, d) and bool (n_tracks,); all False when the catalog has neither
+        column (a CSV catalog).
+    """
+    root, _ = week_paths(settings, week_start)
+    table = pq.read_table(root / "tracks")
+    ids = table.column("track_id").to_numpy(zero_copy_only=False).astype(str)
+    order = np.argsort(ids)
+    if not np.array_equal(ids[order], np.asarray(track_ids, dtype=str)):
+        raise ValueError("the staged tracks do not match the model's tracks")
+    names = set(table.column_names)
+    embeddings = _embedding_rows(table.column("embedding")) if "embedding" in names else None
+    tags = None
+    if "tags" in names and table.column("tags").null_count < len(table):
+        tags = table.column("tags").to_pylist()
+    if embeddings is None and tags is None:
+        return np.zeros((len(ids), 1), dtype=np.float32), np.zeros(len(ids), dtype=bool)
+    content, has_content = content_matrix(
+        embeddings[order] if embeddings is not None else None,
+        [tags[i] for i in order] if tags is not None else None,
+    )
+    return content, has_content
+
+
+def _embedding_rows(column: pa.ChunkedArray) -> np.ndarray | None:
+    """float64 (n, e) with NaN rows where a track has no usable embedding; None when no
+    track has one. Rows whose length differs from the most common one, or that hold an
+    infinite value, count as missing (logged): one bad catalog row must not stop training."""
+    values = column.combine_chunks()
+    n = len(values)
+    lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    if n == 0 or lengths.max(initial=0) == 0:
+        return None
+    width = int(np.argmax(np.bincount(lengths[lengths > 0])))
+    good = values.is_valid().to_numpy(zero_copy_only=False) & (lengths == width)
+    odd = int(((lengths > 0) & (lengths != width)).sum())
+    if odd:
+        log.warning("%d tracks have an embedding of another length than %d; ignored", odd, width)
+    flat = pc.list_flatten(values.filter(pa.array(good))).to_numpy(zero_copy_only=False)
+    result = np.full((n, width), np.nan, dtype=np.float64)
+    result[good] = np.asarray(flat, dtype=np.float64).reshape(-1, width)
+    infinite = np.isinf(result).any(axis=1)
+    if infinite.any():
+        log.warning("%d tracks have an infinite value in their embedding; ignored", infinite.sum())
+        result[infinite] = np.nan
+    return result
 
 
 def _params(settings: Settings) -> ALSParams:
@@ -188,6 +339,7 @@ def train_week(
     """
     params = _params(settings)
     model = train_als(data.matrix, params, show_progress=show_progress)
+    model = attach_cold_start(settings, week_start, model, data.track_listeners)
     version = f"{week_start.isoformat()}-{model.fingerprint[:12]}"
     model.metadata["version"] = version
     model.metadata["week_start"] = week_start.isoformat()
@@ -212,6 +364,20 @@ def train_week(
     return model
 
 
+def attach_cold_start(
+    settings: Settings, week_start: dt.date, model: ALSModel, track_listeners: np.ndarray
+) -> ALSModel:
+    """The model with content-projected factors for its cold tracks (content, no listener;
+    the projection is fitted on tracks with at least ``cold_min_plays`` listeners); unchanged
+    when cold start is off (``cold_slots = 0``) or no track is cold."""
+    if settings.cold_slots == 0:
+        return model
+    content, has_content = load_track_content(settings, week_start, model.track_ids)
+    return with_cold_start(
+        model, content, has_content, track_listeners.astype(np.int64), settings.cold_min_plays
+    )
+
+
 def _cached_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
     """The week's training data, read once per process and aggregation (workers run many
     chunks of the same week; a new aggregation of the week changes the summary's mtime)."""
@@ -232,41 +398,168 @@ def _cached_model(artifact_path: str) -> ALSModel:
 
 
 def eligible_listener_rows(settings: Settings, data: TrainingData) -> np.ndarray:
-    """Model rows of the listeners who get a playlist, in a fixed order."""
+    """Model rows of the listeners who get a personal playlist, in a fixed order."""
     history = np.diff(data.known.indptr)
     return np.flatnonzero(history >= settings.min_user_interactions).astype(np.int64)
 
 
+def newcomer_ids(settings: Settings, data: TrainingData) -> np.ndarray:
+    """Listeners of the users table without usable history (no events the model learnt
+    from, or fewer than ``min_user_interactions``), sorted; they get a popular playlist.
+    Empty when ``popular_for_new_listeners`` is off."""
+    if not settings.popular_for_new_listeners:
+        return np.empty(0, dtype=str)
+    history = np.diff(data.known.indptr)
+    too_short = data.matrix.user_ids[history < settings.min_user_interactions]
+    return np.union1d(data.outsider_ids, too_short).astype(str)
+
+
+def listener_plan(settings: Settings, data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
+    """(personal model rows, newcomer ids): the fixed list of listeners that chunks cut,
+    personal ones first."""
+    return eligible_listener_rows(settings, data), newcomer_ids(settings, data)
+
+
+def playlist_rules(settings: Settings) -> PlaylistRules:
+    return PlaylistRules(
+        length=settings.playlist_length,
+        max_tracks_per_artist=settings.max_tracks_per_artist,
+        diversity=settings.mmr_diversity,
+        popularity_penalty=settings.popularity_penalty,
+        pool_factor=settings.rerank_pool_factor,
+        cold_slots=settings.cold_slots,
+        cold_min_score_ratio=settings.cold_min_score_ratio,
+    )
+
+
+def uses_cold_start(settings: Settings, model: ALSModel) -> bool:
+    return settings.cold_slots > 0 and model.cold_start is not None
+
+
+def playlist_blocks(
+    settings: Settings,
+    model: ALSModel,
+    known: sp.csr_matrix,
+    track_artist: np.ndarray,
+    user_rows: np.ndarray,
+    *,
+    eligible: np.ndarray,
+    track_listeners: np.ndarray,
+) -> Iterator[PlaylistBlock]:
+    """The personal playlists of ``user_rows`` block by block, as the product builds them
+    (the gate evaluates its holdout model through this too)."""
+    cold = uses_cold_start(settings, model)
+    scorer = model.scorer(cold_start=cold)
+    return generate_playlists(
+        scorer,
+        known,
+        track_artist,
+        playlist_rules(settings),
+        user_rows=user_rows,
+        eligible=eligible,
+        block_size=settings.generate_block_size,
+        cold_mask=model.cold_start.cold_mask if cold and model.cold_start is not None else None,
+        item_factors=scorer.item_factors,
+        popularity=track_listeners.astype(np.float64),
+    )
+
+
+@dataclass
+class BuiltPlaylists:
+    """Playlists of a chunk of listeners and what they hold."""
+
+    playlists: list[repository.NewPlaylist] = field(default_factory=list)
+    short: int = 0
+    cold_tracks: int = 0
+    popular: int = 0
+
+
 def build_playlists(
-    settings: Settings, model: ALSModel, data: TrainingData, user_rows: np.ndarray
-) -> tuple[list[repository.NewPlaylist], int]:
-    """The playlists of these listeners, and how many came out shorter than the length."""
-    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
-    playlists: list[repository.NewPlaylist] = []
-    short = 0
-    blocks = generate_playlists(
+    settings: Settings,
+    model: ALSModel,
+    data: TrainingData,
+    user_rows: np.ndarray,
+    newcomers: np.ndarray | None = None,
+) -> BuiltPlaylists:
+    """Personal playlists (with a reason per track) of the listeners at ``user_rows``, and
+    popular playlists of the ``newcomers`` (ids of listeners without usable history)."""
+    built = BuiltPlaylists()
+    length = settings.playlist_length
+    cold = uses_cold_start(settings, model)
+    item_factors = model.scorer(cold_start=cold).item_factors
+    cold_mask = (
+        model.cold_start.cold_mask
+        if cold and model.cold_start is not None
+        else np.zeros(len(model.track_ids), dtype=bool)
+    )
+    content = model.cold_start.content if cold and model.cold_start is not None else None
+    blocks: Iterator[PlaylistBlock] = playlist_blocks(
+        settings,
         model,
         data.known,
         data.track_artist,
-        rules,
-        user_rows=user_rows,
+        np.asarray(user_rows, dtype=np.int64),
         eligible=data.eligible,
-        block_size=settings.generate_block_size,
+        track_listeners=data.track_listeners,
     )
     for block in blocks:
-        for row, columns, scores in zip(
-            block.user_rows, block.track_columns, block.scores, strict=True
+        reasons = explain_block(
+            data.played[block.user_rows],
+            item_factors,
+            block.track_columns,
+            data.track_titles,
+            cold_mask,
+            content=content,
+        )
+        built.cold_tracks += int(block.is_cold.sum())
+        for row, columns, scores, row_reasons in zip(
+            block.user_rows, block.track_columns, block.scores, reasons, strict=True
         ):
             chosen = columns >= 0
-            short += int(chosen.sum() < rules.length)
+            built.short += int(chosen.sum() < length)
             entries = [
-                repository.PlaylistEntry(str(track), float(score))
-                for track, score in zip(
-                    model.track_ids[columns[chosen]], scores[chosen], strict=True
-                )
+                repository.PlaylistEntry(str(model.track_ids[column]), float(score), reason)
+                for column, score, reason in zip(columns, scores, row_reasons, strict=True)
+                if column >= 0
             ]
-            playlists.append(repository.NewPlaylist(str(model.user_ids[row]), entries))
-    return playlists, short
+            built.playlists.append(repository.NewPlaylist(str(model.user_ids[row]), entries))
+    if newcomers is not None and len(newcomers):
+        columns, scores = popular_playlists(
+            data.track_listeners.astype(np.float64),
+            data.track_artist,
+            _known_of(data, newcomers),
+            playlist_rules(settings),
+            item_factors=model.item_factors,
+        )
+        for user_id, row_columns, row_scores in zip(newcomers, columns, scores, strict=True):
+            chosen = row_columns >= 0
+            built.short += int(chosen.sum() < length)
+            entries = [
+                repository.PlaylistEntry(str(model.track_ids[column]), float(score), POPULAR_REASON)
+                for column, score in zip(row_columns[chosen], row_scores[chosen], strict=True)
+            ]
+            built.playlists.append(repository.NewPlaylist(str(user_id), entries, kind="popular"))
+            built.popular += 1
+    return built
+
+
+def _known_of(data: TrainingData, user_ids: np.ndarray) -> sp.csr_matrix:
+    """(len(user_ids), n_tracks): what each listener played or thumbed, for listeners in
+    the matrix or among the outsiders."""
+    ids = np.asarray(user_ids, dtype=str)
+    rows = data.matrix.user_index(ids)
+    outsider_rows = np.searchsorted(data.outsider_ids, ids)
+    parts = []
+    for user_id, row, outsider_row in zip(ids, rows, outsider_rows, strict=True):
+        if row >= 0:
+            parts.append(data.known[row])
+        elif outsider_row < len(data.outsider_ids) and data.outsider_ids[outsider_row] == user_id:
+            parts.append(data.outsider_known[outsider_row])
+        else:
+            parts.append(sp.csr_matrix((1, data.known.shape[1]), dtype=np.float32))
+    if not parts:
+        return sp.csr_matrix((0, data.known.shape[1]), dtype=np.float32)
+    return sp.vstack(parts, format="csr")
 
 
 # ----------------------------------------------------------------------------- run steps
@@ -390,8 +683,8 @@ def plan_chunks(settings: Settings, run_id: int) -> int:
             raise ValueError(f"no weekly run #{run_id}")
         week_start = run.week_start
     data = _cached_training_data(settings, week_start)
-    listeners = len(eligible_listener_rows(settings, data))
-    return max(1, -(-listeners // settings.generate_chunk_size))
+    personal, newcomers = listener_plan(settings, data)
+    return max(1, -(-(len(personal) + len(newcomers)) // settings.generate_chunk_size))
 
 
 def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str, int]:
@@ -403,14 +696,21 @@ def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str
             assert model_row is not None
             artifact = model_row.artifact_path
         model = _cached_model(artifact)
-        rows = eligible_listener_rows(settings, data)
+        personal, newcomers = listener_plan(settings, data)
         size = settings.generate_chunk_size
-        chunk_rows = rows[chunk * size : (chunk + 1) * size]
-        playlists, short = build_playlists(settings, model, data, chunk_rows)
-        counts = {"playlists": len(playlists), "short": short}
+        first, stop = chunk * size, (chunk + 1) * size
+        chunk_rows = personal[first:stop]
+        chunk_newcomers = newcomers[max(0, first - len(personal)) : max(0, stop - len(personal))]
+        built = build_playlists(settings, model, data, chunk_rows, chunk_newcomers)
+        counts = {
+            "playlists": len(built.playlists),
+            "short": built.short,
+            "cold_tracks": built.cold_tracks,
+            "popular": built.popular,
+        }
         with sessions(settings).begin() as session:
             counts["playlist_tracks"] = repository.replace_week_playlists(
-                session, step["week_start"], step["model_version"], playlists, run_id
+                session, step["week_start"], step["model_version"], built.playlists, run_id
             )
             # Finishing the chunk in the same transaction as its rows: a chunk is either
             # written and marked done, or neither.
@@ -488,10 +788,18 @@ def run_in_process(
                 report.playlist_tracks += counts["playlist_tracks"]
                 report.short_playlists += counts["short"]
                 report.listeners += counts["playlists"]
+                report.cold_tracks += counts["cold_tracks"]
+                report.popular_playlists += counts["popular"]
                 if bar is not None:
                     bar.update(1)
             if bar is not None:
                 bar.close()
+            log.info(
+                "%d cold-start tracks entered playlists; %d popular playlists for listeners "
+                "without history",
+                report.cold_tracks,
+                report.popular_playlists,
+            )
         with _timed(report, "publish"):
             report.playlists = step_publish(settings, report.run_id, n_chunks)["playlists"]
         report.status = "succeeded"
@@ -527,6 +835,8 @@ def generate_and_publish(
             counts = step_generate_chunk(settings, report.run_id, chunk)
             report.playlist_tracks += counts["playlist_tracks"]
             report.short_playlists += counts["short"]
+            report.cold_tracks += counts["cold_tracks"]
+            report.popular_playlists += counts["popular"]
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -543,7 +853,7 @@ def regenerate_listener(settings: Settings, user_id: str, week_start: dt.date) -
     """Rebuild one listener's playlist of a published week with that week's model.
 
     Returns the number of tracks written. Raises ValueError if the week is not published or
-    the listener has no history in it.
+    the listener gets no playlist in it (no history, and no popular playlist either).
     """
     with sessions(settings)() as session:
         publication = session.get(WeekPublication, week_start)
@@ -555,9 +865,15 @@ def regenerate_listener(settings: Settings, user_id: str, week_start: dt.date) -
         artifact = model_row.artifact_path
     data = _cached_training_data(settings, week_start)
     model = _cached_model(artifact)
+    personal, newcomers = listener_plan(settings, data)
     rows = data.matrix.user_index([user_id])
-    if rows[0] < 0:
+    if rows[0] >= 0 and np.isin(rows[0], personal):
+        built = build_playlists(settings, model, data, rows)
+    elif np.isin(user_id, newcomers):
+        built = build_playlists(settings, model, data, rows[:0], np.asarray([user_id]))
+    else:
         raise ValueError(f"listener {user_id!r} has no history before the week of {week_start}")
-    playlists, _ = build_playlists(settings, model, data, rows)
     with sessions(settings).begin() as session:
-        return repository.replace_week_playlists(session, week_start, version, playlists, run_id)
+        return repository.replace_week_playlists(
+            session, week_start, version, built.playlists, run_id
+        )

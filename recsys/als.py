@@ -1,16 +1,19 @@
 """Implicit-feedback ALS: training, the saved artifact, and scoring.
 
 Every recommender that feeds playlists implements :class:`Recommender`, so the playlist
-builder does not care whether a score came from ALS or (later) from the content model.
+builder does not care whether a score came from trained ALS factors or from factors
+projected from content for cold-start tracks (:class:`ColdStartFactors`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +25,11 @@ from recsys.matrix import InteractionMatrix
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FORMAT = 1
+#: Format 1: factors and id maps. Format 2: also cold-start arrays (``cold_mask``,
+#: ``cold_factors``, optionally ``content``). :meth:`ALSModel.save` writes the lowest format
+#: that holds the model, so a model without cold start stays readable by older code.
+ARTIFACT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 FACTORS_FILE = "factors.npz"
 METADATA_FILE = "model.json"
 
@@ -61,6 +68,66 @@ class ALSParams:
 
 
 @dataclass(frozen=True)
+class FactorScorer:
+    """Scores as dot products of listener factors and item factors (a :class:`Recommender`).
+
+    Attributes
+    ----------
+    user_factors : numpy.ndarray
+        float32 array of shape (n_users, factors).
+    item_factors : numpy.ndarray
+        float32 array of shape (n_tracks, factors).
+    user_ids, track_ids : numpy.ndarray
+        Unicode arrays naming the rows of the two factor arrays.
+    """
+
+    user_factors: npt.NDArray[np.float32]
+    item_factors: npt.NDArray[np.float32]
+    user_ids: npt.NDArray[np.str_]
+    track_ids: npt.NDArray[np.str_]
+
+    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """Dot products of shape (len(user_rows), n_tracks), float32."""
+        result: npt.NDArray[np.float32] = self.user_factors[user_rows] @ self.item_factors.T
+        return result
+
+
+@dataclass(frozen=True)
+class ColdStartFactors:
+    """Factors projected from content for tracks with too little history of their own
+    (see :func:`recsys.coldstart.cold_item_factors`), saved with the model.
+
+    Attributes
+    ----------
+    cold_mask : numpy.ndarray
+        bool array of shape (n_tracks,): the cold tracks.
+    factors : numpy.ndarray
+        float32 array of shape (n_cold, factors): the projected factors of the cold tracks,
+        in column order.
+    content : numpy.ndarray, optional
+        float32 array of shape (n_tracks, d): the content features the projection read
+        (:func:`recsys.coldstart.content_matrix`), kept to explain cold picks.
+    """
+
+    cold_mask: npt.NDArray[np.bool_]
+    factors: npt.NDArray[np.float32]
+    content: npt.NDArray[np.float32] | None = None
+
+    def __post_init__(self) -> None:
+        if self.cold_mask.ndim != 1 or self.cold_mask.dtype != np.bool_:
+            raise ValueError(f"cold_mask must be a 1-D bool array, got {self.cold_mask.dtype}")
+        n_cold = int(self.cold_mask.sum())
+        if self.factors.ndim != 2 or self.factors.shape[0] != n_cold:
+            raise ValueError(f"factors has shape {self.factors.shape} for {n_cold} cold tracks")
+        if self.content is not None and (
+            self.content.ndim != 2 or self.content.shape[0] != len(self.cold_mask)
+        ):
+            raise ValueError(
+                f"content has shape {self.content.shape}, expected ({len(self.cold_mask)}, d)"
+            )
+
+
+@dataclass(frozen=True)
 class ALSModel:
     """Trained factors with the id maps they belong to.
 
@@ -73,6 +140,8 @@ class ALSModel:
         are zero.
     user_ids, track_ids : numpy.ndarray
         Unicode arrays naming the rows of ``user_factors`` and ``item_factors``.
+    cold_start : ColdStartFactors, optional
+        Projected factors of the cold-start tracks (see :func:`with_cold_start`).
     """
 
     user_factors: npt.NDArray[np.float32]
@@ -82,26 +151,64 @@ class ALSModel:
     params: ALSParams
     fingerprint: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    cold_start: ColdStartFactors | None = None
+
+    def __post_init__(self) -> None:
+        if self.cold_start is not None:
+            if len(self.cold_start.cold_mask) != len(self.track_ids):
+                raise ValueError(
+                    f"cold_start.cold_mask has {len(self.cold_start.cold_mask)} entries for "
+                    f"{len(self.track_ids)} tracks"
+                )
+            if self.cold_start.factors.shape[1] != self.item_factors.shape[1]:
+                raise ValueError(
+                    f"cold_start.factors has {self.cold_start.factors.shape[1]} factors, "
+                    f"item_factors {self.item_factors.shape[1]}"
+                )
 
     def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Dot products of shape (len(user_rows), n_tracks), float32."""
+        """Dot products with the trained item factors, shape (len(user_rows), n_tracks)."""
         result: npt.NDArray[np.float32] = self.user_factors[user_rows] @ self.item_factors.T
         return result
+
+    @functools.cached_property
+    def scoring_item_factors(self) -> npt.NDArray[np.float32]:
+        """float32 array (n_tracks, factors): the trained item factors with the rows of the
+        cold-start tracks replaced by their projected factors (the trained factors when the
+        model has no cold start)."""
+        if self.cold_start is None:
+            return self.item_factors
+        factors = self.item_factors.copy()
+        factors[self.cold_start.cold_mask] = self.cold_start.factors
+        return factors
+
+    def scorer(self, *, cold_start: bool = True) -> FactorScorer:
+        """A :class:`Recommender` over :attr:`scoring_item_factors` (``cold_start=True``) or
+        over the trained item factors only."""
+        items = self.scoring_item_factors if cold_start else self.item_factors
+        return FactorScorer(self.user_factors, items, self.user_ids, self.track_ids)
 
     def save(self, directory: Path) -> Path:
         """Write ``factors.npz`` and ``model.json`` into ``directory`` (no pickle)."""
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / (FACTORS_FILE + ".tmp.npz")
-        np.savez(
-            tmp,
-            user_factors=self.user_factors,
-            item_factors=self.item_factors,
-            user_ids=self.user_ids,
-            track_ids=self.track_ids,
-        )
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "user_factors": self.user_factors,
+            "item_factors": self.item_factors,
+            "user_ids": self.user_ids,
+            "track_ids": self.track_ids,
+        }
+        artifact_format = 1
+        if self.cold_start is not None:
+            artifact_format = 2
+            arrays["cold_mask"] = self.cold_start.cold_mask
+            arrays["cold_factors"] = self.cold_start.factors
+            if self.cold_start.content is not None:
+                arrays["content"] = self.cold_start.content
+        np.savez(tmp, allow_pickle=False, **arrays)
         tmp.replace(directory / FACTORS_FILE)
         metadata = {
-            "format": ARTIFACT_FORMAT,
+            "format": artifact_format,
             "params": asdict(self.params),
             "fingerprint": self.fingerprint,
             **self.metadata,
@@ -122,19 +229,34 @@ class ALSModel:
         if not metadata_path.is_file() or not (directory / FACTORS_FILE).is_file():
             raise ValueError(f"{directory} does not hold a model ({METADATA_FILE}, {FACTORS_FILE})")
         metadata = json.loads(metadata_path.read_text())
-        if metadata.get("format") != ARTIFACT_FORMAT:
-            raise ValueError(
-                f"{directory}: model format {metadata.get('format')!r} is not supported"
-            )
+        artifact_format = metadata.get("format")
+        if artifact_format not in READABLE_FORMATS:
+            raise ValueError(f"{directory}: model format {artifact_format!r} is not supported")
+        cold_start: ColdStartFactors | None = None
         with np.load(directory / FACTORS_FILE, allow_pickle=False) as arrays:
             user_factors = arrays["user_factors"]
             item_factors = arrays["item_factors"]
             user_ids = arrays["user_ids"]
             track_ids = arrays["track_ids"]
+            if artifact_format >= 2 and "cold_mask" in arrays.files:
+                cold_start = ColdStartFactors(
+                    cold_mask=arrays["cold_mask"].astype(bool),
+                    factors=arrays["cold_factors"],
+                    content=arrays["content"] if "content" in arrays.files else None,
+                )
         params = ALSParams(**metadata.pop("params"))
         fingerprint = metadata.pop("fingerprint")
         metadata.pop("format")
-        return cls(user_factors, item_factors, user_ids, track_ids, params, fingerprint, metadata)
+        return cls(
+            user_factors,
+            item_factors,
+            user_ids,
+            track_ids,
+            params,
+            fingerprint,
+            metadata,
+            cold_start,
+        )
 
 
 def train_als(
@@ -185,3 +307,76 @@ def train_als(
             "n_interactions": int(matrix.user_items.nnz),
         },
     )
+
+
+def with_cold_start(
+    model: ALSModel,
+    content: npt.NDArray[np.float32],
+    has_content: npt.NDArray[np.bool_],
+    listeners: npt.NDArray[np.int64],
+    min_listeners: int,
+) -> ALSModel:
+    """The model with projected factors for its cold-start tracks.
+
+    A ridge projection from content to item factors is fitted on the tracks with content and
+    at least ``min_listeners`` listeners (:func:`recsys.coldstart.cold_item_factors`). The
+    cold-start tracks are the tracks with content and no listener at all: ALS learnt nothing
+    about them, and they keep the projected factors. Tracks with a few listeners keep their
+    trained factors and stay in the personal ranking (the projection would make most of a
+    small catalog "cold", and cold tracks only get a few slots per playlist). The
+    fingerprint then also covers the content and ``min_listeners``, so that a model version
+    names its cold-start factors too.
+
+    Parameters
+    ----------
+    content : numpy.ndarray
+        float32 array (n_tracks, d) from :func:`recsys.coldstart.content_matrix`, in the
+        model's track order.
+    has_content : numpy.ndarray
+        bool array (n_tracks,).
+    listeners : numpy.ndarray
+        int64 array (n_tracks,): listeners with a positive interaction per track.
+    min_listeners : int
+        Tracks with at least this many listeners (and content) train the projection.
+
+    Returns
+    -------
+    ALSModel
+        ``model`` itself when no track is cold (nothing to add).
+    """
+    from recsys.coldstart import cold_item_factors
+
+    n_tracks = len(model.track_ids)
+    if content.shape[0] != n_tracks or has_content.shape != (n_tracks,):
+        raise ValueError(
+            f"content {content.shape} and has_content {has_content.shape} do not match "
+            f"{n_tracks} tracks"
+        )
+    if listeners.shape != (n_tracks,):
+        raise ValueError(f"listeners has shape {listeners.shape}, expected ({n_tracks},)")
+    factors, projected = cold_item_factors(
+        model.item_factors, content, has_content, listeners, min_listeners
+    )
+    cold_mask = projected & (listeners == 0)
+    log.info(
+        "cold start: %d tracks with content and no listener are scored from content",
+        int(cold_mask.sum()),
+    )
+    if not cold_mask.any():
+        return model
+    digest = hashlib.sha256(model.fingerprint.encode())
+    digest.update(json.dumps({"cold_min_listeners": min_listeners}).encode())
+    for array in (content, has_content):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    cold_start = ColdStartFactors(
+        cold_mask=cold_mask,
+        factors=np.ascontiguousarray(factors[cold_mask], dtype=np.float32),
+        content=np.ascontiguousarray(content, dtype=np.float32),
+    )
+    metadata = dict(model.metadata)
+    metadata["cold_start"] = {
+        "cold_tracks": int(cold_mask.sum()),
+        "min_listeners": min_listeners,
+        "tracks_with_content": int(has_content.sum()),
+    }
+    return replace(model, fingerprint=digest.hexdigest(), metadata=metadata, cold_start=cold_start)

@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 PROJECTION_FORMAT = 1
 #: Padded (rows x events) cells gathered at once when building per-listener systems.
-DEFAULT_MAX_CELLS = 1 << 18
+DEFAULT_MAX_CELLS = 1 << 14
+#: Listeners solved at once (each holds a factors x factors system).
+DEFAULT_MAX_ROWS = 256
 
 EmbeddingsInput = npt.NDArray[np.floating] | Sequence[npt.ArrayLike | None]
 TagsInput = Sequence[Sequence[str] | npt.NDArray[Any] | None] | npt.NDArray[Any]
@@ -58,7 +60,8 @@ def content_matrix(
       mapped into the embedding space by a least-squares map learned on the tracks that have
       both (at least ``min_alignment_items`` of them), then L2-normalised. With too few such
       tracks, tracks without an embedding have no content (a warning is logged).
-    * When no track has an embedding, the features are the tag vectors (``d = tag_dim``).
+    * When no track has an embedding (or ``embeddings`` is None), the features are the tag
+      vectors (``d = tag_dim``).
 
     Parameters
     ----------
@@ -80,8 +83,9 @@ def content_matrix(
     Returns
     -------
     (content, has_content)
-        float32 array (n_items, d), ``d = e`` when any embedding is given, else ``tag_dim``;
-        rows are unit length or zero. bool array (n_items,): True for tracks with content.
+        float32 array (n_items, d), ``d = e`` when any track has an embedding, else
+        ``tag_dim`` (tags given) or ``e`` (no tags); rows are unit length or zero.
+        bool array (n_items,): True for tracks with content.
 
     Raises
     ------
@@ -105,9 +109,11 @@ def content_matrix(
     if emb is not None and tag_vectors is not None and len(emb) != len(tag_vectors):
         raise ValueError(f"embeddings has {len(emb)} rows, tags {len(tag_vectors)}")
 
-    if emb is None or has_emb is None:
-        assert tag_vectors is not None and has_tags is not None
+    no_embeddings = emb is None or has_emb is None or not has_emb.any()
+    if tag_vectors is not None and has_tags is not None and no_embeddings:
         return tag_vectors, has_tags
+    if emb is None or has_emb is None:
+        raise AssertionError("unreachable: embeddings or tags are given")
     content = _unit_rows(emb)
     has_content = has_emb.copy()
     if tag_vectors is None or has_tags is None:
@@ -237,7 +243,8 @@ def _unit_rows(matrix: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
     values = np.asarray(matrix, dtype=np.float64)
     norms = np.linalg.norm(values, axis=1, keepdims=True)
     unit = np.divide(values, norms, out=np.zeros_like(values), where=norms > 0)
-    return unit.astype(np.float32)
+    result: npt.NDArray[np.float32] = unit.astype(np.float32)
+    return result
 
 
 # --------------------------------------------------------------------------- projection
@@ -303,9 +310,7 @@ class ContentProjection:
         x = np.asarray(content, dtype=np.float64)
         y = np.asarray(item_factors, dtype=np.float64)
         if x.ndim != 2 or y.ndim != 2:
-            raise ValueError(
-                f"content and item_factors must be 2-D, got {x.shape} and {y.shape}"
-            )
+            raise ValueError(f"content and item_factors must be 2-D, got {x.shape} and {y.shape}")
         if len(x) != len(y):
             raise ValueError(f"content has {len(x)} rows, item_factors {len(y)}")
         if len(x) == 0:
@@ -321,9 +326,7 @@ class ContentProjection:
         try:
             weights = np.linalg.solve(gram, xc.T @ yc)
         except np.linalg.LinAlgError:
-            raise ValueError(
-                "content X^T X is singular; use regularization > 0"
-            ) from None
+            raise ValueError("content X^T X is singular; use regularization > 0") from None
         bias = y_mean - x_mean @ weights
         projection = cls(weights.astype(np.float32), bias.astype(np.float32), regularization)
         residual = yc - xc @ weights
@@ -342,9 +345,7 @@ class ContentProjection:
         """Factors of shape (n, factors), float32, for content of shape (n, d)."""
         x = np.asarray(content, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.content_dim:
-            raise ValueError(
-                f"content has shape {x.shape}, expected (n, {self.content_dim})"
-            )
+            raise ValueError(f"content has shape {x.shape}, expected (n, {self.content_dim})")
         projected: npt.NDArray[np.float32] = (x @ self.weights + self.bias).astype(np.float32)
         return projected
 
@@ -477,8 +478,7 @@ def cold_item_factors(
         )
     if projection.factors != factors.shape[1]:
         raise ValueError(
-            f"projection gives {projection.factors} factors, item_factors has "
-            f"{factors.shape[1]}"
+            f"projection gives {projection.factors} factors, item_factors has {factors.shape[1]}"
         )
     if not cold.any():
         return factors, cold
@@ -544,10 +544,13 @@ class ColdStartRecommender:
 
 
 def row_chunks(
-    entries_per_row: npt.NDArray[np.int64], max_cells: int = DEFAULT_MAX_CELLS
+    entries_per_row: npt.NDArray[np.int64],
+    max_cells: int = DEFAULT_MAX_CELLS,
+    max_rows: int = DEFAULT_MAX_ROWS,
 ) -> Iterator[npt.NDArray[np.int64]]:
     """Groups of row numbers whose padded (rows x longest row) block has at most
-    ``max_cells`` cells (a single row longer than that forms a group of its own).
+    ``max_cells`` cells and at most ``max_rows`` rows (a single row longer than
+    ``max_cells`` forms a group of its own).
 
     Rows are grouped in order of their length so that padding is small; every row appears in
     exactly one group.
@@ -555,11 +558,14 @@ def row_chunks(
     counts = np.asarray(entries_per_row, dtype=np.int64)
     if max_cells < 1:
         raise ValueError(f"max_cells must be at least 1, got {max_cells}")
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     order = np.argsort(counts, kind="stable")
     sorted_counts = np.maximum(counts[order], 1)
     start = 0
     while start < len(order):
-        cells = (np.arange(1, len(order) - start + 1)) * sorted_counts[start:]
+        window = sorted_counts[start : start + max_rows]
+        cells = np.arange(1, len(window) + 1) * window
         stop = start + max(1, int(np.searchsorted(cells, max_cells, side="right")))
         yield order[start:stop].astype(np.int64)
         start = stop
@@ -763,7 +769,7 @@ def popular_diverse(
         if excluded.dtype == bool:
             if excluded.shape != (n_items,):
                 raise ValueError(f"exclude mask has shape {excluded.shape}, expected ({n_items},)")
-            allowed &= ~excluded
+            allowed &= ~excluded.astype(bool)
         else:
             allowed[excluded.astype(np.int64)] = False
     candidates = np.flatnonzero(allowed)

@@ -15,7 +15,7 @@ import numpy.typing as npt
 log = logging.getLogger(__name__)
 
 #: Rows re-ranked together; bounds the (rows, C, factors) gather of candidate factors.
-DEFAULT_ROW_BLOCK = 512
+DEFAULT_ROW_BLOCK = 256
 
 
 def occurrence_rank(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -113,7 +113,7 @@ def mmr_rerank(
     ----------
     candidate_items : numpy.ndarray
         int64 array of shape (B, C): track columns per listener, -1 for no candidate. A track
-        repeated in a row counts once (its first occurrence).
+        repeated in a row counts once (its first occurrence with a finite score).
     candidate_scores : numpy.ndarray
         float array of shape (B, C): model scores; -inf or NaN marks a candidate that must
         not be chosen.
@@ -184,9 +184,7 @@ def mmr_rerank(
         if popularity is None:
             raise ValueError("popularity is required when popularity_penalty > 0")
         if np.shape(popularity) != (n_items,):
-            raise ValueError(
-                f"popularity has shape {np.shape(popularity)}, expected ({n_items},)"
-            )
+            raise ValueError(f"popularity has shape {np.shape(popularity)}, expected ({n_items},)")
         prior = popularity_prior(popularity)
     unit_factors: npt.NDArray[np.float32] | None = None
     if diversity > 0.0:
@@ -240,7 +238,8 @@ def _mmr_block(
         return
     present = items >= 0
     safe = np.where(present, items, 0)
-    valid = present & np.isfinite(scores) & (occurrence_rank(safe) == 0)
+    valid = present & np.isfinite(scores)
+    valid &= _first_occurrences(safe, valid)
     finite_scores = np.where(valid, scores, 0.0)
     any_valid = valid.any(axis=1)
     low = np.where(any_valid, np.where(valid, scores, np.inf).min(axis=1), 0.0)
@@ -259,36 +258,38 @@ def _mmr_block(
 
     artists = item_artist[safe]
     artist_picks = np.zeros((n_rows, width), dtype=np.int64)
-    vectors = unit_factors[safe] if unit_factors is not None else None
+    vectors = unit_factors[safe] if unit_factors is not None else None  # (rows, C, f)
     max_similarity = np.zeros((n_rows, width), dtype=np.float64)
+    value = np.empty((n_rows, width), dtype=np.float64)
     row_index = np.arange(n_rows)
     open_rows = any_valid.copy()
     for step in range(length):
+        if step > 0 and vectors is not None:
+            np.multiply(max_similarity, diversity, out=value)
+            np.subtract(relevance, value, out=value)
+        else:
+            value[:] = relevance
+        pick = np.argmax(value, axis=1)
+        # A row that cannot pick now never can: its blocked set only grows.
+        open_rows &= np.isfinite(value[row_index, pick])
         if not open_rows.any():
             break
-        value = relevance - diversity * max_similarity if step > 0 and diversity else relevance
-        pick = np.argmax(value, axis=1)
-        ok = open_rows & np.isfinite(value[row_index, pick])
-        if not ok.any():
-            break
-        rows = row_index[ok]
-        picked = pick[ok]
+        rows = row_index[open_rows]
+        picked = pick[open_rows]
         out_items[rows, step] = items[rows, picked]
         out_scores[rows, step] = scores[rows, picked]
         relevance[rows, picked] = -np.inf
-        same_artist = artists[rows] == artists[rows, picked][:, None]
-        artist_picks[rows] += same_artist
-        full = same_artist & (artist_picks[rows] >= cap)
-        sub = relevance[rows]
-        sub[full] = -np.inf
-        relevance[rows] = sub
+        same_artist = artists == artists[row_index, pick][:, None]
+        same_artist &= open_rows[:, None]
+        artist_picks += same_artist
+        relevance[same_artist & (artist_picks >= cap)] = -np.inf
         if vectors is not None:
-            similarity = np.einsum("rcf,rf->rc", vectors[rows], vectors[rows, picked])
+            # Closed rows are computed too: cheaper than gathering the open ones.
+            similarity = np.matmul(vectors, vectors[row_index, pick][:, :, None])[:, :, 0]
             if step == 0:
-                max_similarity[rows] = similarity
+                max_similarity[:] = similarity
             else:
-                max_similarity[rows] = np.maximum(max_similarity[rows], similarity)
-        open_rows = ok
+                np.maximum(max_similarity, similarity, out=max_similarity)
 
 
 def reserve_cold_slots(
@@ -365,9 +366,7 @@ def reserve_cold_slots(
             f"{cold.shape} and {cold_value.shape}"
         )
     if cold.shape[0] != personal.shape[0]:
-        raise ValueError(
-            f"cold_items has {cold.shape[0]} rows, personal_items {personal.shape[0]}"
-        )
+        raise ValueError(f"cold_items has {cold.shape[0]} rows, personal_items {personal.shape[0]}")
     if artists_of.ndim != 1 or not np.issubdtype(artists_of.dtype, np.integer):
         raise ValueError("item_artist must be a 1-D integer array")
     n_items = len(artists_of)
@@ -393,8 +392,9 @@ def reserve_cold_slots(
     cold_slots = min(cold_slots, length)
 
     # Cold picks: best score first, threshold, no duplicates, artist cap among themselves.
-    order = np.argsort(-np.where(np.isfinite(cold_value), cold_value, -np.inf), axis=1,
-                       kind="stable")
+    order = np.argsort(
+        -np.where(np.isfinite(cold_value), cold_value, -np.inf), axis=1, kind="stable"
+    )
     cold = np.take_along_axis(cold.astype(np.int64), order, axis=1)
     cold_value = np.take_along_axis(cold_value, order, axis=1)
     cold_ok = (cold >= 0) & np.isfinite(cold_value) & (cold_value >= threshold[:, None])
@@ -436,9 +436,7 @@ def reserve_cold_slots(
     frows = np.broadcast_to(np.arange(n_rows)[:, None], fill.shape)
     out_items[frows[fill], free_slots[fill]] = personal_pick[fill]
     out_scores[frows[fill], free_slots[fill]] = personal_pick_value[fill]
-    log.debug(
-        "reserved %d cold slots over %d listeners", int(n_cold.sum()), n_rows
-    )
+    log.debug("reserved %d cold slots over %d listeners", int(n_cold.sum()), n_rows)
     return out_items, out_scores, is_cold
 
 
@@ -457,7 +455,7 @@ def _within_cap(
 ) -> npt.NDArray[np.bool_]:
     """True where a usable entry is among the first ``cap`` usable ones of its artist."""
     # Count only usable entries: an unusable one gets a fresh artist number.
-    n_rows, width = artists.shape
+    width = artists.shape[1]
     spare = int(artists.max(initial=0)) + 1 + np.arange(width, dtype=np.int64)[None, :]
     distinct = np.where(usable, artists, spare)
     within: npt.NDArray[np.bool_] = occurrence_rank(distinct) < cap

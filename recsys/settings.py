@@ -67,6 +67,51 @@ class Settings(BaseSettings):
     )
     thumb_up_boost: float = Field(default=2.0, ge=0.0, le=100.0)
     thumb_down_confidence: float = Field(default=2.0, ge=0.0, le=100.0)
+    # Cold start, re-ranking and the playlist of listeners without history.
+    cold_min_plays: int = Field(
+        default=5,
+        ge=1,
+        le=1_000_000,
+        description="Tracks with content and at least this many listeners train the "
+        "content-to-factor projection that scores tracks nobody has played yet.",
+    )
+    cold_slots: int = Field(
+        default=5,
+        ge=0,
+        le=500,
+        description="Most cold-start tracks per playlist; 0 turns cold start off.",
+    )
+    cold_min_score_ratio: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=10.0,
+        description="A cold track must score at least this times the listener's weakest "
+        "personal pick to take a cold slot.",
+    )
+    mmr_diversity: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="MMR lambda of the re-ranking: 0 ranks by score only, 1 by dissimilarity "
+        "to the tracks already picked only.",
+    )
+    popularity_penalty: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=10.0,
+        description="Relevance the most popular track loses in the re-ranking (beta; 0: none).",
+    )
+    rerank_pool_factor: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Personal candidates re-ranked per playlist slot (pool = factor x length).",
+    )
+    popular_for_new_listeners: bool = Field(
+        default=True,
+        description="Listeners of the users table without usable history get a popular, "
+        "varied playlist (kind 'popular').",
+    )
     # Weekly scheduling (Celery). The embedded default runs the same tasks in-process.
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Celery broker (Redis or RabbitMQ)."
@@ -83,7 +128,7 @@ class Settings(BaseSettings):
     )
     task_time_limit: int = Field(default=3600, ge=10, description="Hard limit per task, seconds.")
     weekly_cron: str = Field(
-        default="0 0 * * 1", description="Beat schedule of the weekly run (minute hour dom mon dow)."
+        default="0 0 * * 1", description="Beat schedule of the weekly run: min hour dom mon dow."
     )
     weekly_timezone: str = Field(default="UTC", description="Time zone of weekly_cron.")
     generate_chunk_size: int = Field(

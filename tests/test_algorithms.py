@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.als import ALSModel, ALSParams, train_als
+from recsys.als import ALSModel, ALSParams, train_als, with_cold_start
 from recsys.matrix import build_interaction_matrix
 from recsys.playlist import (
     PlaylistRules,
@@ -93,6 +93,76 @@ def test_als_recovers_the_checkerboard_and_round_trips(tmp_path: Path) -> None:
 def test_loading_something_that_is_not_a_model_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="does not hold a model"):
         ALSModel.load(tmp_path)
+
+
+def _checkerboard_model() -> tuple[ALSModel, np.ndarray]:
+    users, items = _checkerboard()
+    catalog = [f"t{i:03d}" for i in range(22)]  # t020 and t021: nobody played them
+    m = build_interaction_matrix(users, items, np.ones(len(users)), catalog)
+    model = train_als(m, ALSParams(factors=4, iterations=15, regularization=0.01, random_seed=1))
+    listeners = np.asarray((m.user_items > 0).sum(axis=0)).ravel().astype(np.int64)
+    return model, listeners
+
+
+def test_cold_start_factors_travel_with_the_model_and_old_artifacts_still_load(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    model, listeners = _checkerboard_model()
+    # Content: even tracks point one way, odd ones the other (their parity is their taste).
+    content = np.zeros((22, 2), dtype=np.float32)
+    content[np.arange(22) % 2 == 0, 0] = 1.0
+    content[np.arange(22) % 2 == 1, 1] = 1.0
+    has_content = np.ones(22, dtype=bool)
+    cold_model = with_cold_start(model, content, has_content, listeners, min_listeners=5)
+    assert cold_model.cold_start is not None
+    assert cold_model.cold_start.cold_mask.tolist() == [False] * 20 + [True, True]
+    assert cold_model.fingerprint != model.fingerprint
+    assert with_cold_start(model, content, has_content, listeners, 5).fingerprint == (
+        cold_model.fingerprint
+    )
+    # The new even track scores best among the new ones for even listeners, and vice versa.
+    scores = cold_model.scorer(cold_start=True).score(np.arange(len(model.user_ids)))
+    parity = np.array([int(u[1:]) % 2 for u in model.user_ids])
+    assert np.all((scores[:, 20] > scores[:, 21]) == (parity == 0))
+    np.testing.assert_array_equal(
+        cold_model.scorer(cold_start=False).score(np.arange(3)), (model.score(np.arange(3)))
+    )
+
+    cold_model.save(tmp_path / "cold")
+    assert json.loads((tmp_path / "cold" / "model.json").read_text())["format"] == 2
+    loaded = ALSModel.load(tmp_path / "cold")
+    assert loaded.cold_start is not None
+    np.testing.assert_array_equal(loaded.cold_start.cold_mask, cold_model.cold_start.cold_mask)
+    np.testing.assert_array_equal(loaded.cold_start.factors, cold_model.cold_start.factors)
+    np.testing.assert_array_equal(loaded.cold_start.content, content)
+    np.testing.assert_array_equal(loaded.scoring_item_factors, cold_model.scoring_item_factors)
+    assert loaded.metadata["cold_start"]["cold_tracks"] == 2
+
+    # Without cold start the artifact keeps format 1, which older code reads too.
+    model.save(tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "model.json").read_text())["format"] == 1
+    assert ALSModel.load(tmp_path / "plain").cold_start is None
+    # An artifact as the first version wrote it (format 1, four arrays) still loads.
+    old = tmp_path / "old"
+    old.mkdir()
+    np.savez(
+        old / "factors.npz",
+        user_factors=model.user_factors,
+        item_factors=model.item_factors,
+        user_ids=model.user_ids,
+        track_ids=model.track_ids,
+    )
+    (old / "model.json").write_text(
+        json.dumps({"format": 1, "params": {"factors": 4}, "fingerprint": "abc"})
+    )
+    legacy = ALSModel.load(old)
+    assert legacy.cold_start is None and legacy.fingerprint == "abc"
+    np.testing.assert_array_equal(legacy.scoring_item_factors, model.item_factors)
+    (old / "model.json").write_text(json.dumps({"format": 3, "params": {}, "fingerprint": "x"}))
+    with pytest.raises(ValueError, match="format 3 is not supported"):
+        ALSModel.load(old)
 
 
 def _reference_selection(scores: np.ndarray, artists: np.ndarray, length: int, cap: int) -> list:

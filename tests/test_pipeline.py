@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
@@ -97,21 +99,40 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
         ],
     )
     assert result.exit_code == 0, result.output
+    # One more listener in the catalog who has not played anything yet.
+    users = pq.read_table(world / "catalog" / "users.parquet")
+    newcomer = pa.Table.from_pylist(
+        [{"user_id": "u9999999", "display_name": "Just arrived"}], schema=users.schema
+    )
+    pq.write_table(pa.concat_tables([users, newcomer]), world / "catalog" / "users.parquet")
     result = runner.invoke(cli, ["run-week", "--data", str(world), "--week", WEEK.isoformat()])
     assert result.exit_code == 0, result.output
-    assert "120 playlists" in result.output
+    assert "121 playlists" in result.output
     assert "unknown_track=" in result.output  # the simulator's bad rows were quarantined
 
     from webapp import create_app
 
     client = create_app().test_client()
-    catalog = {
-        row["track_id"]
-        for row in __import__("pyarrow.parquet", fromlist=["x"])
-        .read_table(world / "catalog" / "tracks.parquet")
+    catalog = set(
+        pq.read_table(world / "catalog" / "tracks.parquet").column("track_id").to_pylist()
+    )
+    played = set(
+        pq.read_table(world / "events" / "plays", columns=["track_id"])
+        .column("track_id")
         .to_pylist()
-    }
+    )
     document = client.get("/api/v1/users/u0000000/playlists/latest").get_json()
     assert document["week_start"] == WEEK.isoformat()
+    assert document["kind"] == "personal"
     assert len(document["tracks"]) == 50
     assert {t["track_id"] for t in document["tracks"]} <= catalog
+    # Every track says why it is there; brand-new tracks nobody played reach playlists.
+    new_tracks = 0
+    for user in range(120):
+        tracks = client.get(f"/api/v1/users/u{user:07d}/playlists/latest").get_json()["tracks"]
+        assert all(isinstance(t["reason"], str) and t["reason"] for t in tracks)
+        new_tracks += sum(t["track_id"] not in played for t in tracks)
+    assert 0 < new_tracks <= 5 * 120
+    document = client.get("/api/v1/users/u9999999/playlists/latest").get_json()
+    assert document["kind"] == "popular" and len(document["tracks"]) == 50
+    assert "Popular picks to start with" in client.get("/users/u9999999").get_data(as_text=True)

@@ -1,0 +1,191 @@
+"""Reasons for playlist tracks: known-answer fixtures and implicit's own explain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from recsys.explain import (
+    MAX_REASON_CHARS,
+    Reason,
+    explain_anchors,
+    explain_block,
+    reason_text,
+)
+
+TITLES = [f"Song {i} — Artist {i // 2}" for i in range(8)]
+
+
+def _styles() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tracks 0-2 one style, 3-5 another; 6 and 7 are new (cold) tracks of each style."""
+    factors = np.array(
+        [
+            [1.0, 0.0, 0.0],
+            [0.9, 0.1, 0.0],
+            [0.95, 0.0, 0.1],
+            [0.0, 1.0, 0.0],
+            [0.1, 0.9, 0.0],
+            [0.0, 0.95, 0.1],
+            [0.8, 0.0, 0.1],  # projected factors of a cold track
+            [0.0, 0.1, 0.8],
+        ]
+    )
+    content = np.array(
+        [
+            [1.0, 0.0],
+            [1.0, 0.1],
+            [0.9, 0.0],
+            [0.0, 1.0],
+            [0.1, 1.0],
+            [0.0, 0.9],
+            [1.0, 0.05],  # new track that sounds like tracks 0-2
+            [-1.0, -1.0],  # new track that sounds like nothing the listener played
+        ]
+    )
+    cold = np.array([False] * 6 + [True, True])
+    return factors, content, cold
+
+
+def test_reasons_name_the_nearest_played_track_or_fall_back() -> None:
+    factors, content, cold = _styles()
+    # Listener 0 played 0 and 3 and thumbed 4 down; listener 1 played nothing; listener 2
+    # played only track 1.
+    user_items = sp.csr_matrix(
+        np.array(
+            [
+                [2.0, 0, 0, 1.0, -2.0, 0, 0, 0],
+                [0, 0, 0, 0, 0, 0, 0, 0],
+                [0, 1.0, 0, 0, 0, 0, 0, 0],
+            ]
+        )
+    )
+    chosen = np.array([[1, 5, 6, 7, -1], [1, 6, -1, -1, -1], [2, 1, 5, -1, -1]])
+    reasons = explain_block(user_items, factors, chosen, TITLES, cold, content=content)
+    assert reasons == [
+        [
+            "Because you played Song 0 — Artist 0",
+            "Because you played Song 3 — Artist 1",
+            "New track similar to Song 0 — Artist 0",
+            "New release picked for your taste",
+            None,
+        ],
+        [
+            "Popular with listeners like you",
+            "New release picked for your taste",
+            None,
+            None,
+            None,
+        ],
+        [
+            "Because you played Song 1 — Artist 0",
+            "Popular with listeners like you",  # a track is never its own reason
+            "Popular with listeners like you",  # track 5 is another style than track 1
+            None,
+            None,
+        ],
+    ]
+
+    explanations = explain_anchors(user_items, factors, chosen, cold, content=content)
+    assert explanations.anchors[0].tolist() == [0, 3, 0, -1, -1]
+    assert explanations.kinds[0].tolist() == [
+        Reason.BECAUSE_YOU_PLAYED,
+        Reason.BECAUSE_YOU_PLAYED,
+        Reason.NEW_SIMILAR_TO,
+        Reason.NEW_FOR_YOUR_TASTE,
+        Reason.NONE,
+    ]
+    unit = factors / np.linalg.norm(factors, axis=1, keepdims=True)
+    np.testing.assert_allclose(explanations.strength[0, 0], unit[1] @ unit[0], rtol=1e-6)
+    assert np.isnan(explanations.strength[1]).all()  # nothing played
+
+
+def test_without_content_cold_tracks_use_projected_factors() -> None:
+    factors, _, cold = _styles()
+    user_items = sp.csr_matrix(np.array([[1.0, 0, 0, 1.0, 0, 0, 0, 0]]))
+    explanations = explain_anchors(user_items, factors, np.array([[6, 7]]), cold)
+    assert explanations.kinds[0].tolist() == [Reason.NEW_SIMILAR_TO, Reason.NEW_FOR_YOUR_TASTE]
+    assert explanations.anchors[0].tolist() == [0, -1]
+
+
+def test_a_stricter_threshold_turns_named_reasons_into_the_fallback() -> None:
+    factors, _, cold = _styles()
+    user_items = sp.csr_matrix(np.array([[1.0, 0, 0, 0, 0, 0, 0, 0]]))
+    chosen = np.array([[1, 2]])  # cosines to track 0: 0.9939 and 0.9945
+    loose = explain_anchors(user_items, factors, chosen, cold, min_similarity=0.99)
+    strict = explain_anchors(user_items, factors, chosen, cold, min_similarity=0.9942)
+    assert loose.kinds[0].tolist() == [Reason.BECAUSE_YOU_PLAYED] * 2
+    assert strict.kinds[0].tolist() == [Reason.LISTENERS_LIKE_YOU, Reason.BECAUSE_YOU_PLAYED]
+
+
+def test_contribution_method_agrees_with_implicit_explain() -> None:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 150, 50
+    dense = (rng.random((n_users, n_items)) < 0.12) * rng.uniform(0.3, 3.0, (n_users, n_items))
+    dense[rng.random((n_users, n_items)) < 0.01] = -2.0
+    user_items = sp.csr_matrix(dense.astype(np.float32))
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=6, regularization=0.2, alpha=3.0, iterations=5, random_state=0
+        )
+        model.fit(user_items, show_progress=False)
+    users = np.array([3, 17, 42, 99])
+    chosen = np.stack([rng.choice(np.flatnonzero(dense[u] == 0), 5, replace=False) for u in users])
+    explanations = explain_anchors(
+        user_items[users],
+        model.item_factors,
+        chosen,
+        np.zeros(n_items, dtype=bool),
+        method="contribution",
+        regularization=0.2,
+        alpha=3.0,
+        min_share=1e-9,
+    )
+    for row, user in enumerate(users):
+        for slot, item in enumerate(chosen[row]):
+            _, contributions, _ = model.explain(user, user_items, item, N=n_items)
+            best_item, best_score = contributions[0]
+            positive_total = sum(score for _, score in contributions if score > 0)
+            assert explanations.anchors[row, slot] == best_item
+            np.testing.assert_allclose(
+                explanations.strength[row, slot], best_score / positive_total, rtol=1e-4
+            )
+
+
+def test_reason_text_keeps_given_titles_and_stays_short() -> None:
+    long_title = "A" * 200 + " — Somebody"
+    text = reason_text(Reason.BECAUSE_YOU_PLAYED, long_title)
+    assert text is not None and len(text) == MAX_REASON_CHARS
+    assert text.startswith("Because you played AAA") and text.endswith("…")
+    assert reason_text(Reason.NEW_SIMILAR_TO, "Ünïcode — Ärtist") == (
+        "New track similar to Ünïcode — Ärtist"
+    )
+    assert reason_text(Reason.NONE) is None
+    with pytest.raises(ValueError, match="anchor_title"):
+        reason_text(Reason.BECAUSE_YOU_PLAYED)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"method": "contribution"}, "regularization and alpha"),
+        ({"method": "magic"}, "method"),
+        ({"min_similarity": 2.0}, "min_similarity"),
+        ({"min_share": 0.0}, "min_share"),
+        ({"chosen": np.array([[9]])}, "chosen"),
+        ({"cold_mask": np.zeros(3, dtype=bool)}, "cold_mask"),
+    ],
+)
+def test_explain_rejects_bad_arguments(kwargs: dict, message: str) -> None:
+    factors, _, cold = _styles()
+    arguments = {
+        "user_items": sp.csr_matrix(np.ones((1, 8))),
+        "item_factors": factors,
+        "chosen": np.array([[1]]),
+        "cold_mask": cold,
+    } | kwargs
+    with pytest.raises(ValueError, match=message):
+        explain_anchors(**arguments)

@@ -758,6 +758,26 @@ def _timed(report: WeekReport, name: str) -> Iterator[None]:
     log.info("stage %s finished in %.2f s", name, report.stages[name])
 
 
+def _generate_all_chunks(
+    settings: Settings, report: WeekReport, progress: ProgressFactory | None
+) -> int:
+    """Every generate chunk of the run, one after another, counted into ``report``."""
+    n_chunks = plan_chunks(settings, report.run_id)
+    bar = progress(n_chunks, "generate chunks") if progress else None
+    for chunk in range(n_chunks):
+        counts = step_generate_chunk(settings, report.run_id, chunk)
+        report.playlist_tracks += counts["playlist_tracks"]
+        report.short_playlists += counts["short"]
+        report.listeners += counts["playlists"]
+        report.cold_tracks += counts["cold_tracks"]
+        report.popular_playlists += counts["popular"]
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return n_chunks
+
+
 def run_in_process(
     settings: Settings,
     data_dir: Path,
@@ -781,19 +801,7 @@ def run_in_process(
         with _timed(report, "gate"):
             report.gate = step_gate(settings, report.run_id)
         with _timed(report, "generate"):
-            n_chunks = plan_chunks(settings, report.run_id)
-            bar = progress(n_chunks, "generate chunks") if progress else None
-            for chunk in range(n_chunks):
-                counts = step_generate_chunk(settings, report.run_id, chunk)
-                report.playlist_tracks += counts["playlist_tracks"]
-                report.short_playlists += counts["short"]
-                report.listeners += counts["playlists"]
-                report.cold_tracks += counts["cold_tracks"]
-                report.popular_playlists += counts["popular"]
-                if bar is not None:
-                    bar.update(1)
-            if bar is not None:
-                bar.close()
+            n_chunks = _generate_all_chunks(settings, report, progress)
             log.info(
                 "%d cold-start tracks entered playlists; %d popular playlists for listeners "
                 "without history",
@@ -829,18 +837,7 @@ def generate_and_publish(
             run = repository.get_weekly_run(session, report.run_id)
             assert run is not None
             run.model_version = model_row.version
-        n_chunks = plan_chunks(settings, report.run_id)
-        bar = progress(n_chunks, "generate chunks") if progress else None
-        for chunk in range(n_chunks):
-            counts = step_generate_chunk(settings, report.run_id, chunk)
-            report.playlist_tracks += counts["playlist_tracks"]
-            report.short_playlists += counts["short"]
-            report.cold_tracks += counts["cold_tracks"]
-            report.popular_playlists += counts["popular"]
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+        n_chunks = _generate_all_chunks(settings, report, progress)
         report.playlists = step_publish(settings, report.run_id, n_chunks)["playlists"]
         report.status = "succeeded"
     except BaseException as exc:

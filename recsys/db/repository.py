@@ -151,9 +151,27 @@ def replace_week_playlists(
         for playlist in playlists
         for position, entry in enumerate(playlist.entries, start=1)
     ]
-    for batch in _batches(track_rows):
-        session.execute(insert(PlaylistTrack), batch)
+    _bulk_insert(session, PlaylistTrack, track_rows)
     return len(track_rows)
+
+
+def _bulk_insert(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """Insert many rows: PostgreSQL's COPY (several times faster than multi-row INSERTs for
+    a chunk's 25,000 playlist tracks), batched INSERTs elsewhere. Same transaction either way."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        columns = list(rows[0])
+        table = model.__table__.name  # type: ignore[attr-defined]
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[name] for name in columns])
+        return
+    for batch in _batches(rows):
+        session.execute(insert(model), batch)
 
 
 def _published() -> Any:

@@ -334,6 +334,9 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
         progress=True,
     )
     _settings(migrate=True)
+    # A demo world is small and popularity-heavy; the gate still measures and reports the
+    # model against popularity, but the demo publishes so that there is something to see.
+    settings = settings.model_copy(update={"gate_min_vs_popular": 0.0, "gate_min_vs_previous": 0.0})
     report = run_in_process(settings, world, week, trigger="demo", progress=_progress)
     _print_report(report)
     engine = make_engine(settings.database_url)

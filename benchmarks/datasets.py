@@ -154,6 +154,10 @@ class BenchmarkDataset:
     #: Simulator only: each listener's true taste over genres, float64 (n_users, n_genres),
     #: rebuilt from the simulator's seeds (see :func:`simulated_taste`); for a ceiling only.
     true_taste: npt.NDArray[np.float64] | None = None
+    #: Simulator only: mood (sub-genre prefix) number of each item, int64 (n_items,).
+    item_mood: npt.NDArray[np.int64] | None = None
+    #: Simulator only: each listener's true taste over moods, float64 (n_users, n_moods).
+    true_mood_taste: npt.NDArray[np.float64] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -455,7 +459,7 @@ def load_simulated(
         The validation fold uses only events before the test cut-off and cuts
         ``validation_weeks`` weeks earlier.
     """
-    from jobs.simulate import GENRE_WORDS, simulate_world
+    from jobs.simulate import GENRE_WORDS, SUBGENRE_PREFIXES, simulate_world
 
     if end.weekday() != 0 or end.time() != dt.time(0) or end.tzinfo is None:
         raise ValueError(f"end must be a Monday 00:00 UTC, got {end.isoformat()}")
@@ -521,6 +525,13 @@ def load_simulated(
     item_genre = np.array(
         [genre_words.index(t) if t in genre_words else -1 for t in first_tags], dtype=np.int64
     )
+    # Its second tag is "<mood> <genre>", the artist's sub-genre, whose prefix is the mood.
+    moods = list(SUBGENRE_PREFIXES)
+    item_mood = np.array(
+        [moods.index(tags[1].split(" ")[0]) if len(tags) > 1 else -1 for tags in tag_lists],
+        dtype=np.int64,
+    )
+    genre_taste, mood_taste = simulated_taste(users=users, tracks=tracks, seed=seed)
     return BenchmarkDataset(
         name="simulated",
         user_ids=user_index.tolist(),
@@ -532,7 +543,9 @@ def load_simulated(
         test=test,
         validation=validation,
         item_genre=item_genre,
-        true_taste=simulated_taste(users=users, tracks=tracks, seed=seed),
+        true_taste=genre_taste,
+        item_mood=item_mood,
+        true_mood_taste=mood_taste,
         info={
             "simulator": {
                 "users": users,
@@ -552,28 +565,31 @@ def load_simulated(
     )
 
 
-def simulated_taste(*, users: int, tracks: int, seed: int) -> npt.NDArray[np.float64]:
-    """Every simulated listener's true taste over genres, float64 (users, n_genres).
+def simulated_taste(
+    *, users: int, tracks: int, seed: int
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Every simulated listener's true tastes: float64 (users, n_genres) over genres and
+    (users, n_moods) over moods.
 
     Rebuilt from the simulator's random streams: each chunk of listeners draws its tastes
-    first from ``SeedSequence(seed, spawn_key=(_STREAM_CHUNK, chunk))``. This depends on
-    ``jobs.simulate`` internals and serves only as an oracle ceiling in the benchmark, which
-    checks it against the genres listeners actually played before using it.
+    first (:func:`jobs.simulate.draw_tastes`) from ``SeedSequence(seed, spawn_key=
+    (_STREAM_CHUNK, chunk))``. This depends on ``jobs.simulate`` internals and serves only as
+    an oracle ceiling in the benchmark, which checks it against the genres listeners
+    actually played before using it.
     """
     from jobs import simulate
 
     n_genres = min(len(simulate.GENRE_WORDS), max(8, tracks // 1000))
     chunk = 5000  # simulate_world's default chunk_users, used by load_simulated
-    parts = []
+    genre_parts, mood_parts = [], []
     for index, lo in enumerate(range(0, users, chunk)):
         rng = np.random.default_rng(
             np.random.SeedSequence(seed, spawn_key=(simulate._STREAM_CHUNK, index))
         )
-        taste = rng.dirichlet(
-            np.full(n_genres, simulate.TASTE_ALPHA), size=min(users, lo + chunk) - lo
-        )
-        parts.append((1.0 - simulate.TASTE_FLOOR) * taste + simulate.TASTE_FLOOR / n_genres)
-    return np.concatenate(parts, axis=0)
+        genre, mood = simulate.draw_tastes(rng, min(users, lo + chunk) - lo, n_genres)
+        genre_parts.append(genre)
+        mood_parts.append(mood)
+    return np.concatenate(genre_parts, axis=0), np.concatenate(mood_parts, axis=0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,14 +32,21 @@ generative model picks tracks with probability taste[genre] x popularity, so ran
 listener's genre shares x popularity, or by the true tastes the simulator drew, is close to
 the best possible ranking.
 
-Outputs in ``--out``: ``quality.md``, ``quality.json``, ``quality.png`` and
-``tuned_params.json`` (``-quick`` before the extension with ``--quick``). Timings are wall
-clock on the machine of the run and include any load other processes put on it.
+Also per data set: a cold-start benchmark (:func:`cold_start_benchmark`: 10 % of the items
+held out entirely from training, ranked by factors projected from content, against a random
+order and tag popularity) and a re-ranking sweep (:func:`diversity_sweep`: NDCG against
+artists per list, top artist share and novelty as MMR and the popularity penalty move).
+
+Outputs in ``--out``: ``quality.md``, ``quality.json``, ``quality.png``,
+``quality-diversity.png`` and ``tuned_params.json`` (``-quick`` before the extension with
+``--quick``). Timings are wall clock on the machine of the run and include any load other
+processes put on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -73,6 +80,9 @@ from recsys.als import ALSParams, train_als  # noqa: E402
 from recsys.evaluation import evaluate, ndcg_at_k, ndcg_per_user  # noqa: E402
 from recsys.matrix import InteractionMatrix  # noqa: E402
 from recsys.playlist import PlaylistRules, generate_playlists, mask_known_tracks  # noqa: E402
+from recsys.settings import Settings  # noqa: E402
+from recsys.tuning import SEARCH_SEED, random_search  # noqa: E402
+from recsys.tuning import SEARCH_SPACE as TUNING_SPACE  # noqa: E402
 
 log = logging.getLogger("quality")
 
@@ -83,15 +93,7 @@ log = logging.getLogger("quality")
 #: run that 8-model grid we take its first rank, the larger iteration count and the smaller
 #: lambda: the combination least handicapped for top-K ranking.
 LISTENBRAINZ_PARAMS: dict[str, Any] = {"rank": 100, "maxIter": 10, "regParam": 0.1, "alpha": 3.0}
-#: The issue's space (factors 32/64/128, regularization 0.01/0.05/0.1) widened by 16 factors
-#: and regularization 1 and 10: on both validation folds the best models sat at its edge.
-SEARCH_SPACE: dict[str, list[Any]] = {
-    "factors": [16, 32, 64, 128],
-    "regularization": [0.01, 0.05, 0.1, 1.0, 10.0],
-    "alpha": [1.0, 5.0, 10.0, 20.0, 40.0],
-    "iterations": [15],
-}
-SEARCH_SEED = 20261116
+SEARCH_SPACE = {name: list(values) for name, values in TUNING_SPACE.items()}
 BOOTSTRAP_SEED = 7
 SKIP_WEIGHT = 0.25
 THUMB_UP_BOOST = 2.0
@@ -367,7 +369,10 @@ def ours(
     *,
     caps: tuple[int, ...] = (2,),
 ) -> dict[int, MethodRun]:
-    """Train the project's ALS on ``config.formula`` and assemble playlists per artist cap."""
+    """Train the project's ALS on ``config.formula`` and assemble playlists per artist cap.
+
+    A capped playlist is re-ranked with the shipped settings' MMR diversity and popularity
+    penalty (:func:`shipped_rules`); ``cap == k`` is the plain top ``k``, no re-ranking."""
     features = fold.features
     values = confidence_formulas(data.name)[config.formula](features)
     matrix = InteractionMatrix(
@@ -381,24 +386,52 @@ def ours(
     runs = {}
     for cap in caps:
         begun = time.perf_counter()
-        rules = PlaylistRules(length=k, max_tracks_per_artist=cap)
-        blocks = generate_playlists(
-            model,
-            fold.split.train,
-            data.item_artist,
-            rules,
-            user_rows=fold.eval_users,
-            block_size=BLOCK,
-        )
-        recommended = np.concatenate([block.track_columns for block in blocks], axis=0)
+        rules = shipped_rules(k, cap) if cap < k else PlaylistRules(k, k)
+        recommended = playlists(data, fold, model, rules)
         runs[cap] = MethodRun(
             "ours",
             recommended,
             fitted - started,
             time.perf_counter() - begun,
-            config.label() + (f"; artist cap {cap}" if cap < k else "; no artist cap"),
+            config.label()
+            + (
+                f"; artist cap {cap}, MMR {rules.diversity}, popularity penalty "
+                f"{rules.popularity_penalty}"
+                if cap < k
+                else "; no artist cap, no re-ranking"
+            ),
         )
     return runs
+
+
+def shipped_rules(k: int, cap: int = 2, **changes: float) -> PlaylistRules:
+    """The weekly run's re-ranking (the settings' defaults) for lists of ``k``."""
+    defaults = Settings.model_fields
+    values: dict[str, Any] = {
+        "diversity": defaults["mmr_diversity"].default,
+        "popularity_penalty": defaults["popularity_penalty"].default,
+        "pool_factor": defaults["rerank_pool_factor"].default,
+    }
+    values.update(changes)
+    return PlaylistRules(length=k, max_tracks_per_artist=cap, **values)
+
+
+def playlists(
+    data: BenchmarkDataset, fold: Fold, model: Any, rules: PlaylistRules
+) -> npt.NDArray[np.int64]:
+    """Playlists of the fold's evaluated listeners (no cold slots: warm items only)."""
+    listeners = np.bincount(fold.split.train.indices, minlength=fold.split.train.shape[1])
+    blocks = generate_playlists(
+        model,
+        fold.split.train,
+        data.item_artist,
+        rules,
+        user_rows=fold.eval_users,
+        block_size=BLOCK,
+        item_factors=model.item_factors,
+        popularity=listeners.astype(np.float64),
+    )
+    return np.concatenate([block.track_columns for block in blocks], axis=0)
 
 
 # ------------------------------------------------------------------------------- search
@@ -436,29 +469,24 @@ def tune(
         for alpha in formula_alphas
     ]
     best_formula = max(trials, key=lambda t: t["validation_ndcg"])["formula"]
-    tried = {
-        (t["params"]["factors"], t["params"]["regularization"], t["params"]["alpha"])
-        for t in trials
-        if t["formula"] == best_formula
-    }
-    grid = [
-        (factors, reg, alpha, iterations)
-        for factors in SEARCH_SPACE["factors"]
-        for reg in SEARCH_SPACE["regularization"]
-        for alpha in SEARCH_SPACE["alpha"]
-        for iterations in SEARCH_SPACE["iterations"]
-        if (factors, reg, alpha) not in tried
-    ]
-    rng = np.random.default_rng(SEARCH_SEED)
-    for index in rng.permutation(len(grid))[:n_random]:
-        factors, reg, alpha, iterations = grid[int(index)]
-        params = ALSParams(
-            factors=int(factors),
-            regularization=float(reg),
-            alpha=float(alpha),
-            iterations=int(iterations),
-        )
-        trials.append(_trial(data, OursConfig(best_formula, params), k, "search"))
+    tried = [ALSParams(**t["params"]) for t in trials if t["formula"] == best_formula]
+    random_search(
+        lambda params: _trial(data, OursConfig(best_formula, params), k, "search")[
+            "validation_ndcg"
+        ],
+        trials=n_random,
+        seed=SEARCH_SEED,
+        exclude=tried,
+        on_trial=lambda trial: trials.append(
+            {
+                "stage": "search",
+                "formula": best_formula,
+                "params": asdict(trial.params),
+                "validation_ndcg": trial.score,
+                "seconds": round(trial.seconds, 2),
+            }
+        ),
+    )
     return trials
 
 
@@ -466,11 +494,13 @@ def tune(
 
 
 def genre_popularity(data: BenchmarkDataset, fold: Fold, k: int, *, oracle: bool) -> MethodRun:
-    """Simulator ceiling: P(track) is taste[genre] x popularity in the generative model.
+    """Simulator ceiling: P(track) is taste[genre] x taste[mood] x popularity in the
+    generative model.
 
     ``oracle=False`` estimates each listener's genre shares from the training pairs (a
     content-aware popularity any team could build from the genre tags); ``oracle=True``
-    uses the true tastes the simulator drew. Popularity is the training listener count.
+    uses the true genre and mood tastes the simulator drew. Popularity is the training
+    listener count.
     """
     assert data.item_genre is not None and data.true_taste is not None
     started = time.perf_counter()
@@ -487,8 +517,15 @@ def genre_popularity(data: BenchmarkDataset, fold: Fold, k: int, *, oracle: bool
         taste = (counts + 1.0) / (counts + 1.0).sum(axis=1, keepdims=True)
     fitted = time.perf_counter()
 
+    mood_weight: npt.NDArray[np.float64] | None = None
+    if oracle and data.item_mood is not None and data.true_mood_taste is not None:
+        mood_weight = data.true_mood_taste
+
     def score(rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        result: npt.NDArray[np.float32] = (taste[rows][:, genre] * listeners).astype(np.float32)
+        weight = taste[rows][:, genre] * listeners
+        if mood_weight is not None and data.item_mood is not None:
+            weight *= mood_weight[rows][:, data.item_mood]
+        result: npt.NDArray[np.float32] = weight.astype(np.float32)
         return result
 
     recommended = top_k_unheard(score, fold.eval_users, train, k)
@@ -511,6 +548,165 @@ def taste_matches_plays(data: BenchmarkDataset) -> float:
     np.add.at(counts, (pair_rows, data.item_genre[train.indices]), 1.0)
     shares = (counts + 1.0) / (counts + 1.0).sum(axis=1, keepdims=True)
     return float(np.corrcoef(shares.ravel(), data.true_taste.ravel())[0, 1])
+
+
+# ---------------------------------------------------------------------- cold start, sweep
+
+COLD_FRACTION = 0.1
+COLD_SEED = 20261117
+#: (MMR diversity, popularity penalty) pairs of the diversity sweep, artist cap 2 each.
+SWEEP = (
+    [(lam, 0.0) for lam in (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)]
+    + [(0.0, beta) for beta in (0.05, 0.1, 0.2, 0.5)]
+    + [(0.2, 0.1), (0.3, 0.2)]
+)
+
+
+def _content(data: BenchmarkDataset) -> tuple[np.ndarray, np.ndarray, str]:
+    """Content of every item: the simulator's embeddings, HetRec's tags (as TF-IDF + SVD)."""
+    from recsys.coldstart import content_matrix
+
+    if data.item_embeddings is not None:
+        content, has = content_matrix(data.item_embeddings, None)
+        return content, has, "embedding"
+    tags = data.item_tags.tocsr()
+    names = np.asarray(data.tag_names, dtype=object)
+    lists = [names[tags.indices[a:b]].tolist() for a, b in itertools.pairwise(tags.indptr)]
+    content, has = content_matrix(None, lists)
+    return content, has, "tags"
+
+
+def cold_start_benchmark(data: BenchmarkDataset, k: int) -> dict[str, Any]:
+    """Hold out 10 % of the items entirely from training and rank only them.
+
+    The held-out items (drawn among the items with content that some evaluated listener has
+    as a test item, :func:`recsys.evaluation.holdout_items`) lose every training pair; ALS
+    with the shipped defaults trains on the rest, a ridge projection from content to item
+    factors is fitted on the warm items (:func:`recsys.coldstart.cold_item_factors`, with the
+    weekly run's minimum of listeners) and gives the held-out items factors. Each evaluated
+    listener with a held-out test item gets the top ``k`` of the held-out items by (a) the
+    projected factors, (b) a seeded random order, (c) tag popularity: the mean, over an
+    item's tags, of the training listeners of warm items with that tag. Cold recall@k =
+    hits / min(k, held-out test items), averaged over those listeners.
+    """
+    from recsys.coldstart import cold_item_factors
+    from recsys.evaluation import holdout_items, remove_items_from_train
+
+    fold = data.test
+    train_full = fold.split.train
+    n_items = train_full.shape[1]
+    content, has_content, kind = _content(data)
+    tested = np.zeros(n_items, dtype=bool)
+    tested[fold.test_rows.indices] = True
+    held = holdout_items(n_items, COLD_FRACTION, COLD_SEED, eligible=tested & has_content)
+    split = remove_items_from_train(fold.split, held)
+    train = split.train
+    values = confidence_formulas(data.name)[next(iter(confidence_formulas(data.name)))](
+        fold.features
+    )
+    confidence = fold.features.matrix(values)
+    is_held = np.zeros(n_items, dtype=bool)
+    is_held[held] = True
+    confidence.data[is_held[confidence.indices]] = 0.0
+    confidence.eliminate_zeros()
+    model = train_als(
+        InteractionMatrix(confidence, np.asarray(data.user_ids), np.asarray(data.item_ids)),
+        ALSParams(),
+    )
+    listeners = np.bincount(train.indices, minlength=n_items)
+    min_listeners = int(Settings.model_fields["cold_min_plays"].default)
+    factors, projected = cold_item_factors(
+        model.item_factors, content, has_content, listeners, min_listeners
+    )
+    truth = fold.test_rows[:, held]
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    truth = truth[users]
+    rows = fold.eval_users[users]
+    top = min(k, len(held))
+
+    def ranked(scores: np.ndarray) -> npt.NDArray[np.int64]:
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+        return order.astype(np.int64)
+
+    projected_scores = model.user_factors[rows] @ factors[held].T
+    rng = np.random.default_rng(COLD_SEED)
+    random_scores = rng.random((len(rows), len(held)))
+    tag_matrix = (data.item_tags > 0).astype(np.float64).tocsr()
+    warm = listeners > 0
+    tag_listeners = tag_matrix[warm].T @ listeners[warm].astype(np.float64)
+    held_tags = tag_matrix[held]
+    n_tags = np.maximum(np.diff(held_tags.indptr), 1)
+    tag_score = (held_tags @ tag_listeners) / n_tags
+    tag_scores = np.tile(tag_score, (len(rows), 1))
+    from recsys.evaluation import recall_at_k
+
+    result = {
+        "held_out_items": len(held),
+        "listeners": len(rows),
+        "content": kind,
+        "projected_items": int(projected[held].sum()),
+        "recall": {
+            "projected factors": recall_at_k(ranked(projected_scores), truth),
+            "random": recall_at_k(ranked(random_scores), truth),
+            "tag popularity": recall_at_k(ranked(tag_scores), truth),
+        },
+        "random_expected": top / len(held),
+    }
+    log.info("%s cold start: %s", data.name, json.dumps(result))
+    return result
+
+
+def diversity_sweep(data: BenchmarkDataset, k: int) -> list[dict[str, Any]]:
+    """NDCG@k and diversity of the shipped model as MMR and the popularity penalty move.
+
+    One model (the project's formula and default parameters) on the test fold; every point
+    has the artist cap 2 and the shipped pool; the first row is the same model without any
+    re-ranking (no cap), the reference of the NDCG loss.
+    """
+    fold = data.test
+    formula = next(iter(confidence_formulas(data.name)))
+    values = confidence_formulas(data.name)[formula](fold.features)
+    model = train_als(
+        InteractionMatrix(
+            fold.features.matrix(values), np.asarray(data.user_ids), np.asarray(data.item_ids)
+        ),
+        ALSParams(),
+    )
+    train = fold.split.train
+    points: list[dict[str, Any]] = []
+    settings: list[tuple[str, PlaylistRules]] = [("no re-ranking", PlaylistRules(k, k))]
+    settings += [
+        (
+            f"cap 2, MMR {lam}, penalty {beta}",
+            shipped_rules(k, 2, diversity=lam, popularity_penalty=beta),
+        )
+        for lam, beta in SWEEP
+    ]
+    for label, rules in settings:
+        recommended = playlists(data, fold, model, rules)
+        metrics = evaluate(recommended, fold.test_rows, train, item_artist=data.item_artist)
+        points.append(
+            {
+                "label": label,
+                "diversity": rules.diversity,
+                "popularity_penalty": rules.popularity_penalty,
+                "cap": rules.max_tracks_per_artist,
+                **{
+                    key: metrics[key]
+                    for key in (
+                        "ndcg",
+                        "recall",
+                        "artists_per_list",
+                        "top_artist_share",
+                        "novelty",
+                        "coverage",
+                    )
+                },
+            }
+        )
+        points[-1]["ndcg_loss"] = 1.0 - points[-1]["ndcg"] / points[0]["ndcg"]
+        log.info("%s sweep %-34s %s", data.name, label, json.dumps(points[-1]))
+    return points
 
 
 # ------------------------------------------------------------------------------ running
@@ -580,7 +776,7 @@ def run_dataset(
     default_config = OursConfig(formulas[0], ALSParams())
     runs = ours(data, fold, default_config, k, caps=(2, k))
     record("ours (defaults)", runs[2])
-    record("ours (defaults, no cap)", runs[k])
+    record("ours (defaults, no re-ranking)", runs[k])
 
     started = time.perf_counter()
     trials = tune(data, k, formula_alphas, n_random)
@@ -589,7 +785,10 @@ def run_dataset(
     tuned_config = OursConfig(best["formula"], ALSParams(**best["params"]))
     runs = ours(data, fold, tuned_config, k, caps=(2, k))
     record("ours (tuned)", runs[2])
-    record("ours (tuned, no cap)", runs[k])
+    record("ours (tuned, no re-ranking)", runs[k])
+
+    cold_start = cold_start_benchmark(data, k)
+    sweep = diversity_sweep(data, k)
 
     diagnostics: dict[str, Any] = {}
     if data.item_genre is not None and data.true_taste is not None:
@@ -647,8 +846,8 @@ def run_dataset(
                 **ratio(variant, "oracle: true taste x popularity"),
                 "target": None,
             }
-        uncapped = methods[variant.replace(")", ", no cap)")]["ndcg"]
-        ratios[variant]["artist cap NDCG loss"] = {
+        uncapped = methods[variant.replace(")", ", no re-ranking)")]["ndcg"]
+        ratios[variant]["cap + MMR NDCG loss vs no re-ranking"] = {
             "loss": 1.0 - methods[variant]["ndcg"] / uncapped,
             "target_max": 0.05,
         }
@@ -663,6 +862,8 @@ def run_dataset(
         "ratios": ratios,
         "diagnostics": diagnostics,
         "formulas": formula_rows,
+        "cold_start": cold_start,
+        "diversity_sweep": sweep,
         "search": {
             "space": {"formula": formulas, **SEARCH_SPACE},
             "formula_stage_alphas": formula_alphas,
@@ -773,10 +974,12 @@ def markdown_report(results: dict[str, Any], header: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in _ratio_rows(result)]
         lines += [
             "",
-            f"Confidence formulas for ours (validation fold, project defaults factors 64 and "
-            f"regularization 0.05; test NDCG@{k} at the formula's best validation alpha):",
+            f"Confidence formulas for ours (validation fold, project defaults factors "
+            f"{ALSParams().factors} and regularization {ALSParams().regularization}; test "
+            f"NDCG@{k} at the formula's best validation alpha):",
             "",
-            "| formula | val NDCG, alpha 10 | best alpha | val NDCG, best alpha | test NDCG |",
+            f"| formula | val NDCG, alpha {ALSParams().alpha:g} | best alpha | "
+            "val NDCG, best alpha | test NDCG |",
             "|---|---:|---:|---:|---:|",
         ]
         for row in result["formulas"]:
@@ -797,6 +1000,38 @@ def markdown_report(results: dict[str, Any], header: dict[str, Any]) -> str:
             f"{best['validation_ndcg']:.4f}).",
             "",
         ]
+        cold = result["cold_start"]
+        recall = cold["recall"]
+        lines += [
+            f"Cold start: {cold['held_out_items']} items ({COLD_FRACTION:.0%} of the items that "
+            f"are test items of an evaluated listener and have content) held out entirely "
+            f"from training, factors projected from {cold['content']}; cold recall@{k} over "
+            f"the {cold['listeners']} listeners with a held-out test item, ranking only the "
+            "held-out items:",
+            "",
+            "| ranking of the held-out items | cold recall | vs random | target |",
+            "|---|---:|---:|---|",
+            f"| projected factors (ours) | {recall['projected factors']:.4f} | "
+            f"{recall['projected factors'] / recall['random']:.2f}x | >= 2x random, > tag "
+            f"popularity: {_cold_verdict(cold)} |",
+            f"| random order (seeded) | {recall['random']:.4f} | 1.00x | |",
+            f"| tag popularity | {recall['tag popularity']:.4f} | "
+            f"{recall['tag popularity'] / recall['random']:.2f}x | |",
+            "",
+            f"Re-ranking sweep (ours, default parameters; NDCG loss against the same model "
+            f"without re-ranking; shipped: MMR {shipped_rules(k).diversity}, popularity "
+            f"penalty {shipped_rules(k).popularity_penalty}):",
+            "",
+            "| re-ranking | NDCG | loss | Artists/list | Top artist share | Novelty | Coverage |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for point in result["diversity_sweep"]:
+            lines.append(
+                f"| {point['label']} | {point['ndcg']:.4f} | {point['ndcg_loss'] * 100:.1f} % | "
+                f"{point['artists_per_list']:.2f} | {point['top_artist_share']:.3f} | "
+                f"{point['novelty']:.3f} | {point['coverage']:.3f} |"
+            )
+        lines.append("")
         if result["diagnostics"]:
             lines += ["Diagnostics: " + json.dumps(result["diagnostics"]), ""]
         lines += ["Method details:", ""]
@@ -805,6 +1040,88 @@ def markdown_report(results: dict[str, Any], header: dict[str, Any]) -> str:
                 lines.append(f"* {method}: {metrics['note']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cold_verdict(cold: dict[str, Any]) -> str:
+    recall = cold["recall"]
+    met = (
+        recall["projected factors"] >= 2 * recall["random"]
+        and recall["projected factors"] > recall["tag popularity"]
+    )
+    return "met" if met else "MISSED"
+
+
+def plot_sweep(results: dict[str, Any], path: Path) -> None:
+    """NDCG@k against three diversity measures as the re-ranking knobs move."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = (
+        ("artists_per_list", "distinct artists per list"),
+        ("top_artist_share", "largest share of one artist"),
+        ("novelty", "novelty (bits)"),
+    )
+    names = list(results)
+    fig, axes = plt.subplots(len(names), 3, figsize=(15, 4.4 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        points = results[name]["diversity_sweep"]
+        shipped = shipped_rules(results[name]["k"])
+        for col, (key, label) in enumerate(measures):
+            ax = axes[row][col]
+            for kind, color in (("mmr", "tab:orange"), ("penalty", "tab:blue")):
+                chosen = [
+                    p
+                    for p in points
+                    if p["cap"] < results[name]["k"]
+                    and (
+                        (kind == "mmr" and p["popularity_penalty"] == 0.0)
+                        or (kind == "penalty" and p["diversity"] == 0.0)
+                    )
+                ]
+                chosen.sort(key=lambda p: p["diversity"] + p["popularity_penalty"])
+                ax.plot(
+                    [p[key] for p in chosen],
+                    [p["ndcg"] for p in chosen],
+                    "o-",
+                    color=color,
+                    label="MMR lambda 0..0.7" if kind == "mmr" else "popularity penalty 0..0.5",
+                )
+            for p in points:
+                is_shipped = (
+                    p["cap"] < results[name]["k"]
+                    and p["diversity"] == shipped.diversity
+                    and p["popularity_penalty"] == shipped.popularity_penalty
+                )
+                if p["cap"] >= results[name]["k"] or is_shipped:
+                    ax.scatter(
+                        p[key],
+                        p["ndcg"],
+                        s=90,
+                        marker="*",
+                        color="black" if is_shipped else "tab:gray",
+                        zorder=3,
+                    )
+                    ax.annotate(
+                        "shipped" if is_shipped else "no re-ranking",
+                        (p[key], p["ndcg"]),
+                        fontsize=7,
+                        xytext=(4, 4),
+                        textcoords="offset points",
+                    )
+            reference = points[0]["ndcg"]
+            ax.axhline(
+                0.95 * reference, color="tab:red", linestyle=":", linewidth=1, label="-5 % NDCG"
+            )
+            ax.set_xlabel(label)
+            ax.set_ylabel(f"NDCG@{results[name]['k']}")
+            ax.set_title(f"{name}: NDCG vs {label}", fontsize=9)
+            if col == 0:
+                ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -838,7 +1155,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_xlim(0, max(values) * 1.18)
         ax = axes[row][1]
         for m, color in zip(labels, colors, strict=True):
-            if m.endswith("no cap)"):
+            if m.endswith("no re-ranking)"):
                 continue  # on top of its capped twin
             ax.scatter(methods[m]["coverage"], methods[m]["recall"], color=color)
             ax.annotate(
@@ -878,7 +1195,7 @@ def print_summary(name: str, result: dict[str, Any]) -> None:
         print(f"  {variant} {label}: {value}{extra}{goal}")
     for row in result["formulas"]:
         print(
-            f"  formula {row['formula']:18s} val NDCG at alpha 10 "
+            f"  formula {row['formula']:18s} val NDCG at default alpha "
             f"{_fmt(row['validation_ndcg_defaults'])}, best alpha {row['best_alpha']:g}: "
             f"val {row['validation_ndcg_best_alpha']:.4f}, test {row['test_ndcg_best_alpha']:.4f}"
         )
@@ -887,6 +1204,18 @@ def print_summary(name: str, result: dict[str, Any]) -> None:
         f"  tuned on validation: {best['formula']} {best['params']} "
         f"(val NDCG {best['validation_ndcg']:.4f})"
     )
+    cold = result["cold_start"]
+    print(
+        f"  cold start ({cold['held_out_items']} held-out items): {cold['recall']} "
+        f"(target >= 2x random and > tag popularity: {_cold_verdict(cold)})"
+    )
+    for point in result["diversity_sweep"]:
+        print(
+            f"  sweep {point['label']:34s} NDCG {point['ndcg']:.4f} "
+            f"(loss {point['ndcg_loss'] * 100:.1f} %), artists/list "
+            f"{point['artists_per_list']:.2f}, top artist share {point['top_artist_share']:.3f}, "
+            f"novelty {point['novelty']:.3f}"
+        )
     if result["diagnostics"]:
         print(f"  diagnostics: {json.dumps(result['diagnostics'])}")
 
@@ -960,6 +1289,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     (args.out / f"quality{suffix}.md").write_text(markdown_report(results, header))
     plot(results, args.out / f"quality{suffix}.png")
+    plot_sweep(results, args.out / f"quality-diversity{suffix}.png")
     tuned = {
         name: {
             "formula": result["search"]["best"]["formula"],

@@ -22,6 +22,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from recsys.contract import parse_week
+from recsys.db.tokens import create_token, revoke_token
 from recsys.settings import load_settings
 from webapp import create_app
 
@@ -49,14 +50,23 @@ def main(argv: list[str] | None = None) -> int:
     catalog = pq.read_table(sorted((args.data / "catalog").glob("tracks.*"))[0]).to_pylist()
     artist_of = {row["track_id"]: row["artist_id"] for row in catalog}
 
-    client = create_app().test_client()
+    # Read as an operator (operators may read every listener's playlists), with a token
+    # that is revoked when the check ends.
+    app = create_app(dev=True)
+    with app.extensions["cratedigger"]["sessions"].begin() as session:
+        token_row, token = create_token(session, operator=True, label="verify_week")
+        token_id = token_row.id
+    client = app.test_client()
     failures: Counter[str] = Counter()
     listeners = 0
     for user_id in sorted(known):
         if not any(track in artist_of for track in known[user_id]):
             continue  # only events of unknown tracks: no valid history
         listeners += 1
-        response = client.get(f"/api/v1/users/{user_id}/playlists/latest")
+        response = client.get(
+            f"/api/v1/users/{user_id}/playlists/latest",
+            headers={"Authorization": f"Bearer {token}"},
+        )
         if response.status_code != 200:
             failures["no playlist"] += 1
             continue
@@ -71,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         failures["over the artist cap"] += (
             max(per_artist.values(), default=0) > settings.max_tracks_per_artist
         )
+    with app.extensions["cratedigger"]["sessions"].begin() as session:
+        revoke_token(session, token_id)
     print(f"{listeners} listeners with history checked through the API, week {args.week}")
     for check in (
         "no playlist",

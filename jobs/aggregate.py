@@ -577,9 +577,18 @@ def load_parquet(frame: DataFrame, path: Path) -> None:
 
 
 def run_aggregation(
-    spark: SparkSession, data_dir: Path, paths: AggregationPaths, params: AggregationParams
+    spark: SparkSession,
+    data_dir: Path,
+    paths: AggregationPaths,
+    params: AggregationParams,
+    *,
+    extra_thumbs: Path | None = None,
 ) -> AggregationSummary:
     """Validate and aggregate ``data_dir`` into ``paths``; returns the counts.
+
+    ``extra_thumbs`` is a folder of further thumb event files in the contract's format
+    (the web app's feedback, exported by :mod:`jobs.feedback`); they are validated,
+    counted and quarantined like the data directory's own.
 
     Raises
     ------
@@ -620,13 +629,13 @@ def run_aggregation(
     valid: dict[str, DataFrame] = {}
     cached: list[DataFrame] = [artists, tracks] + ([users] if users is not None else [])
     valid_counts: dict[str, int] = {}
-    for kind, folder, columns in (
-        ("plays", plays_dir, PLAY_COLUMNS),
-        ("thumbs", thumbs_dir, THUMB_COLUMNS),
+    thumb_folders = [thumbs_dir] + ([extra_thumbs] if extra_thumbs is not None else [])
+    for kind, folders, columns in (
+        ("plays", [plays_dir], PLAY_COLUMNS),
+        ("thumbs", thumb_folders, THUMB_COLUMNS),
     ):
-        raw = (
-            extract_table(spark, folder, columns) if folder.exists() else _empty_raw(spark, columns)
-        )
+        parts = [extract_table(spark, folder, columns) for folder in folders if folder.exists()]
+        raw = reduce(DataFrame.unionByName, parts) if parts else _empty_raw(spark, columns)
         # Parse the files once: the valid and the quarantined branch both read this cache.
         raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
         summary.events_read[kind] = _count(raw)
@@ -696,6 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-weight", type=float, default=0.25)
     parser.add_argument("--thumb-up-boost", type=float, default=2.0)
     parser.add_argument("--thumb-down-confidence", type=float, default=2.0)
+    parser.add_argument(
+        "--feedback-thumbs", type=Path, default=None, help="folder of the web app's thumbs"
+    )
     args = parser.parse_args(argv)
     cutoff = dt.datetime.fromisoformat(args.cutoff)
     if cutoff.tzinfo is None:
@@ -711,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         AggregationParams(
             cutoff, args.skip_weight, args.thumb_up_boost, args.thumb_down_confidence
         ),
+        extra_thumbs=args.feedback_thumbs,
     )
     print(json.dumps(asdict(summary)))
     return 0

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 import click
 from tqdm import tqdm
 
-from recsys.contract import parse_week, week_start_of
+from jobs.cli_quality import register as register_quality_commands
+from recsys.contract import is_valid_id, parse_week, week_start_of
+from recsys.db.tokens import create_token
 from recsys.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger("cratedigger")
@@ -295,13 +297,20 @@ def _print_report(report: Any) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option(
+    "--dev",
+    is_flag=True,
+    help="Make a throwaway secret key when CRATEDIGGER_SECRET_KEY is unset "
+    "(sign-ins end when the server stops).",
+)
 @_friendly_errors
-def serve(host: str, port: int) -> None:
-    """Serve the pages and the JSON API with Flask's server (use gunicorn in production)."""
+def serve(host: str, port: int, dev: bool) -> None:
+    """Serve the pages and the JSON API with Flask's server (gunicorn in production: see
+    the README)."""
     from webapp import create_app
 
     _settings(migrate=True)
-    create_app().run(host=host, port=port)
+    create_app(dev=dev).run(host=host, port=port)
 
 
 @cli.command()
@@ -340,19 +349,28 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
     report = run_in_process(settings, world, week, trigger="demo", progress=_progress)
     _print_report(report)
     engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
+    with make_session_factory(engine).begin() as session:
         listeners = repository.list_listeners(session, limit=1)
+        first = listeners[0][0].user_id if listeners else ""
+        _, listener_token = create_token(session, user_id=first, label="demo")
+        _, operator_token = create_token(session, operator=True, label="demo")
     engine.dispose()
-    first = listeners[0][0].user_id if listeners else ""
     base = f"http://127.0.0.1:{port}"
     click.echo(f"\nstate in {settings.data_dir}, database {settings.database_url}")
-    click.echo(f"listeners:        {base}/")
-    click.echo(f"a playlist:       {base}/users/{first}")
-    click.echo(f"the same as JSON: {base}/api/v1/users/{first}/playlists/latest")
+    click.echo(f"sign in at        {base}/signin")
+    click.echo(f"  as listener {first}: {listener_token}")
+    click.echo(f"  as an operator:  {operator_token}")
+    click.echo(f"their playlist:   {base}/users/{first}")
+    click.echo(f"weekly runs:      {base}/operator/runs")
+    click.echo(f"API docs:         {base}/api/v1/docs")
+    click.echo(
+        f'the JSON:         curl -H "Authorization: Bearer {listener_token}" '
+        f"{base}/api/v1/users/{first}/playlists/latest"
+    )
     if not no_serve:
         from webapp import create_app
 
-        create_app().run(host="127.0.0.1", port=port)
+        create_app(dev=True).run(host="127.0.0.1", port=port)
 
 
 @cli.command()
@@ -420,6 +438,80 @@ def regenerate(user_id: str, week: dt.date) -> None:
 
 
 @cli.group()
+def tokens() -> None:
+    """Access tokens for listeners (their pages and API) and operators."""
+
+
+@tokens.command("create")
+@click.option("--user", "user_id", help="Listener the token belongs to.")
+@click.option("--operator", is_flag=True, help="An operator token (operator pages and API).")
+@click.option("--label", default="", help="What the token is for, shown by `tokens list`.")
+@_friendly_errors
+def tokens_create(user_id: str | None, operator: bool, label: str) -> None:
+    """Create a token and print it. It is shown only this once; only its hash is stored."""
+    from recsys.db.engine import make_engine, make_session_factory
+
+    if operator == (user_id is not None):
+        raise click.UsageError("give exactly one of --user U and --operator")
+    if user_id is not None and not is_valid_id(user_id):
+        raise click.BadParameter(f"{user_id!r} is not a listener id", param_hint="--user")
+    settings = _settings(migrate=True)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            row, plain = create_token(session, user_id=user_id, operator=operator, label=label)
+            token_id = row.id
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(plain)
+    who = "an operator" if operator else f"listener {user_id}"
+    click.echo(f"token #{token_id} for {who}; it is not shown again", err=True)
+
+
+@tokens.command("list")
+@_friendly_errors
+def tokens_list() -> None:
+    """List tokens (prefix, owner, dates); never the tokens themselves."""
+    from recsys.db.engine import make_engine, make_session_factory
+    from recsys.db.tokens import list_tokens
+
+    settings = _settings(migrate=True)
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as session:
+        for row in list_tokens(session):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "live"
+            used = f"{row.last_used_at:%Y-%m-%d %H:%M}" if row.last_used_at else "never"
+            owner = row.user_id if row.role == "listener" else "(operator)"
+            click.echo(
+                f"#{row.id:<5} {row.prefix}…  {owner:<24} {state:<18} used {used}  "
+                f"{row.label or ''}"
+            )
+    engine.dispose()
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=click.IntRange(1))
+@_friendly_errors
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by its number; its API use and web sign-ins end at once."""
+    from recsys.db.engine import make_engine, make_session_factory
+    from recsys.db.tokens import revoke_token
+
+    settings = _settings(migrate=True)
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            revoke_token(session, token_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    click.echo(f"token #{token_id} revoked")
+
+
+@cli.group()
 def db() -> None:
     """Database schema (Alembic migrations)."""
 
@@ -456,6 +548,9 @@ def db_current() -> None:
     engine = make_engine(_settings().database_url)
     click.echo(current_revision(engine) or "empty (no migration applied)")
     engine.dispose()
+
+
+register_quality_commands(cli, _settings, _friendly_errors, _week_option)
 
 
 def main() -> None:

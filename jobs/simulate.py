@@ -44,6 +44,11 @@ ZIPF_EXPONENT = 1.0
 TASTE_ALPHA = 0.25
 #: Share of a listener's taste spread uniformly over all genres (lets off-taste picks happen).
 TASTE_FLOOR = 0.05
+#: Dirichlet concentration of a listener's taste over moods (the sub-genre prefixes, shared
+#: across genres: a listener who likes "dark" music likes dark techno and dark folk).
+MOOD_ALPHA = 0.2
+#: Share of a listener's mood taste spread uniformly over all moods.
+MOOD_FLOOR = 0.05
 #: Mean number of tracks per artist.
 MEAN_TRACKS_PER_ARTIST = 8
 #: Average plays per distinct (listener, track) pair; converts activity into picks.
@@ -163,18 +168,22 @@ class SimulationSummary:
 
 @dataclass(frozen=True)
 class _Catalog:
-    """The in-memory catalog the listener chunks sample from."""
+    """The in-memory catalog the listener chunks sample from.
+
+    A *style* is a (genre, mood) pair, numbered ``genre * len(SUBGENRE_PREFIXES) + mood``;
+    a track's mood is the prefix of its artist's sub-genre (its second tag).
+    """
 
     track_ids: pa.Array
     track_genre: np.ndarray  # int64 per track
     duration_ms: np.ndarray  # int64 per track
     n_genres: int
-    # Sampling structures over the playable (not new) tracks, ordered by genre.
-    active_genres: np.ndarray  # genre ids with playable tracks
-    genre_mass: np.ndarray  # popularity mass of each active genre
-    genre_lo: np.ndarray  # first position of each active genre in the sorted arrays
-    genre_hi: np.ndarray  # one past the last position
-    sorted_tracks: np.ndarray  # playable track indices ordered by genre
+    # Sampling structures over the playable (not new) tracks, ordered by style.
+    active_styles: np.ndarray  # style ids with playable tracks
+    style_mass: np.ndarray  # popularity mass of each active style
+    style_lo: np.ndarray  # first position of each active style in the sorted arrays
+    style_hi: np.ndarray  # one past the last position
+    sorted_tracks: np.ndarray  # playable track indices ordered by style
     sorted_cumpop: np.ndarray  # cumulative popularity along sorted_tracks
     playable: int
 
@@ -337,12 +346,14 @@ def _build_catalog(
     )
     _write(track_table, root / "catalog" / "tracks.parquet")
 
+    track_mood = sub_prefix[track_genre, first_sub]
+    track_style = track_genre * len(SUBGENRE_PREFIXES) + track_mood
     playable_idx = np.flatnonzero(~is_new)
-    order = playable_idx[np.argsort(track_genre[playable_idx], kind="stable")]
-    sorted_genre = track_genre[order]
-    genres_present = np.unique(sorted_genre)
-    lo = np.searchsorted(sorted_genre, genres_present, side="left")
-    hi = np.searchsorted(sorted_genre, genres_present, side="right")
+    order = playable_idx[np.argsort(track_style[playable_idx], kind="stable")]
+    sorted_style = track_style[order]
+    styles_present = np.unique(sorted_style)
+    lo = np.searchsorted(sorted_style, styles_present, side="left")
+    hi = np.searchsorted(sorted_style, styles_present, side="right")
     cumpop = np.cumsum(popularity[order])
     before = np.where(lo > 0, cumpop[np.maximum(lo - 1, 0)], 0.0)
     mass = cumpop[hi - 1] - before
@@ -351,10 +362,10 @@ def _build_catalog(
         track_genre=track_genre,
         duration_ms=duration,
         n_genres=n_genres,
-        active_genres=genres_present,
-        genre_mass=mass,
-        genre_lo=lo,
-        genre_hi=hi,
+        active_styles=styles_present,
+        style_mass=mass,
+        style_lo=lo,
+        style_hi=hi,
         sorted_tracks=order,
         sorted_cumpop=cumpop,
         playable=len(order),
@@ -379,6 +390,26 @@ class _Chunk:
     thumb_value: np.ndarray
 
 
+def draw_tastes(
+    rng: np.random.Generator, n_users: int, n_genres: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Listeners' tastes, the first draws of each chunk's random stream.
+
+    Returns
+    -------
+    (genre_taste, mood_taste)
+        float64 arrays (n_users, n_genres) and (n_users, len(SUBGENRE_PREFIXES)), rows
+        summing to 1: Dirichlet(TASTE_ALPHA) and Dirichlet(MOOD_ALPHA) with a uniform
+        floor of TASTE_FLOOR and MOOD_FLOOR.
+    """
+    taste = rng.dirichlet(np.full(n_genres, TASTE_ALPHA), size=n_users)
+    taste = (1.0 - TASTE_FLOOR) * taste + TASTE_FLOOR / n_genres
+    n_moods = len(SUBGENRE_PREFIXES)
+    mood = rng.dirichlet(np.full(n_moods, MOOD_ALPHA), size=n_users)
+    mood = (1.0 - MOOD_FLOOR) * mood + MOOD_FLOOR / n_moods
+    return taste, mood
+
+
 def _simulate_chunk(
     rng: np.random.Generator,
     cat: _Catalog,
@@ -389,9 +420,8 @@ def _simulate_chunk(
     end_us: int,
 ) -> _Chunk:
     """Draw the clean plays and thumbs of ``n_users`` listeners."""
-    n_active = len(cat.active_genres)
-    taste = rng.dirichlet(np.full(cat.n_genres, TASTE_ALPHA), size=n_users)
-    taste = (1.0 - TASTE_FLOOR) * taste + TASTE_FLOOR / cat.n_genres
+    n_active = len(cat.active_styles)
+    taste, mood = draw_tastes(rng, n_users, cat.n_genres)
     on_taste_threshold = 1.0 / cat.n_genres
 
     sigma = 0.9
@@ -399,17 +429,20 @@ def _simulate_chunk(
     distinct = np.clip(np.rint(activity / MEAN_PLAYS_PER_PAIR), 1, cat.playable).astype(np.int64)
     draws = np.ceil(distinct * 2.0).astype(np.int64) + 8
 
-    # Two-stage draw with replacement: genre ∝ taste × genre mass, then track ∝ popularity.
-    gprob = taste[:, cat.active_genres] * cat.genre_mass
+    # Two-stage draw with replacement: style ∝ genre taste × mood taste × style mass, then
+    # track ∝ popularity within the style.
+    n_moods = len(SUBGENRE_PREFIXES)
+    style_genre, style_mood = np.divmod(cat.active_styles, n_moods)
+    gprob = taste[:, style_genre] * mood[:, style_mood] * cat.style_mass
     gcum = np.cumsum(gprob / gprob.sum(axis=1, keepdims=True), axis=1)
     gcum[:, -1] = 1.0
     draw_user = np.repeat(np.arange(n_users), draws)
     flat = (gcum + np.arange(n_users)[:, None]).ravel()
     pos = np.searchsorted(flat, draw_user + rng.random(len(draw_user)), side="right")
     g = np.minimum(pos - draw_user * n_active, n_active - 1)
-    lo, hi = cat.genre_lo[g], cat.genre_hi[g]
+    lo, hi = cat.style_lo[g], cat.style_hi[g]
     base = np.where(lo > 0, cat.sorted_cumpop[np.maximum(lo - 1, 0)], 0.0)
-    target = base + rng.random(len(g)) * cat.genre_mass[g]
+    target = base + rng.random(len(g)) * cat.style_mass[g]
     k = np.clip(np.searchsorted(cat.sorted_cumpop, target, side="right"), lo, hi - 1)
     draw_track = cat.sorted_tracks[k]
 
@@ -616,11 +649,16 @@ def simulate_world(
       tags are the genre name plus one or two of the genre's sub-genre tags.
     * About 5 % of tracks (at least one) are new: released in the 7 days before ``end``
       and never played or rated. The others were released before the window.
-    * Listeners have a Dirichlet(0.25) taste over genres (5 % spread uniformly) and a
-      lognormal activity with mean ``plays_per_user``. Each picks distinct tracks with
-      probability ∝ taste[genre] × popularity; liked pairs (mostly on-taste ones) get
-      geometric repeat plays and mostly complete (U(0.7, 1.0) × duration), other pairs
-      mostly skip (1 s to 25 s). Clean plays are uniform in ``[end - weeks, end)``.
+    * Listeners have a Dirichlet(0.25) taste over genres and a Dirichlet(0.2) taste over
+      the 12 moods (the sub-genre prefixes, shared across genres: "dark", "lo-fi", ...;
+      5 % of each spread uniformly), and a lognormal activity with mean
+      ``plays_per_user``. A track's mood is its artist's sub-genre prefix. Each listener
+      picks distinct tracks with probability ∝ taste[genre] × taste[mood] × popularity,
+      so listeners with the same genres still differ, as real listeners do, and
+      collaborative filtering has more to find than popularity. Liked pairs (on-taste
+      genres mostly) get geometric repeat plays and mostly complete (U(0.7, 1.0) ×
+      duration), other pairs mostly skip (1 s to 25 s). Clean plays are uniform in
+      ``[end - weeks, end)``.
     * About 4 % of listened pairs get a thumb, +1 mostly when the pair's plays completed,
       -1 mostly when they were skipped, rated after the pair's first play and before
       ``end``.

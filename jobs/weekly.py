@@ -54,6 +54,7 @@ from recsys.playlist import (
     popular_playlists,
 )
 from recsys.settings import Settings
+from recsys.tuning import resolve_als_params
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def sessions(settings: Settings) -> Any:
 def aggregate_week(settings: Settings, data_dir: Path, week_start: dt.date) -> dict[str, Any]:
     """Run the Spark aggregation for the week on ``settings.spark_master``."""
     from jobs.aggregate import AggregationParams, AggregationPaths, run_aggregation
+    from jobs.feedback import export_feedback
     from jobs.spark import get_spark
 
     root, quarantine = week_paths(settings, week_start)
@@ -121,8 +123,14 @@ def aggregate_week(settings: Settings, data_dir: Path, week_start: dt.date) -> d
         thumb_up_boost=settings.thumb_up_boost,
         thumb_down_confidence=settings.thumb_down_confidence,
     )
-    summary = run_aggregation(spark, data_dir, AggregationPaths(root, quarantine), params)
-    return asdict(summary) | {"quarantined_total": summary.quarantined_total}
+    feedback, thumbs = export_feedback(settings, week_start)
+    summary = run_aggregation(
+        spark, data_dir, AggregationPaths(root, quarantine), params, extra_thumbs=feedback
+    )
+    return asdict(summary) | {
+        "quarantined_total": summary.quarantined_total,
+        "web_thumbs_exported": thumbs,
+    }
 
 
 def _read(path: Path, columns: list[str] | None = None) -> dict[str, np.ndarray]:
@@ -320,13 +328,9 @@ def _embedding_rows(column: pa.ChunkedArray) -> np.ndarray | None:
 
 
 def _params(settings: Settings) -> ALSParams:
-    return ALSParams(
-        factors=settings.als_factors,
-        regularization=settings.als_regularization,
-        alpha=settings.als_alpha,
-        iterations=settings.als_iterations,
-        random_seed=settings.als_random_seed,
-    )
+    """The run's ALS parameters: CRATEDIGGER_ALS_* variables, then DATA_DIR/tuned_params.json,
+    then the defaults (:func:`recsys.tuning.resolve_als_params`)."""
+    return resolve_als_params(settings).params
 
 
 def train_week(
@@ -337,9 +341,13 @@ def train_week(
     The version is the week plus a fingerprint of the input and parameters, so training the
     same week on the same data again yields the same version.
     """
-    params = _params(settings)
+    resolved = resolve_als_params(settings)
+    params = resolved.params
+    if resolved.tuned_file is not None:
+        log.info("training with tuned parameters from %s: %s", resolved.tuned_file, params)
     model = train_als(data.matrix, params, show_progress=show_progress)
     model = attach_cold_start(settings, week_start, model, data.track_listeners)
+    model.metadata["params_sources"] = resolved.to_dict()
     version = f"{week_start.isoformat()}-{model.fingerprint[:12]}"
     model.metadata["version"] = version
     model.metadata["week_start"] = week_start.isoformat()
@@ -429,6 +437,7 @@ def playlist_rules(settings: Settings) -> PlaylistRules:
         pool_factor=settings.rerank_pool_factor,
         cold_slots=settings.cold_slots,
         cold_min_score_ratio=settings.cold_min_score_ratio,
+        artist_thumbs_down_limit=settings.artist_thumbs_down_limit,
     )
 
 
@@ -445,9 +454,11 @@ def playlist_blocks(
     *,
     eligible: np.ndarray,
     track_listeners: np.ndarray,
+    thumbs_down: sp.csr_matrix | None = None,
 ) -> Iterator[PlaylistBlock]:
     """The personal playlists of ``user_rows`` block by block, as the product builds them
-    (the gate evaluates its holdout model through this too)."""
+    (the gate evaluates its holdout model through this too). ``thumbs_down`` (n_users,
+    n_tracks) marks thumbed-down tracks, for ``artist_thumbs_down_limit``."""
     cold = uses_cold_start(settings, model)
     scorer = model.scorer(cold_start=cold)
     return generate_playlists(
@@ -461,6 +472,7 @@ def playlist_blocks(
         cold_mask=model.cold_start.cold_mask if cold and model.cold_start is not None else None,
         item_factors=scorer.item_factors,
         popularity=track_listeners.astype(np.float64),
+        thumbs_down=thumbs_down,
     )
 
 
@@ -501,6 +513,8 @@ def build_playlists(
         np.asarray(user_rows, dtype=np.int64),
         eligible=data.eligible,
         track_listeners=data.track_listeners,
+        # A thumbs-down is the only negative confidence (jobs/aggregate.py).
+        thumbs_down=data.matrix.user_items < 0,
     )
     for block in blocks:
         reasons = explain_block(
@@ -625,6 +639,7 @@ def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
             "duplicates_dropped": summary["duplicates_dropped"],
             "quarantined": summary["quarantined"],
             "quarantined_total": summary["quarantined_total"],
+            "web_thumbs_exported": summary["web_thumbs_exported"],
             "interactions": summary["interactions"],
             **{f"catalog_{k}": v for k, v in catalog.items()},
         }

@@ -50,9 +50,11 @@ class Recommender(Protocol):
 
 @dataclass(frozen=True)
 class ALSParams:
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 10.0
+    """Parameters of implicit's ALS; the defaults are the settings' ``als_*`` defaults."""
+
+    factors: int = 32
+    regularization: float = 1.0
+    alpha: float = 5.0
     iterations: int = 15
     random_seed: int = 42
 
@@ -187,6 +189,40 @@ class ALSModel:
         over the trained item factors only."""
         items = self.scoring_item_factors if cold_start else self.item_factors
         return FactorScorer(self.user_factors, items, self.user_ids, self.track_ids)
+
+    @functools.cached_property
+    def _track_rows(self) -> dict[str, int]:
+        return {str(track_id): row for row, track_id in enumerate(self.track_ids)}
+
+    @functools.cached_property
+    def _unit_item_factors(self) -> npt.NDArray[np.float32]:
+        factors = self.scoring_item_factors
+        norms = np.linalg.norm(factors, axis=1, keepdims=True)
+        unit: npt.NDArray[np.float32] = (factors / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit
+
+    def similar_tracks(self, track_id: str, n: int = 10) -> list[tuple[str, float]]:
+        """The ``n`` tracks nearest to ``track_id`` by cosine of item factors (cold-start
+        tracks included through their projected factors), best first, without the track
+        itself.
+
+        Raises
+        ------
+        KeyError
+            If the model has no factors for ``track_id``.
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        row = self._track_rows[track_id]
+        unit = self._unit_item_factors
+        similarity = unit @ unit[row]
+        similarity[row] = -np.inf
+        n = min(n, len(similarity) - 1)
+        if n <= 0:
+            return []
+        top = np.argpartition(-similarity, n - 1)[:n]
+        top = top[np.lexsort((top, -similarity[top]))]
+        return [(str(self.track_ids[i]), float(similarity[i])) for i in top]
 
     def save(self, directory: Path) -> Path:
         """Write ``factors.npz`` and ``model.json`` into ``directory`` (no pickle)."""

@@ -54,6 +54,9 @@ class PlaylistRules:
         A cold track needs a score of at least this times the listener's weakest personal
         pick (the lowest score among the personal tracks; ALS scores of the tracks a listener
         is recommended are positive in practice).
+    artist_thumbs_down_limit : int
+        A listener who thumbed down at least this many tracks of one artist gets no track
+        of that artist (Pandora's "never again", per artist); 0 turns this off.
     """
 
     length: int = 50
@@ -63,6 +66,7 @@ class PlaylistRules:
     pool_factor: int = 4
     cold_slots: int = 0
     cold_min_score_ratio: float = 0.5
+    artist_thumbs_down_limit: int = 0
 
     def __post_init__(self) -> None:
         if self.length < 1:
@@ -81,6 +85,10 @@ class PlaylistRules:
             raise ValueError(f"cold_slots must be >= 0, got {self.cold_slots}")
         if not self.cold_min_score_ratio >= 0.0:
             raise ValueError(f"cold_min_score_ratio must be >= 0, got {self.cold_min_score_ratio}")
+        if self.artist_thumbs_down_limit < 0:
+            raise ValueError(
+                f"artist_thumbs_down_limit must be >= 0, got {self.artist_thumbs_down_limit}"
+            )
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,52 @@ def mask_known_tracks(
     scores[rows, known.indices] = -np.inf
     if eligible is not None:
         scores[:, ~eligible] = -np.inf
+
+
+def mask_disliked_artists(
+    scores: npt.NDArray[np.float32],
+    thumbs_down: sp.csr_matrix,
+    track_artist: npt.NDArray[np.int64],
+    limit: int,
+) -> npt.NDArray[np.int64]:
+    """Set to -inf, in place, every track of an artist a listener thumbed down ``limit`` or
+    more tracks of.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        float32 array of shape (B, n_tracks).
+    thumbs_down : scipy.sparse.csr_matrix
+        Shape (B, n_tracks); a stored non-zero entry is a track the listener thumbed down.
+    track_artist : numpy.ndarray
+        int64 array of shape (n_tracks,).
+    limit : int
+        Thumbs-down on one artist's tracks that exclude the artist (>= 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 array (B,): artists excluded per listener.
+    """
+    if thumbs_down.shape != scores.shape:
+        raise ValueError(f"thumbs_down has shape {thumbs_down.shape}, scores {scores.shape}")
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1, got {limit}")
+    down = sp.csr_matrix(thumbs_down, copy=True)
+    down.eliminate_zeros()
+    n_rows = down.shape[0]
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(down.indptr))
+    n_artists = int(track_artist.max(initial=-1)) + 1
+    per_artist = sp.csr_matrix(
+        (np.ones(len(rows)), (rows, track_artist[down.indices])), shape=(n_rows, max(n_artists, 1))
+    )  # duplicates summed: thumbs-down per (listener, artist)
+    per_artist.data = (per_artist.data >= limit).astype(np.float64)
+    per_artist.eliminate_zeros()
+    if per_artist.nnz:
+        excluded = (per_artist[:, track_artist] > 0).toarray()
+        scores[excluded] = -np.inf
+    counts: npt.NDArray[np.int64] = np.diff(per_artist.indptr).astype(np.int64)
+    return counts
 
 
 def top_candidates(
@@ -308,6 +362,7 @@ def generate_playlists(
     cold_mask: npt.NDArray[np.bool_] | None = None,
     item_factors: npt.NDArray[np.float32] | None = None,
     popularity: npt.NDArray[np.floating] | None = None,
+    thumbs_down: sp.csr_matrix | None = None,
 ) -> Iterator[PlaylistBlock]:
     """Yield playlists for ``user_rows`` (default: every listener), one block at a time.
 
@@ -338,6 +393,11 @@ def generate_playlists(
     popularity : numpy.ndarray, optional
         float array of shape (n_tracks,): listeners per track; required when
         ``rules.popularity_penalty > 0``.
+    thumbs_down : scipy.sparse.csr_matrix, optional
+        Shape (n_users, n_tracks): each listener's thumbed-down tracks (stored non-zero
+        entries). With ``rules.artist_thumbs_down_limit > 0`` the artists a listener thumbed
+        down that many tracks of are left out of their playlist, cold-start picks included
+        (:func:`mask_disliked_artists`).
 
     Notes
     -----
@@ -373,6 +433,10 @@ def generate_playlists(
         rows = rows_to_do[start : start + block_size].astype(np.int64)
         scores = recommender.score(rows)
         mask_known_tracks(scores, known[rows])
+        if thumbs_down is not None and rules.artist_thumbs_down_limit > 0:
+            mask_disliked_artists(
+                scores, thumbs_down[rows], artists, rules.artist_thumbs_down_limit
+            )
         cold_scores = scores[:, cold_columns]  # a copy: known cold tracks already -inf
         scores[:, ~personal_ok] = -np.inf
         candidates, candidate_scores = top_candidates(

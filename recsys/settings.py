@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CRATEDIGGER_"
@@ -49,11 +49,18 @@ class Settings(BaseSettings):
     spark_shuffle_partitions: int = Field(
         default=8, ge=1, le=100_000, description="spark.sql.shuffle.partitions for aggregation."
     )
-    als_factors: int = Field(default=64, ge=2, le=1024, description="ALS latent factors.")
-    als_regularization: float = Field(default=0.05, ge=0.0, le=100.0)
-    als_alpha: float = Field(default=10.0, gt=0.0, le=1000.0, description="ALS confidence scale.")
+    # ALS defaults: the best trial of the validation search on HetRec 2011 Last.fm 2K, also
+    # the best tried on the simulator (benchmarks/results/quality.md).
+    als_factors: int = Field(default=32, ge=2, le=1024, description="ALS latent factors.")
+    als_regularization: float = Field(default=1.0, ge=0.0, le=100.0)
+    als_alpha: float = Field(default=5.0, gt=0.0, le=1000.0, description="ALS confidence scale.")
     als_iterations: int = Field(default=15, ge=1, le=200)
     als_random_seed: int = Field(default=42, ge=0)
+    use_tuned_params: bool = Field(
+        default=True,
+        description="Train with DATA_DIR/tuned_params.json (written by `cratedigger tune`) "
+        "for every ALS parameter whose CRATEDIGGER_ALS_* variable is not set.",
+    )
     playlist_length: int = Field(default=50, ge=1, le=500)
     max_tracks_per_artist: int = Field(default=2, ge=1, le=500)
     min_user_interactions: int = Field(
@@ -88,18 +95,27 @@ class Settings(BaseSettings):
         description="A cold track must score at least this times the listener's weakest "
         "personal pick to take a cold slot.",
     )
+    # Re-ranking defaults: the most diversity that costs under 2 % NDCG@50 on both benchmark
+    # data sets (the sweep in benchmarks/results/quality.md).
     mmr_diversity: float = Field(
-        default=0.0,
+        default=0.2,
         ge=0.0,
         le=1.0,
         description="MMR lambda of the re-ranking: 0 ranks by score only, 1 by dissimilarity "
         "to the tracks already picked only.",
     )
     popularity_penalty: float = Field(
-        default=0.0,
+        default=0.1,
         ge=0.0,
         le=10.0,
         description="Relevance the most popular track loses in the re-ranking (beta; 0: none).",
+    )
+    artist_thumbs_down_limit: int = Field(
+        default=2,
+        ge=0,
+        le=1000,
+        description="A listener who thumbed down this many tracks of one artist gets no more "
+        "of that artist's tracks; 0 turns this off.",
     )
     rerank_pool_factor: int = Field(
         default=4,
@@ -140,6 +156,34 @@ class Settings(BaseSettings):
     gate_holdout_days: int = Field(
         default=7, ge=1, le=365, description="Days before the cut-off held out to test the model."
     )
+    # Web app.
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs the web sessions' cookies. Required: the web app refuses to start "
+        "without it (only `cratedigger demo`, `serve --dev` and tests make a throwaway one).",
+    )
+    ratelimit_storage_url: str = Field(
+        default="memory://",
+        description="Where sign-in attempts are counted: memory:// per process, or a "
+        "redis:// URL shared by every web worker.",
+    )
+    signin_rate_limit: str = Field(
+        default="10 per minute;100 per day",
+        description="Failed sign-in attempts allowed per client address.",
+    )
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description="Reverse proxies in front of the web app whose X-Forwarded-For/-Proto "
+        "headers are trusted (client address, HTTPS for Secure cookies).",
+    )
+    playlist_max_age: int = Field(
+        default=60,
+        ge=0,
+        le=7 * 24 * 3600,
+        description="Seconds clients may reuse a playlist response before revalidating it.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
@@ -160,6 +204,16 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"{value!r} is not an IANA time zone name") from None
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError(
+                "must be at least 32 characters "
+                '(python -c "import secrets; print(secrets.token_hex(32))")'
+            )
         return value
 
     @field_validator("data_dir")

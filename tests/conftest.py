@@ -107,3 +107,29 @@ def two_groups() -> World:
     from tests.worlds import two_taste_groups
 
     return two_taste_groups()
+
+
+@pytest.fixture
+def web_world(migrated_url: str, tmp_path: Path):
+    from tests.webworld import build_web_world
+
+    return build_web_world(migrated_url, tmp_path)
+
+
+@pytest.fixture
+def web_settings(web_world, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "state", database_url=web_world.url)
+
+
+@pytest.fixture
+def app(web_settings: Settings):
+    from webapp import create_app
+
+    app = create_app({"TESTING": True}, settings=web_settings)
+    yield app
+    app.extensions["cratedigger"]["engine"].dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()

@@ -21,6 +21,10 @@ COMMANDS = [
     ["db", "upgrade"],
     ["db", "downgrade"],
     ["db", "current"],
+    ["tokens"],
+    ["tokens", "create"],
+    ["tokens", "list"],
+    ["tokens", "revoke"],
 ]
 
 
@@ -76,3 +80,53 @@ def test_db_commands_migrate_up_and_down(tmp_path: Path, monkeypatch) -> None:
     assert runner.invoke(cli, ["db", "current"]).stdout.strip() == head
     assert runner.invoke(cli, ["db", "downgrade", "base"]).exit_code == 0
     assert "empty" in runner.invoke(cli, ["db", "current"]).output
+
+
+def test_tokens_create_list_revoke(tmp_path: Path, monkeypatch) -> None:
+    from recsys.db import repository
+    from recsys.db.engine import make_engine, make_session_factory
+    from recsys.db.tokens import authenticate
+
+    monkeypatch.setenv("CRATEDIGGER_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
+    engine = make_engine(f"sqlite:///{tmp_path / 'cratedigger.db'}")
+    with make_session_factory(engine).begin() as session:
+        repository.upsert_users(session, [{"user_id": "u1", "display_name": None}])
+
+    created = runner.invoke(cli, ["tokens", "create", "--user", "u1", "--label", "phone"])
+    assert created.exit_code == 0, created.output
+    token = created.stdout.strip()
+    assert token.startswith("cd_") and len(token) > 40
+    operator = runner.invoke(cli, ["tokens", "create", "--operator"]).stdout.strip()
+    with make_session_factory(engine)() as session:
+        listener = authenticate(session, token)
+        assert listener is not None and listener.user_id == "u1" and not listener.is_operator
+        principal = authenticate(session, operator)
+        assert principal is not None and principal.is_operator
+    listing = runner.invoke(cli, ["tokens", "list"]).output
+    assert token[:10] in listing and "phone" in listing and token not in listing
+    revoked = runner.invoke(cli, ["tokens", "revoke", "1"])
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    with make_session_factory(engine)() as session:
+        assert authenticate(session, token) is None
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["tokens", "create"], "exactly one of --user U and --operator"),
+        (["tokens", "create", "--user", "u1", "--operator"], "exactly one of"),
+        (["tokens", "create", "--user", "<bad>"], "is not a listener id"),
+        (["tokens", "create", "--user", "ghost"], "no listener 'ghost'"),
+        (["tokens", "revoke", "99"], "no token #99"),
+        (["tokens", "revoke", "x"], "is not a valid integer"),
+    ],
+)
+def test_tokens_bad_arguments(tmp_path: Path, monkeypatch, arguments, message) -> None:
+    monkeypatch.setenv("CRATEDIGGER_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from jobs.weekly import run_in_process
+from recsys.contract import week_start_of
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import Playlist, PlaylistTrack, Track
 from recsys.settings import Settings
@@ -80,6 +82,7 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     monkeypatch.setenv("CRATEDIGGER_ALS_ITERATIONS", "5")
     # The gate has its own tests (test_celery.py); here a small world must always publish.
     monkeypatch.setenv("CRATEDIGGER_GATE_MIN_VS_POPULAR", "0")
+    monkeypatch.setenv("CRATEDIGGER_GATE_MIN_VS_PREVIOUS", "0")
     runner = CliRunner()
     world = tmp_path / "world"
     result = runner.invoke(
@@ -110,9 +113,15 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     assert "121 playlists" in result.output
     assert "unknown_track=" in result.output  # the simulator's bad rows were quarantined
 
+    from recsys.db.tokens import create_token
+    from recsys.settings import load_settings
     from webapp import create_app
 
-    client = create_app().test_client()
+    app = create_app({"TESTING": True})
+    with app.extensions["cratedigger"]["sessions"].begin() as session:
+        operator = {"Authorization": f"Bearer {create_token(session, operator=True)[1]}"}
+        listener = {"Authorization": f"Bearer {create_token(session, user_id='u0000000')[1]}"}
+    client = app.test_client()
     catalog = set(
         pq.read_table(world / "catalog" / "tracks.parquet").column("track_id").to_pylist()
     )
@@ -121,7 +130,7 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
         .column("track_id")
         .to_pylist()
     )
-    document = client.get("/api/v1/users/u0000000/playlists/latest").get_json()
+    document = client.get("/api/v1/users/u0000000/playlists/latest", headers=listener).get_json()
     assert document["week_start"] == WEEK.isoformat()
     assert document["kind"] == "personal"
     assert len(document["tracks"]) == 50
@@ -129,10 +138,35 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     # Every track says why it is there; brand-new tracks nobody played reach playlists.
     new_tracks = 0
     for user in range(120):
-        tracks = client.get(f"/api/v1/users/u{user:07d}/playlists/latest").get_json()["tracks"]
+        path = f"/api/v1/users/u{user:07d}/playlists/latest"
+        tracks = client.get(path, headers=operator).get_json()["tracks"]
         assert all(isinstance(t["reason"], str) and t["reason"] for t in tracks)
         new_tracks += sum(t["track_id"] not in played for t in tracks)
     assert 0 < new_tracks <= 5 * 120
-    document = client.get("/api/v1/users/u9999999/playlists/latest").get_json()
+    document = client.get("/api/v1/users/u9999999/playlists/latest", headers=operator).get_json()
     assert document["kind"] == "popular" and len(document["tracks"]) == 50
-    assert "Popular picks to start with" in client.get("/users/u9999999").get_data(as_text=True)
+
+    # Thumbs given through the API flow into the next weekly run as thumb events.
+    first = client.get("/api/v1/users/u0000000/playlists/latest", headers=listener).get_json()
+    disliked, liked = first["tracks"][0]["track_id"], first["tracks"][1]["track_id"]
+    for track_id, value in ((disliked, "down"), (liked, "up")):
+        response = client.post(
+            "/api/v1/users/u0000000/feedback",
+            headers=listener,
+            json={"track_id": track_id, "value": value},
+        )
+        assert response.status_code == 201
+    next_week = week_start_of(dt.datetime.now(dt.UTC)) + dt.timedelta(days=7)
+    result = runner.invoke(cli, ["run-week", "--data", str(world), "--week", next_week.isoformat()])
+    assert result.exit_code == 0, result.output
+    settings = load_settings()
+    interactions = pq.read_table(
+        settings.aggregates_dir / f"week={next_week.isoformat()}" / "interactions",
+        filters=[("user_id", "=", "u0000000")],
+    ).to_pylist()
+    thumbs = {row["track_id"]: row["thumb"] for row in interactions}
+    assert thumbs[disliked] == -1 and thumbs[liked] == 1
+    again = client.get("/api/v1/users/u0000000/playlists/latest", headers=listener).get_json()
+    assert again["week_start"] == next_week.isoformat()
+    new_ids = {t["track_id"] for t in again["tracks"]}
+    assert disliked not in new_ids and liked not in new_ids  # both are known now

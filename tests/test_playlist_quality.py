@@ -341,7 +341,14 @@ def test_without_diversity_penalty_or_cold_slots_the_weekly_playlists_are_unchan
     quality_settings: Settings,
 ) -> None:
     _, data, model = _trained(quality_settings)
-    settings = quality_settings.model_copy(update={"cold_slots": 0})
+    # The shipped defaults re-rank and drop twice-disliked artists: turn all of that off.
+    plain = {
+        "cold_slots": 0,
+        "mmr_diversity": 0.0,
+        "popularity_penalty": 0.0,
+        "artist_thumbs_down_limit": 0,
+    }
+    settings = quality_settings.model_copy(update=plain)
     personal, _ = listener_plan(settings, data)
     built = build_playlists(settings, model, data, personal)
     scores = model.score(personal)
@@ -497,6 +504,7 @@ def test_diversity_spreads_a_playlist_over_more_styles() -> None:
 def test_the_page_says_which_kind_of_playlist_and_shows_reasons(
     quality_settings: Settings,
 ) -> None:
+    from recsys.db.tokens import create_token
     from webapp import create_app
 
     engine = make_engine(quality_settings.database_url)
@@ -544,16 +552,23 @@ def test_the_page_says_which_kind_of_playlist_and_shows_reasons(
                 ),
             ],
         )
+        _, operator = create_token(session, operator=True)
     engine.dispose()
     app = create_app({"TESTING": True}, settings=quality_settings)
     client = app.test_client()
+    signin = client.get("/signin").get_data(as_text=True)
+    csrf = signin.split('name="csrf_token" value="')[1].split('"')[0]
+    client.post("/signin", data={"token": operator, "csrf_token": csrf})
     fan = client.get("/users/fan").get_data(as_text=True)
     assert "Picked for you" in fan and "Popular picks" not in fan
     assert "Because you played Song 0 — Artist" in fan
     assert "New release picked for your taste" in fan
     newbie_page = client.get(f"/users/{NEWBIE}").get_data(as_text=True)
     assert "Popular picks to start with" in newbie_page and "Picked for you" not in newbie_page
-    document = client.get(f"/api/v1/users/{NEWBIE}/playlists/latest").get_json()
+    document = client.get(
+        f"/api/v1/users/{NEWBIE}/playlists/latest",
+        headers={"Authorization": f"Bearer {operator}"},
+    ).get_json()
     assert document["kind"] == "popular"
     assert document["tracks"][0]["reason"] == POPULAR_REASON
     app.extensions["cratedigger"]["engine"].dispose()

@@ -216,6 +216,21 @@ def test_embeddings_cluster_by_genre(world: tuple[SimulationSummary, dict]) -> N
     assert same_mean > other_mean + 0.3
 
 
+def test_listeners_concentrate_on_a_few_moods(world: tuple[SimulationSummary, dict]) -> None:
+    # A track's mood is the prefix of its sub-genre tag; listeners draw tracks by
+    # taste[genre] x taste[mood] x popularity, so each one's plays gather in few moods,
+    # far more than the catalog's own mood shares would give.
+    _, f = world
+    mood = f["tracks"].set_index("track_id")["tags"].map(lambda tags: tags[1].split(" ")[0])
+    plays = f["plays"][f["plays"]["track_id"].isin(mood.index)]
+    pairs = plays.drop_duplicates(["user_id", "track_id"])
+    pairs = pairs.assign(mood=mood.loc[pairs["track_id"]].to_numpy())
+    shares = pairs.groupby("user_id")["mood"].agg(lambda m: m.value_counts(normalize=True).iloc[0])
+    busy = pairs.groupby("user_id").size() >= 20
+    catalog_top = pairs["mood"].value_counts(normalize=True).iloc[0]
+    assert shares[busy].median() > 2 * catalog_top
+
+
 def test_popularity_is_skewed(world: tuple[SimulationSummary, dict]) -> None:
     _, f = world
     counts = f["plays"]["track_id"].value_counts()

@@ -1,147 +1,237 @@
-"""Pages and the JSON API through Flask's test client, on SQLite and PostgreSQL."""
+"""Pages through Flask's test client, on SQLite and PostgreSQL: sign-in, playlists, thumbs,
+history, operator pages, CSRF, rate limits, security headers and cookies."""
 
 from __future__ import annotations
 
-import datetime as dt
+import re
 
 import pytest
 
-from recsys.db import repository
-from recsys.db.engine import make_engine, make_session_factory
-from recsys.db.models import ModelVersion
-from recsys.settings import Settings
-from tests.worlds import publish_week_playlists
+from recsys.db import feedback, repository
+from recsys.settings import ConfigError, Settings
+from tests.webworld import HOSTILE_ARTIST, PREVIOUS_WEEK, WEEK
 from webapp import create_app
 
-WEEK = dt.date(2026, 11, 16)
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
 
 
-@pytest.fixture
-def app(migrated_url: str, tmp_path):
-    engine = make_engine(migrated_url)
-    with make_session_factory(engine).begin() as session:
-        repository.upsert_artists(session, [{"artist_id": "a1", "name": "Bj\u00f6rk & <Friends>"}])
-        repository.upsert_tracks(
-            session,
-            [
-                {
-                    "track_id": f"t{i:02d}",
-                    "title": f"Song {i}",
-                    "artist_id": "a1",
-                    "duration_ms": 61_000 + i,
-                    "released_at": None,
-                }
-                for i in range(60)
-            ],
-        )
-        repository.upsert_users(
-            session,
-            [{"user_id": "u1", "display_name": "Ada"}, {"user_id": "u2", "display_name": None}],
-        )
-        repository.save_model_version(
-            session,
-            ModelVersion(
-                version="2026-11-16-abc",
-                week_start=WEEK,
-                fingerprint="f" * 64,
-                artifact_path="/m",
-                params={},
-                n_users=2,
-                n_tracks=60,
-                n_interactions=5,
-                train_seconds=0.1,
-            ),
-        )
-        publish_week_playlists(
-            session,
-            WEEK,
-            "2026-11-16-abc",
-            [
-                repository.NewPlaylist(
-                    "u1", [repository.PlaylistEntry(f"t{i:02d}", 2.0 - i / 100) for i in range(50)]
-                )
-            ],
-        )
-    engine.dispose()
-    settings = Settings(data_dir=tmp_path / "state", database_url=migrated_url)
-    app = create_app({"TESTING": True}, settings=settings)
-    yield app
-    app.extensions["cratedigger"]["engine"].dispose()
+def sign_in(client, token: str, next_url: str = ""):
+    form_page = client.get("/signin")
+    data = {"token": token, "csrf_token": csrf_of(form_page.get_data(as_text=True))}
+    if next_url:
+        data["next"] = next_url
+    return client.post("/signin", data=data)
 
 
-@pytest.fixture
-def client(app):
-    return app.test_client()
+def playlist_rows(html: str) -> list[str]:
+    return re.findall(r'<tr data-track-id="([^"]+)"', html)
 
 
-def test_latest_playlist_json(client) -> None:
-    response = client.get("/api/v1/users/u1/playlists/latest")
-    assert response.status_code == 200
-    document = response.get_json()
-    assert list(document)[:3] == ["user_id", "week_start", "model_version"]
-    assert document["user_id"] == "u1"
-    assert document["week_start"] == "2026-11-16"
-    assert document["model_version"] == "2026-11-16-abc"
-    tracks = document["tracks"]
-    assert [t["position"] for t in tracks] == list(range(1, 51))
-    assert tracks[0] == {
-        "position": 1,
-        "track_id": "t00",
-        "title": "Song 0",
-        "artist_id": "a1",
-        "artist": "Bj\u00f6rk & <Friends>",
-        "duration_ms": 61_000,
-        "score": 2.0,
-        "reason": None,
-    }
-    assert tracks[-1]["track_id"] == "t49"
-
-
-@pytest.mark.parametrize("user_id", ["nobody", "u2", "x" * 300, "%3Cscript%3E", "a%00b"])
-def test_unknown_or_playlistless_listener_is_a_json_404(client, user_id: str) -> None:
-    response = client.get(f"/api/v1/users/{user_id}/playlists/latest")
-    assert response.status_code == 404
-    assert response.is_json
-    error = response.get_json()["error"]
-    assert error["status"] == 404 and error["code"] == "not_found" and error["message"]
-
-
-def test_playlist_page_lists_fifty_tracks_escaped(client) -> None:
+def test_anonymous_visitors_are_sent_to_sign_in_and_come_back(client, web_world) -> None:
     response = client.get("/users/u1")
-    assert response.status_code == 200
-    html = response.get_data(as_text=True)
-    assert html.count("<tr data-track-id=") == 50
-    assert "Bj\u00f6rk &amp; &lt;Friends&gt;" in html and "<Friends>" not in html
-    assert "2026-11-16" in html and "1:01" in html
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("/signin?next=/users/u1")
+    assert client.get("/").headers["Location"] == "/signin"
+    signed = sign_in(client, web_world.u1, next_url="/users/u1/history")
+    assert signed.status_code == 303 and signed.headers["Location"] == "/users/u1/history"
 
 
-def test_index_lists_listeners_and_paginates(client) -> None:
-    html = client.get("/").get_data(as_text=True)
-    assert 'href="/users/u1"' in html and "Ada" in html and 'href="/users/u2"' in html
-    assert client.get("/?page=999999999999").status_code == 200
-    assert client.get("/?page=abc").status_code == 200
+def test_sign_in_shows_the_listeners_playlist_escaped(client, web_world) -> None:
+    response = sign_in(client, web_world.u1)
+    assert response.status_code == 303 and response.headers["Location"] == "/users/u1"
+    html = client.get("/users/u1").get_data(as_text=True)
+    assert playlist_rows(html)[:3] == ["t00", "t01", "t02"] and len(playlist_rows(html)) == 50
+    assert "Bj\u00f6rk &amp; &lt;Friends&gt;" in html and HOSTILE_ARTIST not in html
+    assert "reason 0" in html and "1:01" in html and "Picked for you" in html
+    assert html.count('value="down"') == 50  # a thumbs-down button on each track
 
 
-def test_html_errors_for_pages_and_json_errors_for_api(client) -> None:
-    page = client.get("/users/nobody")
-    assert page.status_code == 404 and page.mimetype == "text/html"
-    assert "404" in page.get_data(as_text=True)
-    api = client.get("/api/v1/nothing-here")
-    assert api.status_code == 404 and api.get_json()["error"]["code"] == "not_found"
-    method = client.post("/api/v1/users/u1/playlists/latest")
-    assert method.status_code == 405 and method.get_json()["error"]["status"] == 405
+def test_popular_playlists_say_so(client, web_world) -> None:
+    sign_in(client, web_world.u2)
+    html = client.get("/users/u2").get_data(as_text=True)
+    assert "Popular picks to start with" in html and len(playlist_rows(html)) == 50
 
 
-def test_static_files_are_served_by_the_app(client) -> None:
-    response = client.get("/static/style.css")
-    assert response.status_code == 200 and b"--accent" in response.data
-    response.close()
+@pytest.mark.parametrize("token", ["", "cd_wrong", "x" * 5000, "cd_\u00e9\u00e9", "' OR 1=1 --"])
+def test_a_bad_token_does_not_sign_in(client, token: str) -> None:
+    response = sign_in(client, token)
+    assert response.status_code == 401
+    assert "not valid" in response.get_data(as_text=True)
+    assert client.get("/users/u1").status_code == 303
 
 
-def test_runs_page_shows_steps_chunks_and_errors(app, client) -> None:
+def test_a_revoked_token_does_not_sign_in(client, web_world) -> None:
+    assert sign_in(client, web_world.revoked).status_code == 401
+
+
+def test_revoking_a_token_ends_its_web_session(app, client, web_world) -> None:
+    sign_in(client, web_world.u1)
+    assert client.get("/users/u1").status_code == 200
     sessions = app.extensions["cratedigger"]["sessions"]
     with sessions.begin() as session:
-        run = repository.start_weekly_run(session, WEEK + dt.timedelta(days=7), "beat", "/data")
+        from recsys.db.tokens import authenticate, revoke_token
+
+        principal = authenticate(session, web_world.u1, touch=False)
+        assert principal is not None
+        revoke_token(session, principal.token_id)
+    assert client.get("/users/u1").status_code == 303
+
+
+def test_open_redirects_are_refused(client, web_world) -> None:
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        response = sign_in(client, web_world.u1, next_url=target)
+        assert response.headers["Location"] == "/users/u1"
+        client.post("/signout", data={"csrf_token": csrf_of(client.get("/users/u1").text)})
+
+
+def test_another_listeners_pages_are_404_like_unknown_ones(client, web_world) -> None:
+    sign_in(client, web_world.u2)
+    for path in ("/users/u1", "/users/u1/history", f"/users/u1/weeks/{WEEK}", "/users/nobody"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.mimetype == "text/html"
+    html = client.get("/users/u2").get_data(as_text=True)
+    thumb = client.post(
+        "/users/u1/thumbs", data={"track_id": "t00", "value": "down", "csrf_token": csrf_of(html)}
+    )
+    assert thumb.status_code == 404
+
+
+def test_thumbs_down_removes_the_track_now_and_for_good(app, client, web_world) -> None:
+    sign_in(client, web_world.u1)
+    html = client.get("/users/u1").get_data(as_text=True)
+    response = client.post(
+        "/users/u1/thumbs", data={"track_id": "t03", "value": "down", "csrf_token": csrf_of(html)}
+    )
+    assert response.status_code == 303 and response.headers["Location"] == "/users/u1#playlist"
+    html = client.get("/users/u1").get_data(as_text=True)
+    rows = playlist_rows(html)
+    assert "t03" not in rows and len(rows) == 49 and "1 removed by you" in html
+    assert "is gone" in html  # the flash message
+    assert "t03" not in playlist_rows(client.get("/users/u1").get_data(as_text=True))
+    with app.extensions["cratedigger"]["sessions"]() as session:
+        assert feedback.current_thumbs(session, "u1") == {"t03": -1}
+        rows_, total = feedback.list_feedback(session, "u1", limit=10)
+        assert total == 1 and rows_[0].source == "web"
+
+
+def test_thumbs_up_is_shown_pressed_and_can_be_changed(app, client, web_world) -> None:
+    sign_in(client, web_world.u1)
+    token = csrf_of(client.get("/users/u1").get_data(as_text=True))
+    client.post("/users/u1/thumbs", data={"track_id": "t05", "value": "up", "csrf_token": token})
+    html = client.get("/users/u1").get_data(as_text=True)
+    row = html[html.index('data-track-id="t05"') :]
+    row = row[: row.index("</tr>")]
+    assert 'value="up" class="thumb up" aria-pressed="true"' in row
+    client.post("/users/u1/thumbs", data={"track_id": "t05", "value": "down", "csrf_token": token})
+    assert "t05" not in playlist_rows(client.get("/users/u1").get_data(as_text=True))
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"track_id": "t00", "value": "sideways"},
+        {"track_id": "", "value": "down"},
+        {"track_id": "<script>", "value": "down"},
+        {"track_id": "not-in-catalog", "value": "down"},
+        {"value": "down"},
+    ],
+)
+def test_bad_thumb_forms_are_400_and_store_nothing(app, client, web_world, form) -> None:
+    sign_in(client, web_world.u1)
+    token = csrf_of(client.get("/users/u1").get_data(as_text=True))
+    response = client.post("/users/u1/thumbs", data={**form, "csrf_token": token})
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    with app.extensions["cratedigger"]["sessions"]() as session:
+        assert feedback.current_thumbs(session, "u1") == {}
+
+
+def test_a_thumb_without_the_csrf_token_is_refused(app, client, web_world) -> None:
+    sign_in(client, web_world.u1)
+    for data in (
+        {"track_id": "t00", "value": "down"},
+        {"track_id": "t00", "value": "down", "csrf_token": "forged"},
+    ):
+        response = client.post("/users/u1/thumbs", data=data)
+        assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True)
+    with app.extensions["cratedigger"]["sessions"]() as session:
+        assert feedback.current_thumbs(session, "u1") == {}
+
+
+def test_sign_in_without_csrf_is_refused(client, web_world) -> None:
+    response = client.post("/signin", data={"token": web_world.u1})
+    assert response.status_code == 400
+
+
+def test_history_and_previous_weeks(client, web_world) -> None:
+    sign_in(client, web_world.u1)
+    html = client.get("/users/u1/history").get_data(as_text=True)
+    assert html.index(f"/users/u1/weeks/{WEEK}") < html.index(f"/users/u1/weeks/{PREVIOUS_WEEK}")
+    assert "2 weekly playlists" in html
+    previous = client.get(f"/users/u1/weeks/{PREVIOUS_WEEK}").get_data(as_text=True)
+    assert playlist_rows(previous)[0] == "t05"
+    token = csrf_of(previous)
+    response = client.post(
+        "/users/u1/thumbs",
+        data={"track_id": "t06", "value": "down", "week": str(PREVIOUS_WEEK), "csrf_token": token},
+    )
+    assert response.headers["Location"] == f"/users/u1/weeks/{PREVIOUS_WEEK}#playlist"
+    for path in ("/users/u1/weeks/2026-11-17", "/users/u1/weeks/2020-01-06", "/users/u1/weeks/x"):
+        assert client.get(path).status_code == 404
+    assert client.get("/users/u1/history?page=999999999").status_code == 200
+
+
+def test_sign_out_ends_the_session(client, web_world) -> None:
+    sign_in(client, web_world.u1)
+    token = csrf_of(client.get("/users/u1").get_data(as_text=True))
+    assert client.post("/signout", data={"csrf_token": token}).status_code == 303
+    assert client.get("/users/u1").status_code == 303
+
+
+def test_operator_pages_are_for_operators_only(client, web_world) -> None:
+    pages = ("/operator/runs", "/operator/models", "/operator/quarantine", "/operator/listeners")
+    for path in pages:
+        assert client.get(path).status_code == 303  # anonymous: sign in first
+    sign_in(client, web_world.u1)
+    for path in pages:
+        assert client.get(path).status_code == 404, path
+    token = csrf_of(client.get("/users/u1").get_data(as_text=True))
+    client.post("/signout", data={"csrf_token": token})
+    assert sign_in(client, web_world.operator).headers["Location"] == "/operator/runs"
+    for path in pages:
+        assert client.get(path).status_code == 200, path
+    # Operators may read any listener's playlist for support, but not rate for them.
+    html = client.get("/users/u1").get_data(as_text=True)
+    assert len(playlist_rows(html)) == 50 and 'value="down"' not in html
+
+
+def test_models_page_plots_metrics_across_weeks(client, web_world) -> None:
+    sign_in(client, web_world.operator)
+    html = client.get("/operator/models").get_data(as_text=True)
+    model_line = re.search(r'<polyline class="line-model" fill="none" points="([^"]+)"', html)
+    assert model_line is not None
+    points = [tuple(map(float, p.split(","))) for p in model_line.group(1).split()]
+    assert len(points) == 2
+    # NDCG went from 0.25 to 0.30: the second point is higher (smaller y) and to the right.
+    assert points[1][0] > points[0][0] and points[1][1] < points[0][1]
+    assert "0.3000" in html and "0.1500" in html
+
+
+def test_quarantine_page_counts_by_reason(client, web_world) -> None:
+    sign_in(client, web_world.operator)
+    html = client.get("/operator/quarantine").get_data(as_text=True)
+    assert "unknown_track" in html and "timestamp_after_cutoff" in html
+    assert "10 rows" in html and "0.700 %" in html
+
+
+def test_runs_page_shows_steps_chunks_and_errors(app, client, web_world) -> None:
+    sessions = app.extensions["cratedigger"]["sessions"]
+    with sessions.begin() as session:
+        run = repository.start_weekly_run(session, WEEK.replace(day=23), "beat", "/data")
         repository.begin_step(session, run.id, "aggregate")
         repository.finish_step(session, run.id, "aggregate", counts={"interactions": 1234})
         for chunk in range(3):
@@ -150,9 +240,108 @@ def test_runs_page_shows_steps_chunks_and_errors(app, client) -> None:
         repository.end_weekly_run(
             session, run.id, "failed", error="GateRejected: <below> popularity"
         )
-    html = client.get("/runs").get_data(as_text=True)
+    sign_in(client, web_world.operator)
+    html = client.get("/operator/runs").get_data(as_text=True)
     assert f"Run #{run.id}" in html and "failed" in html
     assert "1/3 chunks succeeded" in html and "1234" in html and "7 playlists" in html
     assert "GateRejected: &lt;below&gt; popularity" in html
-    # The published run of the fixture is listed too.
-    assert html.count('<section class="run"') == 2
+    listeners = client.get("/operator/listeners?page=abc").get_data(as_text=True)
+    assert (
+        'href="/users/u1"' in listeners and "Ada" in listeners and 'href="/users/u3"' in listeners
+    )
+
+
+def test_html_errors_for_pages_and_json_errors_for_api(client) -> None:
+    page = client.get("/no/such/page")
+    assert page.status_code == 404 and page.mimetype == "text/html"
+    assert "404" in page.get_data(as_text=True)
+    api = client.get("/api/v1/nothing-here")
+    assert api.status_code == 404 and api.get_json()["error"]["code"] == "not_found"
+
+
+def test_security_headers_on_every_answer(client) -> None:
+    for path in ("/signin", "/static/style.css", "/api/v1/health", "/nowhere"):
+        response = client.get(path)
+        csp = response.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        response.close()
+
+
+def test_pages_have_no_inline_scripts_or_styles(client, web_world) -> None:
+    sign_in(client, web_world.operator)
+    for path in ("/signin", "/users/u1", "/operator/models", "/operator/runs", "/api/v1/docs"):
+        html = client.get(path).get_data(as_text=True)
+        assert "<script" not in html and "<style" not in html and " style=" not in html, path
+
+
+def test_session_cookie_is_httponly_lax_and_secure_over_https(app, web_world) -> None:
+    plain = app.test_client()
+    sign_in(plain, web_world.u1)
+    cookie = plain.get_cookie("cratedigger_session")
+    assert cookie is not None and cookie.http_only and cookie.same_site == "Lax"
+    assert not cookie.secure
+    https = app.test_client()
+    https.get("/signin", base_url="https://localhost")
+    page = https.get("/signin", base_url="https://localhost").get_data(as_text=True)
+    response = https.post(
+        "/signin",
+        data={"token": web_world.u1, "csrf_token": csrf_of(page)},
+        base_url="https://localhost",
+        headers={"Referer": "https://localhost/signin"},
+    )
+    assert response.status_code == 303
+    assert "Secure" in response.headers["Set-Cookie"]
+    assert "HttpOnly" in response.headers["Set-Cookie"]
+
+
+def test_sign_in_attempts_are_rate_limited(web_settings, web_world) -> None:
+    settings = web_settings.model_copy(update={"signin_rate_limit": "3 per minute"})
+    app = create_app({"TESTING": True}, settings=settings)
+    client = app.test_client()
+    codes = [sign_in(client, "cd_wrong").status_code for _ in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
+    limited = sign_in(client, web_world.u1)
+    assert limited.status_code == 429 and "Retry-After" in limited.headers
+    other = app.test_client()  # the limit is per client address
+    assert sign_in(
+        other,
+        web_world.u1,
+    ).status_code in (303, 429)
+    app.extensions["cratedigger"]["engine"].dispose()
+
+
+def test_successful_sign_ins_do_not_count_against_the_limit(web_settings, web_world) -> None:
+    settings = web_settings.model_copy(update={"signin_rate_limit": "2 per minute"})
+    app = create_app({"TESTING": True}, settings=settings)
+    codes = [sign_in(app.test_client(), web_world.u1).status_code for _ in range(4)]
+    assert codes == [303] * 4
+    app.extensions["cratedigger"]["engine"].dispose()
+
+
+def test_the_app_refuses_to_start_without_a_secret_key(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(ConfigError, match="CRATEDIGGER_SECRET_KEY"):
+        create_app(settings=settings)
+    keyed = Settings(
+        data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'x.db'}", secret_key="k" * 40
+    )
+    app = create_app(settings=keyed)
+    assert app.secret_key == "k" * 40
+    app.extensions["cratedigger"]["engine"].dispose()
+
+
+def test_a_short_secret_key_is_a_configuration_error(monkeypatch) -> None:
+    from recsys.settings import load_settings
+
+    monkeypatch.setenv("CRATEDIGGER_SECRET_KEY", "short")
+    with pytest.raises(ConfigError, match="CRATEDIGGER_SECRET_KEY"):
+        load_settings()
+
+
+def test_static_files_are_served_by_the_app(client) -> None:
+    response = client.get("/static/style.css")
+    assert response.status_code == 200 and b"--accent" in response.data
+    response.close()

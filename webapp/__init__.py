@@ -1,33 +1,61 @@
-"""Flask application factory: listener pages and the JSON API over the playlists table."""
+"""Flask application factory: listener pages, operator pages and the JSON API."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import secrets
 from typing import Any
 
 from flask import Flask, g
 from sqlalchemy.orm import Session
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.migrate import is_up_to_date
-from recsys.settings import Settings, load_settings
+from recsys.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
 
 def create_app(
-    test_config: dict[str, Any] | None = None, *, settings: Settings | None = None
+    test_config: dict[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    dev: bool = False,
 ) -> Flask:
     """Build the app. ``settings`` default to the ``CRATEDIGGER_*`` environment.
 
     ``test_config`` updates Flask's config (``TESTING`` and the like) after the defaults.
+    Without ``CRATEDIGGER_SECRET_KEY`` the app refuses to start, except in development
+    (``dev=True``, Flask's debug mode or ``TESTING``), where it makes a throwaway key.
+
+    Raises
+    ------
+    ConfigError
+        If no secret key is configured outside development.
     """
     settings = settings or load_settings()
     app = Flask(__name__)
-    app.config.from_mapping(MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.from_mapping(
+        MAX_CONTENT_LENGTH=64 * 1024,
+        SESSION_COOKIE_NAME="cratedigger_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(days=30),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed session
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
+        RATELIMIT_HEADERS_ENABLED=True,
+    )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:
         app.config.update(test_config)
+    _set_secret_key(app, settings, dev=dev)
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_prefix=n
+        )
     engine = make_engine(settings.database_url)
     app.extensions["cratedigger"] = {
         "settings": settings,
@@ -41,6 +69,10 @@ def create_app(
             )
     except Exception:  # a server that is down must not stop the app from starting
         log.exception("could not check the database schema revision")
+    finally:
+        # gunicorn loads the app before it forks its workers: a pooled connection opened
+        # here would be shared by every worker. Close it; each worker opens its own.
+        engine.dispose()
 
     @app.teardown_appcontext
     def _close_session(error: BaseException | None) -> None:
@@ -50,12 +82,37 @@ def create_app(
                 session.rollback()
             session.close()
 
-    from webapp import api, errors, pages
+    from webapp import api, auth, errors, operator, pages, security
 
+    security.init_app(app, settings)
+    app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(operator.bp, url_prefix="/operator")
     app.register_blueprint(api.bp, url_prefix="/api/v1")
+    security.csrf.exempt(api.bp)  # the API takes bearer tokens only, never the cookie
     errors.register(app)
     return app
+
+
+def _set_secret_key(app: Flask, settings: Settings, *, dev: bool) -> None:
+    if settings.secret_key is not None:
+        app.secret_key = settings.secret_key.get_secret_value()
+    elif app.config.get("SECRET_KEY"):
+        pass
+    elif dev or app.debug or app.testing:
+        app.secret_key = secrets.token_hex(32)
+        log.warning("no CRATEDIGGER_SECRET_KEY: using a throwaway key; sign-ins end on restart")
+    else:
+        raise ConfigError(
+            "CRATEDIGGER_SECRET_KEY is not set: the web app signs its session cookies with it "
+            "and will not start without one. Make one with "
+            '`python -c "import secrets; print(secrets.token_hex(32))"`.'
+        )
+
+
+def settings_of(app: Flask) -> Settings:
+    settings: Settings = app.extensions["cratedigger"]["settings"]
+    return settings
 
 
 def db_session() -> Session:

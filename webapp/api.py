@@ -1,27 +1,323 @@
-"""JSON API, version 1."""
+"""JSON API, version 1. Every route but health, readiness and the document itself takes
+``Authorization: Bearer <token>``; see :mod:`webapp.openapi` for the contract."""
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import json
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
+from sqlalchemy import text
+from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 
-from recsys.contract import is_valid_id
-from recsys.db import repository
-from webapp import db_session
+from recsys.als import ALSModel
+from recsys.contract import is_valid_id, parse_week
+from recsys.db import feedback, repository
+from recsys.db.migrate import is_up_to_date
+from recsys.db.tokens import Principal
+from webapp import db_session, settings_of
+from webapp.auth import Forbidden, bearer_principal, require_operator
 from webapp.errors import error_response
-from webapp.views import playlist_document
+from webapp.openapi import openapi_document, query_parameters
+from webapp.views import (
+    feedback_document,
+    model_document,
+    playlist_document,
+    playlist_summary_document,
+    run_document,
+    track_document,
+)
 
 bp = Blueprint("api", __name__)
+
+MAX_PER_PAGE = 100
+FEEDBACK_FIELDS = frozenset({"track_id", "value"})
+
+
+@bp.before_request
+def _refuse_unknown_query_parameters() -> None:
+    """A misspelt parameter (``?perpage=5``) is an error, not silently a default."""
+    rule = request.url_rule
+    if rule is None or not request.args:
+        return
+    allowed = query_parameters(rule.rule.removeprefix("/api/v1"), request.method)
+    unknown = sorted(set(request.args) - allowed)
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        known = ", ".join(sorted(allowed)) or "none"
+        raise BadRequest(f"unknown query parameter(s) {names}; this route takes: {known}")
+
+
+def _int_arg(name: str, default: int, lowest: int, highest: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
+        raise BadRequest(f"query parameter {name!r} must be an integer, got {raw[:40]!r}")
+    value = int(raw)
+    if not lowest <= value <= highest:
+        raise BadRequest(f"query parameter {name!r} must be between {lowest} and {highest}")
+    return value
+
+
+def _page_args() -> tuple[int, int]:
+    return _int_arg("page", 1, 1, 1_000_000), _int_arg("per_page", 20, 1, MAX_PER_PAGE)
+
+
+def _paginated(
+    items: list[Any], total: int, page: int, per_page: int, endpoint: str, **kw: Any
+) -> Response:
+    pages = max(1, -(-total // per_page))
+    links = {}
+    if page < pages:
+        links["next"] = url_for(endpoint, page=page + 1, per_page=per_page, **kw)
+    if page > 1:
+        links["prev"] = url_for(endpoint, page=page - 1, per_page=per_page, **kw)
+    response = jsonify(
+        {
+            "items": items,
+            "page": page,
+            "per_page": per_page,
+            "total": total,
+            "next": links.get("next"),
+            "prev": links.get("prev"),
+        }
+    )
+    if links:
+        response.headers["Link"] = ", ".join(f'<{url}>; rel="{rel}"' for rel, url in links.items())
+    return response
+
+
+def _listener_for(principal: Principal, user_id: str) -> None:
+    """404 unless the principal may read this existing listener (no probing of ids)."""
+    if not is_valid_id(user_id) or not principal.may_read(user_id):
+        raise NotFound(f"no listener {user_id!r}")
+    if repository.get_user(db_session(), user_id) is None:
+        raise NotFound(f"no listener {user_id!r}")
+
+
+def _cacheable(document: dict[str, Any]) -> Response:
+    """A private response with a strong ETag; a matching If-None-Match gets 304."""
+    response = jsonify(document)
+    response.add_etag()
+    response.cache_control.private = True
+    response.cache_control.max_age = settings_of(current_app).playlist_max_age
+    response.cache_control.must_revalidate = True
+    response.vary.add("Authorization")
+    return response.make_conditional(request)
+
+
+# ----------------------------------------------------------------------------- service
+
+
+@bp.get("/health")
+def health() -> Any:
+    """Liveness: the process answers. Touches nothing else."""
+    return {"status": "ok"}
+
+
+@bp.get("/ready")
+def ready() -> Any:
+    """Readiness: the database answers and its schema is at the newest revision."""
+    checks: dict[str, str] = {}
+    try:
+        session = db_session()
+        session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+        engine = current_app.extensions["cratedigger"]["engine"]
+        checks["schema"] = "ok" if is_up_to_date(engine) else "behind: run `cratedigger db upgrade`"
+    except Exception as exc:  # any failure means not ready; say which
+        checks.setdefault("database", f"unavailable: {type(exc).__name__}")
+    ok = all(value == "ok" for value in checks.values()) and len(checks) == 2
+    return {"status": "ready" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(openapi_document())
+
+
+@bp.get("/docs")
+def docs() -> Any:
+    """The API's documentation, rendered from the OpenAPI document."""
+    return render_template("api_docs.html", spec=openapi_document())
+
+
+# ----------------------------------------------------------------------------- playlists
+
+
+@bp.get("/users/<user_id>/playlists")
+def list_playlists(user_id: str) -> Any:
+    """The listener's published weekly playlists, newest first."""
+    principal = bearer_principal()
+    page, per_page = _page_args()
+    _listener_for(principal, user_id)
+    summaries, total = repository.list_playlists(
+        db_session(), user_id, limit=per_page, offset=(page - 1) * per_page
+    )
+    items = [playlist_summary_document(summary) for summary in summaries]
+    return _paginated(items, total, page, per_page, "api.list_playlists", user_id=user_id)
 
 
 @bp.get("/users/<user_id>/playlists/latest")
 def latest_playlist(user_id: str) -> Any:
     """The listener's newest weekly playlist."""
+    principal = bearer_principal()
+    _listener_for(principal, user_id)
     session = db_session()
-    if not is_valid_id(user_id) or repository.get_user(session, user_id) is None:
-        return error_response(404, f"no listener {user_id!r}")
     playlist = repository.latest_playlist(session, user_id)
     if playlist is None:
         return error_response(404, f"listener {user_id!r} has no playlist yet")
-    return playlist_document(playlist)
+    return _cacheable(playlist_document(playlist, feedback.current_thumbs(session, user_id)))
+
+
+@bp.get("/users/<user_id>/playlists/<week>")
+def week_playlist(user_id: str, week: str) -> Any:
+    """The listener's playlist of the week starting on Monday ``week`` (YYYY-MM-DD)."""
+    principal = bearer_principal()
+    try:
+        day = dt.date.fromisoformat(week)
+    except ValueError:
+        raise BadRequest(f"week {week[:40]!r} is not a date in YYYY-MM-DD form") from None
+    _listener_for(principal, user_id)
+    try:
+        week_start = parse_week(day.isoformat())
+    except ValueError as exc:  # a valid date, but no week starts on it: nothing there
+        raise NotFound(f"no playlist for {day}: {exc}") from None
+    session = db_session()
+    playlist = repository.playlist_of_week(session, user_id, week_start)
+    if playlist is None:
+        return error_response(404, f"listener {user_id!r} has no playlist for {week_start}")
+    return _cacheable(playlist_document(playlist, feedback.current_thumbs(session, user_id)))
+
+
+# ----------------------------------------------------------------------------- feedback
+
+
+@bp.get("/users/<user_id>/feedback")
+def list_feedback(user_id: str) -> Any:
+    """The listener's thumbs, newest first."""
+    principal = bearer_principal()
+    page, per_page = _page_args()
+    _listener_for(principal, user_id)
+    rows, total = feedback.list_feedback(
+        db_session(), user_id, limit=per_page, offset=(page - 1) * per_page
+    )
+    items = [feedback_document(row) for row in rows]
+    return _paginated(items, total, page, per_page, "api.list_feedback", user_id=user_id)
+
+
+@bp.post("/users/<user_id>/feedback")
+def post_feedback(user_id: str) -> Any:
+    """A thumb up or down on a track, with the same effect as the page's buttons."""
+    principal = bearer_principal()
+    _listener_for(principal, user_id)
+    if not principal.may_write(user_id):
+        raise Forbidden("operators read listeners' data; only the listener rates tracks")
+    if not request.is_json:
+        raise UnsupportedMediaType("send the thumb as application/json")
+    try:
+        body = json.loads(request.get_data())
+    except (ValueError, RecursionError):  # malformed, or nested deep enough to blow the stack
+        body = None
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object: {"track_id": "...", "value": "up"}')
+    unknown = sorted(set(body) - FEEDBACK_FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s): {', '.join(map(str, unknown))[:200]}")
+    track_id, value = body.get("track_id"), body.get("value")
+    if not isinstance(track_id, str) or not is_valid_id(track_id):
+        raise BadRequest("track_id must be a track identifier")
+    if value not in ("up", "down"):
+        raise BadRequest("value must be 'up' or 'down'")
+    session = db_session()
+    if repository.get_track(session, track_id) is None:
+        raise NotFound(f"no track {track_id!r} in the catalog")
+    row = feedback.record_thumb(
+        session, user_id, track_id, feedback.UP if value == "up" else feedback.DOWN, source="api"
+    )
+    session.commit()
+    response = jsonify(feedback_document(row))
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.list_feedback", user_id=user_id)
+    return response
+
+
+# ----------------------------------------------------------------------------- tracks
+
+
+@bp.get("/tracks/<track_id>")
+def get_track(track_id: str) -> Any:
+    bearer_principal()
+    track = repository.get_track(db_session(), track_id) if is_valid_id(track_id) else None
+    if track is None:
+        raise NotFound(f"no track {track_id!r}")
+    return track_document(track)
+
+
+@functools.lru_cache(maxsize=2)
+def _model(artifact_path: str) -> ALSModel:
+    return ALSModel.load(Path(artifact_path))
+
+
+@bp.get("/tracks/<track_id>/similar")
+def similar_tracks(track_id: str) -> Any:
+    """Tracks nearest in the item-factor space of the newest published model."""
+    bearer_principal()
+    limit = _int_arg("limit", 10, 1, 100)
+    session = db_session()
+    if not is_valid_id(track_id) or repository.get_track(session, track_id) is None:
+        raise NotFound(f"no track {track_id!r}")
+    version = repository.latest_published_model(session)
+    if version is None:
+        return error_response(404, "no published model yet: similar tracks need one")
+    try:
+        nearest = _model(version.artifact_path).similar_tracks(track_id, limit)
+    except KeyError:
+        return error_response(404, f"model {version.version} has no factors for {track_id!r}")
+    tracks = repository.tracks_by_id(session, [tid for tid, _ in nearest])
+    items = [
+        track_document(tracks[tid]) | {"similarity": round(similarity, 6)}
+        for tid, similarity in nearest
+        if tid in tracks
+    ]
+    return {"track_id": track_id, "model_version": version.version, "items": items}
+
+
+# ----------------------------------------------------------------------------- operators
+
+
+@bp.get("/runs")
+def runs() -> Any:
+    require_operator(bearer_principal())
+    limit = _int_arg("limit", 20, 1, 200)
+    return {"items": [run_document(r) for r in repository.recent_weekly_runs(db_session(), limit)]}
+
+
+@bp.get("/models")
+def models() -> Any:
+    require_operator(bearer_principal())
+    limit = _int_arg("limit", 52, 1, 520)
+    versions = repository.recent_model_versions(db_session(), limit)
+    return {"items": [model_document(m) for m in versions]}
+
+
+@bp.get("/quarantine")
+def quarantine() -> Any:
+    require_operator(bearer_principal())
+    limit = _int_arg("limit", 10, 1, 100)
+    return {
+        "items": [
+            {
+                "weekly_run_id": q.weekly_run_id,
+                "week_start": q.week_start.isoformat(),
+                "total": q.total,
+                "events_read": q.events_read,
+                "quarantined": q.counts,
+            }
+            for q in repository.quarantine_counts(db_session(), limit)
+        ]
+    }

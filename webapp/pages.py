@@ -1,48 +1,139 @@
-"""HTML pages for listeners."""
+"""HTML pages for listeners: this week's playlist, previous weeks, thumbs up and down."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from typing import Any
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from recsys.contract import is_valid_id
-from recsys.db import repository
+from recsys.contract import is_valid_id, parse_week
+from recsys.db import feedback, repository
+from recsys.db.tokens import Principal
 from webapp import db_session
+from webapp.auth import page_login_required, web_principal
 from webapp.views import playlist_document
 
 bp = Blueprint("pages", __name__)
 
-PER_PAGE = 50
+HISTORY_PER_PAGE = 20
+THUMB_VALUES = {"up": feedback.UP, "down": feedback.DOWN}
 
 
 @bp.get("/")
 def index() -> Any:
-    page = request.args.get("page", default=1, type=int) or 1
-    page = max(1, min(page, 1_000_000))
-    session = db_session()
-    total = repository.count_listeners(session)
-    listeners = repository.list_listeners(session, limit=PER_PAGE, offset=(page - 1) * PER_PAGE)
-    pages = max(1, -(-total // PER_PAGE))
-    return render_template("index.html", listeners=listeners, page=page, pages=pages, total=total)
+    principal = web_principal()
+    if principal is None:
+        return redirect(url_for("auth.signin"), 303)
+    if principal.is_operator:
+        return redirect(url_for("operator.runs"), 303)
+    return redirect(url_for("pages.listener", user_id=principal.user_id), 303)
+
+
+def _readable_listener(user_id: str) -> tuple[Principal, Any]:
+    """The signed-in principal and the listener, or 404 when the listener is not theirs to
+    read (the same answer as for a listener that does not exist, so ids cannot be probed)."""
+    principal = web_principal()
+    assert principal is not None  # page_login_required ran first
+    if not is_valid_id(user_id) or not principal.may_read(user_id):
+        abort(404, f"There is no listener {user_id!r}.")
+    user = repository.get_user(db_session(), user_id)
+    if user is None:
+        abort(404, f"There is no listener {user_id!r}.")
+    return principal, user
 
 
 @bp.get("/users/<user_id>")
+@page_login_required
 def listener(user_id: str) -> Any:
+    principal, user = _readable_listener(user_id)
     session = db_session()
-    if not is_valid_id(user_id):
-        abort(404, f"There is no listener {user_id!r}.")
-    user = repository.get_user(session, user_id)
-    if user is None:
-        abort(404, f"There is no listener {user_id!r}.")
     playlist = repository.latest_playlist(session, user_id)
-    document = playlist_document(playlist) if playlist is not None else None
-    return render_template("user.html", user=user, playlist=document)
+    return _playlist_page(principal, user, playlist, latest=True)
 
 
-@bp.get("/runs")
-def runs() -> Any:
-    """Operators: the latest weekly runs with their steps, counts, timings and errors."""
-    limit = max(1, min(request.args.get("limit", default=20, type=int) or 20, 200))
+@bp.get("/users/<user_id>/weeks/<week>")
+@page_login_required
+def listener_week(user_id: str, week: str) -> Any:
+    principal, user = _readable_listener(user_id)
+    try:
+        week_start = parse_week(week)
+    except ValueError as exc:
+        abort(404, str(exc))
+    playlist = repository.playlist_of_week(db_session(), user_id, week_start)
+    if playlist is None:
+        abort(404, f"No playlist for the week of {week_start.isoformat()}.")
+    return _playlist_page(principal, user, playlist, latest=False)
+
+
+def _playlist_page(principal: Principal, user: Any, playlist: Any, *, latest: bool) -> Any:
     session = db_session()
-    return render_template("runs.html", runs=repository.recent_weekly_runs(session, limit))
+    document = None
+    if playlist is not None:
+        document = playlist_document(playlist, feedback.current_thumbs(session, user.user_id))
+    return render_template(
+        "user.html",
+        user=user,
+        playlist=document,
+        latest=latest,
+        can_rate=principal.may_write(user.user_id),
+    )
+
+
+@bp.get("/users/<user_id>/history")
+@page_login_required
+def history(user_id: str) -> Any:
+    _principal, user = _readable_listener(user_id)
+    page = max(1, min(request.args.get("page", default=1, type=int) or 1, 100_000))
+    summaries, total = repository.list_playlists(
+        db_session(), user_id, limit=HISTORY_PER_PAGE, offset=(page - 1) * HISTORY_PER_PAGE
+    )
+    pages = max(1, -(-total // HISTORY_PER_PAGE))
+    return render_template(
+        "history.html", user=user, playlists=summaries, page=page, pages=pages, total=total
+    )
+
+
+@bp.post("/users/<user_id>/thumbs")
+@page_login_required
+def thumb(user_id: str) -> Any:
+    """A thumbs-up or thumbs-down from the playlist page (CSRF-checked form post)."""
+    principal = web_principal()
+    assert principal is not None
+    if not is_valid_id(user_id) or not principal.may_write(user_id):
+        abort(404, f"There is no listener {user_id!r}.")
+    track_id = request.form.get("track_id", "")
+    value = THUMB_VALUES.get(request.form.get("value", ""))
+    if value is None or not is_valid_id(track_id):
+        abort(400, "A thumb needs a track and a value of 'up' or 'down'.")
+    session = db_session()
+    try:
+        feedback.record_thumb(session, user_id, track_id, value, source="web")
+    except ValueError as exc:
+        abort(400, str(exc))
+    session.commit()
+    track = repository.get_track(session, track_id)
+    title = track.title if track is not None else track_id
+    if value < 0:
+        flash(f"“{title}” is gone; you will not be offered it again.")
+    else:
+        flash(f"Glad you like “{title}”: next week's playlist will take it into account.")
+    week = request.form.get("week", "")
+    target = url_for("pages.listener", user_id=user_id)
+    if week:
+        with contextlib.suppress(ValueError):
+            target = url_for("pages.listener_week", user_id=user_id, week=parse_week(week))
+    return redirect(f"{target}#playlist", 303)
+
+
+@bp.app_template_filter("duration")
+def duration(ms: int) -> str:
+    seconds = max(0, int(ms)) // 1000
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+@bp.app_template_filter("week_label")
+def week_label(week: str | dt.date) -> str:
+    day = dt.date.fromisoformat(week) if isinstance(week, str) else week
+    return f"{day:%d %B %Y}".lstrip("0")

@@ -1,20 +1,37 @@
-"""Shapes of playlists as the pages and the API show them."""
+"""Shapes of playlists, tracks and runs as the pages and the API show them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from recsys.db.models import Playlist
+from recsys.db.models import Feedback, ModelVersion, Playlist, Track, WeeklyRun
+from recsys.db.repository import PlaylistSummary
 
 
-def playlist_document(playlist: Playlist) -> dict[str, Any]:
-    """The JSON document of a playlist (also what the page renders)."""
+def track_document(track: Track) -> dict[str, Any]:
     return {
-        "user_id": playlist.user_id,
-        "week_start": playlist.week_start.isoformat(),
-        "model_version": playlist.model_version,
-        "kind": playlist.kind,
-        "tracks": [
+        "track_id": track.track_id,
+        "title": track.title,
+        "artist_id": track.artist_id,
+        "artist": track.artist.name,
+        "duration_ms": track.duration_ms,
+        "released_at": track.released_at.isoformat() if track.released_at else None,
+    }
+
+
+def playlist_document(playlist: Playlist, thumbs: dict[str, int] | None = None) -> dict[str, Any]:
+    """The JSON document of a playlist (also what the page renders).
+
+    Tracks the listener has since thumbed down are left out; ``thumb`` says "up" for
+    tracks they liked.
+    """
+    thumbs = thumbs or {}
+    tracks = []
+    for entry in playlist.tracks:
+        thumb = thumbs.get(entry.track_id, 0)
+        if thumb < 0:
+            continue
+        tracks.append(
             {
                 "position": entry.position,
                 "track_id": entry.track_id,
@@ -24,7 +41,80 @@ def playlist_document(playlist: Playlist) -> dict[str, Any]:
                 "duration_ms": entry.track.duration_ms,
                 "score": round(entry.score, 6),
                 "reason": entry.reason,
+                "thumb": "up" if thumb > 0 else None,
             }
-            for entry in playlist.tracks
+        )
+    return {
+        "user_id": playlist.user_id,
+        "week_start": playlist.week_start.isoformat(),
+        "model_version": playlist.model_version,
+        "kind": playlist.kind,
+        "removed": len(playlist.tracks) - len(tracks),
+        "tracks": tracks,
+    }
+
+
+def playlist_summary_document(summary: PlaylistSummary) -> dict[str, Any]:
+    return {
+        "week_start": summary.week_start.isoformat(),
+        "kind": summary.kind,
+        "model_version": summary.model_version,
+        "tracks": summary.tracks,
+    }
+
+
+def feedback_document(row: Feedback) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "track_id": row.track_id,
+        "value": "up" if row.value > 0 else "down",
+        "rated_at": _iso(row.rated_at),
+        "source": row.source,
+    }
+
+
+def run_document(run: WeeklyRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "week_start": run.week_start.isoformat(),
+        "status": run.status,
+        "trigger": run.trigger,
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at) if run.finished_at else None,
+        "model_version": run.model_version,
+        "error": run.error,
+        "steps": [
+            {
+                "step": step.step,
+                "chunk": step.chunk,
+                "status": step.status,
+                "attempts": step.attempts,
+                "seconds": step.seconds,
+                "counts": step.counts,
+                "error": step.error,
+            }
+            for step in run.steps
         ],
     }
+
+
+def model_document(model: ModelVersion) -> dict[str, Any]:
+    return {
+        "version": model.version,
+        "week_start": model.week_start.isoformat(),
+        "status": model.status,
+        "created_at": _iso(model.created_at),
+        "n_users": model.n_users,
+        "n_tracks": model.n_tracks,
+        "n_interactions": model.n_interactions,
+        "train_seconds": model.train_seconds,
+        "params": model.params,
+        "metrics": model.metrics,
+        "gate_reason": model.gate_reason,
+    }
+
+
+def _iso(moment: Any) -> str:
+    text: str = moment.isoformat()
+    # SQLite returns naive datetimes; every stored time is UTC.
+    return text if moment.tzinfo is not None else text + "+00:00"

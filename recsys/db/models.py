@@ -190,3 +190,47 @@ class PlaylistTrack(Base):
 
 
 Index("ix_playlists_week_start", Playlist.week_start)
+
+
+class ApiToken(Base):
+    """An access token: a listener's (``user_id`` set) or an operator's (``role='operator'``).
+
+    Only the SHA-256 of the token is stored; the token itself is shown once, when created.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the token's first characters, to recognise it in listings
+    prefix: Mapped[str] = mapped_column(String(16))
+    #: listener or operator
+    role: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), index=True
+    )
+    label: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Feedback(Base):
+    """A thumb a listener gave on the web page or through the API.
+
+    The weekly run exports these rows as thumb events (``jobs/feedback.py``), so they reach
+    the model exactly like thumbs from the event files. The newest row per (listener, track)
+    is the listener's current opinion.
+    """
+
+    __tablename__ = "feedback"
+    __table_args__ = (Index("ix_feedback_user_track", "user_id", "track_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
+    track_id: Mapped[str] = mapped_column(ForeignKey("tracks.track_id"))
+    #: +1 thumbs up, -1 thumbs down
+    value: Mapped[int] = mapped_column(Integer)
+    rated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    #: web or api
+    source: Mapped[str] = mapped_column(String(16))

@@ -198,6 +198,129 @@ def latest_playlist(session: Session, user_id: str) -> Playlist | None:
     return session.scalars(statement).first()
 
 
+def playlist_of_week(session: Session, user_id: str, week_start: dt.date) -> Playlist | None:
+    """The listener's published playlist of one week, or None."""
+    statement = (
+        select(Playlist)
+        .join(WeekPublication, _published())
+        .where(Playlist.user_id == user_id, Playlist.week_start == week_start)
+        .options(selectinload(Playlist.tracks))
+    )
+    return session.scalars(statement).first()
+
+
+@dataclass(frozen=True)
+class PlaylistSummary:
+    week_start: dt.date
+    kind: str
+    model_version: str
+    tracks: int
+
+
+def list_playlists(
+    session: Session, user_id: str, *, limit: int, offset: int = 0
+) -> tuple[list[PlaylistSummary], int]:
+    """The listener's published playlists, newest week first, and how many there are."""
+    published = (
+        select(Playlist).join(WeekPublication, _published()).where(Playlist.user_id == user_id)
+    ).subquery()
+    total = session.scalar(select(func.count()).select_from(published)) or 0
+    track_counts = (
+        select(PlaylistTrack.playlist_id, func.count().label("n"))
+        .group_by(PlaylistTrack.playlist_id)
+        .subquery()
+    )
+    statement = (
+        select(
+            published.c.week_start,
+            published.c.kind,
+            published.c.model_version,
+            func.coalesce(track_counts.c.n, 0),
+        )
+        .outerjoin(track_counts, track_counts.c.playlist_id == published.c.id)
+        .order_by(published.c.week_start.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = [
+        PlaylistSummary(week_start=week, kind=kind, model_version=model, tracks=int(n))
+        for week, kind, model, n in session.execute(statement)
+    ]
+    return rows, int(total)
+
+
+def get_track(session: Session, track_id: str) -> Track | None:
+    return session.get(Track, track_id)
+
+
+def tracks_by_id(session: Session, track_ids: Sequence[str]) -> dict[str, Track]:
+    if not track_ids:
+        return {}
+    rows = session.scalars(select(Track).where(Track.track_id.in_(list(track_ids))))
+    return {track.track_id: track for track in rows}
+
+
+def latest_published_model(session: Session) -> ModelVersion | None:
+    """The model of the newest published week."""
+    statement = (
+        select(ModelVersion)
+        .join(WeekPublication, WeekPublication.model_version == ModelVersion.version)
+        .order_by(WeekPublication.week_start.desc())
+        .limit(1)
+    )
+    return session.scalars(statement).first()
+
+
+def recent_model_versions(session: Session, limit: int = 52) -> list[ModelVersion]:
+    """Model versions, newest first."""
+    statement = (
+        select(ModelVersion)
+        .order_by(ModelVersion.week_start.desc(), ModelVersion.created_at.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(statement))
+
+
+@dataclass(frozen=True)
+class QuarantineCounts:
+    weekly_run_id: int
+    week_start: dt.date
+    #: kind (plays, thumbs, tracks, ...) -> reason -> rows
+    counts: dict[str, dict[str, int]]
+    events_read: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(sum(by_reason.values()) for by_reason in self.counts.values())
+
+
+def quarantine_counts(session: Session, limit: int = 20) -> list[QuarantineCounts]:
+    """Rows set aside by the aggregation of recent runs, by kind and reason."""
+    statement = (
+        select(JobRun, WeeklyRun.week_start)
+        .join(WeeklyRun, WeeklyRun.id == JobRun.weekly_run_id)
+        .where(JobRun.step == "aggregate", JobRun.status == "succeeded")
+        .order_by(WeeklyRun.started_at.desc(), WeeklyRun.id.desc())
+        .limit(limit)
+    )
+    result = []
+    for job, week_start in session.execute(statement):
+        counts = job.counts or {}
+        quarantined = counts.get("quarantined") or {}
+        result.append(
+            QuarantineCounts(
+                weekly_run_id=job.weekly_run_id,
+                week_start=week_start,
+                counts={
+                    str(kind): {str(reason): int(n) for reason, n in by_reason.items()}
+                    for kind, by_reason in quarantined.items()
+                },
+                events_read={str(k): int(v) for k, v in (counts.get("events_read") or {}).items()},
+            )
+        )
+    return result
+
+
 def list_listeners(session: Session, *, limit: int, offset: int = 0) -> list[tuple[User, int]]:
     """Listeners ordered by id with how many published weekly playlists each has."""
     counts = (

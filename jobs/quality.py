@@ -1,0 +1,362 @@
+"""Offline quality of the shipped configuration on a week's aggregates: evaluation and tuning.
+
+``cratedigger evaluate`` and ``cratedigger tune`` (``jobs/cli_quality.py``) call these
+functions; the validation gate (``jobs/gate.py``) uses the same time split.
+
+Splits of the week's aggregates (one row per listener and track, :func:`week_split`):
+
+* ``time``: the pairs a listener first met before ``week start - holdout_days`` train; the
+  tracks each listener first played positively (confidence > 0) after that are the test
+  items, as in the product, where a playlist only holds unheard tracks. The training pairs
+  keep the confidence aggregated at the week's cut-off (counts are not split by time).
+* ``leave-k-out``: ``k`` random positive tracks of every listener with more than ``k`` are
+  held out (:func:`recsys.evaluation.leave_k_out`), for data without useful timestamps.
+
+A *validation* split (what ``tune`` searches on) never looks at the test part of the
+evaluation split of the same arguments: the time split drops the pairs first met in the last
+``holdout_days`` and cuts ``holdout_days`` earlier; leave-k-out holds out ``k`` more tracks
+of the evaluation split's training part with ``seed + 1``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+
+from recsys.als import ALSModel, ALSParams, train_als
+from recsys.contract import week_cutoff
+from recsys.evaluation import evaluate, leave_k_out, time_split
+from recsys.matrix import InteractionMatrix
+from recsys.playlist import PlaylistRules, mask_known_tracks, select_with_artist_cap
+from recsys.settings import Settings
+from recsys.tuning import (
+    SEARCH_SEED,
+    SEARCH_SPACE,
+    Trial,
+    TunedParams,
+    best_trial,
+    playlist_ndcg_objective,
+    random_search,
+    resolve_als_params,
+    save_tuned_params,
+    tuned_params_path,
+)
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("time", "leave-k-out")
+
+
+@dataclass(frozen=True)
+class WeekSplit:
+    """A week's aggregates split for offline evaluation.
+
+    Attributes
+    ----------
+    user_ids, track_ids : numpy.ndarray
+        str: sorted listeners of the aggregates and sorted catalog tracks (rows, columns).
+    train : scipy.sparse.csr_matrix
+        float32 (n_users, n_tracks): confidence of the training pairs (thumbs-down negative).
+    test : scipy.sparse.csr_matrix
+        float32 (n_users, n_tracks), binary: the held-out discoveries.
+    eval_users : numpy.ndarray
+        int64: rows with both a training pair and a test item.
+    track_artist : numpy.ndarray
+        int64 (n_tracks,): dense artist number.
+    listeners : numpy.ndarray
+        int64 (n_tracks,): training listeners with a positive confidence per track.
+    description : str
+        The split in words, for reports.
+    """
+
+    user_ids: np.ndarray
+    track_ids: np.ndarray
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    eval_users: np.ndarray
+    track_artist: np.ndarray
+    listeners: np.ndarray
+    description: str
+
+    @property
+    def test_rows(self) -> sp.csr_matrix:
+        """Test items of the evaluated listeners, rows aligned with ``eval_users``."""
+        rows: sp.csr_matrix = self.test[self.eval_users]
+        return rows
+
+    @property
+    def cold_items(self) -> np.ndarray:
+        """int64: test items of evaluated listeners that nobody had in training."""
+        tested = np.unique(self.test_rows.indices)
+        return tested[self.listeners[tested] == 0].astype(np.int64)
+
+    def matrix(self) -> InteractionMatrix:
+        return InteractionMatrix(self.train, self.user_ids, self.track_ids)
+
+
+def week_split(
+    settings: Settings,
+    week_start: dt.date,
+    *,
+    method: str = "time",
+    holdout_days: int = 7,
+    k_out: int = 10,
+    seed: int = 0,
+    validation: bool = False,
+) -> WeekSplit:
+    """Split the week's aggregates (``aggregates/week=.../``) as described in the module.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is unknown, ``holdout_days`` or ``k_out`` is below 1, or the week has
+        no aggregates (the message says how to make them).
+    """
+    from jobs.weekly import week_paths
+
+    if method not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {method!r}")
+    if holdout_days < 1 or k_out < 1:
+        raise ValueError(f"holdout_days and k_out must be >= 1, got {holdout_days}, {k_out}")
+    root, _ = week_paths(settings, week_start)
+    if not (root / "interactions").exists():
+        raise ValueError(
+            f"no aggregates for the week of {week_start} in {settings.data_dir}; pass --data "
+            "DIR, or run `cratedigger aggregate --data DIR --week W` first"
+        )
+    table = pq.read_table(
+        root / "interactions", columns=["user_id", "track_id", "confidence", "first_event_at"]
+    )
+    tracks = pq.read_table(root / "tracks", columns=["track_id", "artist_id"])
+    users = table.column("user_id").to_numpy(zero_copy_only=False).astype(str)
+    items = table.column("track_id").to_numpy(zero_copy_only=False).astype(str)
+    confidence = table.column("confidence").to_numpy().astype(np.float32)
+    unsorted = tracks.column("track_id").to_numpy(zero_copy_only=False).astype(str)
+    order = np.argsort(unsorted)
+    catalog = unsorted[order]
+    artists = tracks.column("artist_id").to_numpy(zero_copy_only=False).astype(str)
+    _, track_artist = np.unique(artists[order], return_inverse=True)
+    user_ids, rows = np.unique(users, return_inverse=True)
+    cols = np.searchsorted(catalog, items)
+    shape = (len(user_ids), len(catalog))
+    if method == "time":
+        cutoff = week_cutoff(week_start) - dt.timedelta(days=holdout_days)
+        first = pc.cast(table.column("first_event_at"), "int64").to_numpy()  # microseconds
+        if validation:
+            before = first < int(cutoff.timestamp() * 1e6)
+            rows, cols, confidence, first = (
+                rows[before],
+                cols[before],
+                confidence[before],
+                first[before],
+            )
+            cutoff -= dt.timedelta(days=holdout_days)
+        split = time_split(rows, cols, confidence, first, int(cutoff.timestamp() * 1e6), shape)
+        # Discoveries are positive pairs: a thumbs-down met in the holdout is not one.
+        liked = confidence > 0
+        positive = sp.csr_matrix(
+            (np.ones(int(liked.sum()), dtype=np.float32), (rows[liked], cols[liked])),
+            shape=shape,
+        )
+        test = split.test.multiply(positive).tocsr()
+        description = f"time split at {cutoff.isoformat()} ({holdout_days} days held out" + (
+            ", the last ones dropped)" if validation else ")"
+        )
+    else:
+        matrix = sp.csr_matrix((confidence, (rows, cols)), shape=shape, dtype=np.float32)
+        split = leave_k_out(matrix, k_out, seed)
+        if validation:
+            split = leave_k_out(split.train, k_out, seed + 1)
+        test = split.test
+        description = f"leave-{k_out}-out, seed {seed + 1 if validation else seed}"
+    train = split.train.tocsr()
+    train.eliminate_zeros()
+    test.eliminate_zeros()
+    has_train = np.diff(train.indptr) > 0
+    has_test = np.diff(test.indptr) > 0
+    listeners = np.asarray((train > 0).sum(axis=0), dtype=np.int64).ravel()
+    return WeekSplit(
+        user_ids=user_ids,
+        track_ids=catalog,
+        train=train,
+        test=test,
+        eval_users=np.flatnonzero(has_train & has_test).astype(np.int64),
+        track_artist=track_artist.astype(np.int64),
+        listeners=listeners,
+        description=description,
+    )
+
+
+def _require_listeners(split: WeekSplit) -> None:
+    if len(split.eval_users) == 0:
+        raise ValueError(
+            "no listener has both training pairs and held-out discoveries in the "
+            f"{split.description}; hold out more days or use --split leave-k-out"
+        )
+
+
+class _Popularity:
+    """Scores every track by how many training listeners liked it (the baseline)."""
+
+    def __init__(self, listeners: np.ndarray) -> None:
+        self.counts = listeners.astype(np.float32)
+
+    def score(self, user_rows: np.ndarray) -> np.ndarray:
+        return np.tile(self.counts, (len(user_rows), 1))
+
+
+def popular_lists(split: WeekSplit, rules: PlaylistRules, block: int = 2048) -> np.ndarray:
+    """int64 (len(eval_users), length): the most popular unheard tracks, artist-capped."""
+    model = _Popularity(split.listeners)
+    eligible = split.listeners > 0
+    rows = split.eval_users
+    out = [np.empty((0, rules.length), dtype=np.int64)]
+    for start in range(0, len(rows), block):
+        chunk = rows[start : start + block]
+        scores = model.score(chunk)
+        mask_known_tracks(scores, split.train[chunk], eligible)
+        columns, _ = select_with_artist_cap(scores, split.track_artist, rules)
+        out.append(columns)
+    return np.vstack(out)
+
+
+def shipped_lists(
+    settings: Settings, week_start: dt.date, split: WeekSplit, params: ALSParams
+) -> tuple[ALSModel, np.ndarray]:
+    """Train ``params`` on the split and build the evaluated listeners' playlists the way
+    the weekly run does (:func:`jobs.weekly.playlist_blocks`: cold-start slots from the
+    week's content, the re-ranking and the artist cap)."""
+    from jobs.weekly import attach_cold_start, playlist_blocks
+
+    model = train_als(split.matrix(), params)
+    model = attach_cold_start(settings, week_start, model, split.listeners)
+    blocks = playlist_blocks(
+        settings,
+        model,
+        split.train,
+        split.track_artist,
+        split.eval_users,
+        eligible=split.listeners > 0,
+        track_listeners=split.listeners,
+        thumbs_down=split.train < 0,
+    )
+    parts = [block.track_columns for block in blocks]
+    columns = np.vstack(parts) if parts else np.empty((0, settings.playlist_length), np.int64)
+    return model, columns
+
+
+def evaluate_week(
+    settings: Settings,
+    week_start: dt.date,
+    split: WeekSplit,
+    *,
+    step: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Metrics at the playlist length of the shipped configuration and of most popular.
+
+    Returns
+    -------
+    dict
+        ``split``, ``params`` (with their sources), ``listeners`` and ``methods``: method ->
+        :func:`recsys.evaluation.evaluate` of its lists.
+    """
+    _require_listeners(split)
+    resolved = resolve_als_params(settings)
+    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
+    lists: dict[str, np.ndarray] = {}
+    _, lists["shipped"] = shipped_lists(settings, week_start, split, resolved.params)
+    if step is not None:
+        step("shipped configuration")
+    lists["most popular"] = popular_lists(split, rules)
+    if step is not None:
+        step("most popular")
+    methods = {
+        name: evaluate(
+            columns,
+            split.test_rows,
+            split.train,
+            item_artist=split.track_artist,
+            cold_items=split.cold_items,
+        )
+        for name, columns in lists.items()
+    }
+    if step is not None:
+        step("metrics")
+    return {
+        "split": split.description,
+        "params": {**asdict(resolved.params), **resolved.to_dict()},
+        "listeners": len(split.eval_users),
+        "test_items": int(split.test_rows.nnz),
+        "methods": methods,
+    }
+
+
+def tune_week(
+    settings: Settings,
+    week_start: dt.date,
+    split: WeekSplit,
+    *,
+    trials: int,
+    seed: int = SEARCH_SEED,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> tuple[TunedParams, Path]:
+    """Search ALS parameters on ``split`` (validation data, never a test fold) and save the
+    best in ``DATA_DIR/tuned_params.json``; the search starts from the parameters the run
+    would use without the file (the environment's or the defaults).
+
+    Returns
+    -------
+    (tuned, path)
+    """
+    _require_listeners(split)
+    untuned = resolve_als_params(settings.model_copy(update={"use_tuned_params": False}))
+    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
+    objective = playlist_ndcg_objective(
+        split.matrix(),
+        split.train,
+        split.test_rows,
+        split.eval_users,
+        split.track_artist,
+        rules,
+        block_size=settings.generate_block_size,
+    )
+    # Parameters set in the environment stay fixed: the search varies the others only.
+    space = {
+        name: values if untuned.sources[name] != "environment" else (getattr(untuned.params, name),)
+        for name, values in SEARCH_SPACE.items()
+    }
+    results = random_search(
+        objective,
+        trials=trials,
+        seed=seed,
+        space=space,
+        start=(untuned.params,),
+        on_trial=on_trial,
+    )
+    best = best_trial(results)
+    tuned = TunedParams(
+        params=replace(best.params, random_seed=settings.als_random_seed),
+        score=best.score,
+        default_score=results[0].score,
+        metric=f"ndcg@{settings.playlist_length} of the artist-capped playlists",
+        details={
+            "week_start": week_start.isoformat(),
+            "split": split.description,
+            "listeners": len(split.eval_users),
+            "search_seed": seed,
+            "search_space": {name: list(values) for name, values in space.items()},
+            "trials": [trial.to_dict() for trial in results],
+        },
+    )
+    path = save_tuned_params(tuned_params_path(settings), tuned)
+    log.info("tuned parameters %s (score %.4f) saved to %s", best.params, best.score, path)
+    return tuned, path

@@ -1,0 +1,198 @@
+"""The seeded hyper-parameter search and which ALS parameters the weekly run trains with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.als import ALSParams
+from recsys.matrix import InteractionMatrix
+from recsys.playlist import PlaylistRules
+from recsys.settings import Settings
+from recsys.tuning import (
+    SEARCH_SPACE,
+    Trial,
+    TunedParams,
+    best_trial,
+    load_tuned_params,
+    playlist_ndcg_objective,
+    random_search,
+    resolve_als_params,
+    save_tuned_params,
+    search_grid,
+    tuned_params_path,
+)
+
+SMALL_SPACE = {
+    "factors": (2, 4, 8),
+    "regularization": (0.01, 1.0),
+    "alpha": (1.0, 10.0),
+    "iterations": (5,),
+}
+
+
+def _score(params: ALSParams) -> float:
+    """A known objective: best at factors 8, regularization 0.01, alpha 10."""
+    return params.factors + params.alpha / 100 - params.regularization
+
+
+def test_grid_holds_every_combination_once_without_the_excluded() -> None:
+    grid = search_grid(SMALL_SPACE)
+    keys = {(p.factors, p.regularization, p.alpha, p.iterations) for p in grid}
+    assert len(grid) == len(keys) == 3 * 2 * 2
+    excluded = ALSParams(factors=4, regularization=1.0, alpha=1.0, iterations=5)
+    rest = search_grid(SMALL_SPACE, exclude=[excluded])
+    assert len(rest) == 11 and excluded not in rest
+
+
+@pytest.mark.parametrize(
+    "space",
+    [
+        {k: v for k, v in SMALL_SPACE.items() if k != "alpha"},
+        {**SMALL_SPACE, "factors": ()},
+        {**SMALL_SPACE, "learning_rate": (0.1,)},
+    ],
+)
+def test_a_bad_space_is_refused_with_its_problem(space: dict) -> None:
+    with pytest.raises(ValueError, match="space needs"):
+        search_grid(space)
+
+
+def test_search_is_seeded_distinct_and_starts_with_the_given_configuration() -> None:
+    start = ALSParams(factors=2, regularization=1.0, alpha=1.0, iterations=5)
+    first = random_search(_score, trials=6, seed=3, space=SMALL_SPACE, start=[start])
+    again = random_search(_score, trials=6, seed=3, space=SMALL_SPACE, start=[start])
+    other = random_search(_score, trials=6, seed=4, space=SMALL_SPACE, start=[start])
+    assert [t.params for t in first] == [t.params for t in again]
+    assert [t.params for t in first] != [t.params for t in other]
+    assert first[0].params == start and first[0].stage == "start"
+    assert {t.stage for t in first[1:]} == {"search"}
+    assert len({tuple(asdict(t.params).values()) for t in first}) == 7
+    assert [t.score for t in first] == [_score(t.params) for t in first]
+
+
+def test_search_stops_when_the_grid_runs_out_and_finds_its_best() -> None:
+    trials = random_search(_score, trials=100, space=SMALL_SPACE)
+    assert len(trials) == 12
+    best = best_trial(trials).params
+    assert (best.factors, best.regularization, best.alpha) == (8, 0.01, 10.0)
+
+
+def test_best_trial_prefers_the_earliest_of_equal_scores() -> None:
+    a, b = ALSParams(factors=2), ALSParams(factors=4)
+    assert best_trial([Trial(a, 0.5, 0.0, "start"), Trial(b, 0.5, 0.0)]).params == a
+    with pytest.raises(ValueError, match="no trials"):
+        best_trial([])
+
+
+def _two_groups() -> tuple[InteractionMatrix, sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """40 listeners in two groups of 20 tracks; each listener's last 3 group tracks are
+    held out. A model that learns the groups ranks them first."""
+    rng = np.random.default_rng(0)
+    rows, cols, test_rows, test_cols = [], [], [], []
+    for user in range(40):
+        group = user % 2
+        tracks = rng.permutation(20) + 20 * group
+        rows += [user] * 10
+        cols += tracks[:10].tolist()
+        test_rows += [user] * 3
+        test_cols += tracks[10:13].tolist()
+    train = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(40, 40))
+    test = sp.csr_matrix(
+        (np.ones(len(test_rows), np.float32), (test_rows, test_cols)), shape=(40, 40)
+    )
+    matrix = InteractionMatrix(
+        train,
+        np.array([f"u{i:02d}" for i in range(40)]),
+        np.array([f"t{i:02d}" for i in range(40)]),
+    )
+    return matrix, train, test, np.arange(40, dtype=np.int64)
+
+
+def test_the_playlist_objective_rewards_a_model_that_learns_the_groups() -> None:
+    matrix, known, test, users = _two_groups()
+    objective = playlist_ndcg_objective(
+        matrix, known, test, users, np.arange(40, dtype=np.int64), PlaylistRules(length=5)
+    )
+    learns = objective(ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=10))
+    flattened = objective(ALSParams(factors=2, regularization=100.0, alpha=0.01, iterations=1))
+    assert 0.0 <= flattened < learns <= 1.0
+    # Within its group a listener has 3 held-out tracks among 10 unheard ones, against
+    # 3 among 30 for a model that ranks every unheard track alike.
+    assert learns > 1.5 * flattened and learns > 0.3
+    with pytest.raises(ValueError, match="test_rows has shape"):
+        playlist_ndcg_objective(
+            matrix, known, test[:10], users, np.arange(40), PlaylistRules(length=5)
+        )
+
+
+# -------------------------------------------------------------------- tuned parameters
+
+
+def _settings(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(data_dir=tmp_path, **overrides)  # type: ignore[arg-type]
+
+
+def _save(tmp_path: Path, params: ALSParams) -> Path:
+    tuned = TunedParams(params, 0.3, 0.25, "ndcg@50", {"week_start": "2026-11-16"})
+    return save_tuned_params(tuned_params_path(_settings(tmp_path)), tuned)
+
+
+def test_tuned_parameters_round_trip_and_a_bad_file_names_itself(tmp_path: Path) -> None:
+    params = ALSParams(factors=16, regularization=0.1, alpha=20.0, iterations=15)
+    path = _save(tmp_path, params)
+    loaded = load_tuned_params(path)
+    assert loaded.params == params and loaded.score == 0.3 and loaded.default_score == 0.25
+    assert loaded.details["week_start"] == "2026-11-16"
+    for text in ("{not json", json.dumps({"params": {"factors": 0}, "score": 1}), "[]"):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=r"tuned_params\.json does not hold"):
+            load_tuned_params(path)
+
+
+def test_without_a_file_the_settings_defaults_train(tmp_path: Path) -> None:
+    resolved = resolve_als_params(_settings(tmp_path))
+    defaults = Settings.model_fields
+    assert resolved.params.factors == defaults["als_factors"].default
+    assert resolved.params.alpha == defaults["als_alpha"].default
+    assert set(resolved.sources.values()) == {"default"} and resolved.tuned_file is None
+
+
+def test_the_tuned_file_fills_what_the_environment_does_not_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _save(tmp_path, ALSParams(factors=16, regularization=0.1, alpha=20.0, iterations=7))
+    tuned = resolve_als_params(_settings(tmp_path))
+    assert (tuned.params.factors, tuned.params.alpha, tuned.params.iterations) == (16, 20.0, 7)
+    assert tuned.sources["factors"] == "tuned" and tuned.tuned_file == str(path)
+    assert tuned.sources["random_seed"] == "default"
+
+    monkeypatch.setenv("CRATEDIGGER_ALS_FACTORS", "48")
+    mixed = resolve_als_params(Settings(data_dir=tmp_path))
+    assert (mixed.params.factors, mixed.params.alpha) == (48, 20.0)
+    assert mixed.sources["factors"] == "environment" and mixed.sources["alpha"] == "tuned"
+
+    off = resolve_als_params(_settings(tmp_path, use_tuned_params=False, als_factors=48))
+    assert off.tuned_file is None
+    assert off.params.alpha == Settings.model_fields["als_alpha"].default
+
+
+def test_a_corrupt_tuned_file_stops_the_run_instead_of_being_ignored(tmp_path: Path) -> None:
+    tuned_params_path(_settings(tmp_path)).write_text("{}")
+    with pytest.raises(ValueError, match=r"tuned_params\.json"):
+        resolve_als_params(_settings(tmp_path))
+
+
+def test_the_search_space_covers_the_shipped_defaults() -> None:
+    defaults = ALSParams()
+    assert defaults.factors in SEARCH_SPACE["factors"]
+    assert defaults.regularization in SEARCH_SPACE["regularization"]
+    assert defaults.alpha in SEARCH_SPACE["alpha"]
+    assert Settings.model_fields["als_factors"].default == defaults.factors
+    assert Settings.model_fields["als_regularization"].default == defaults.regularization
+    assert Settings.model_fields["als_alpha"].default == defaults.alpha

@@ -1,0 +1,86 @@
+"""Operator pages: weekly runs, model versions with their metrics, quarantine, listeners."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, render_template, request
+
+from recsys.db import repository
+from recsys.db.models import ModelVersion
+from webapp import db_session
+from webapp.auth import operator_page
+from webapp.charts import LineChart, Series
+
+bp = Blueprint("operator", __name__)
+
+LISTENERS_PER_PAGE = 50
+
+
+def _limit(default: int, most: int) -> int:
+    return max(1, min(request.args.get("limit", default=default, type=int) or default, most))
+
+
+@bp.get("/runs")
+@operator_page
+def runs() -> Any:
+    """The latest weekly runs with their steps, counts, timings and errors."""
+    return render_template(
+        "runs.html", runs=repository.recent_weekly_runs(db_session(), _limit(20, 200))
+    )
+
+
+def holdout_ndcg(model: ModelVersion, name: str) -> float | None:
+    """NDCG@K of ``name`` (model or popular) on the gate's holdout, if the gate ran."""
+    entry = (model.metrics or {}).get(name)
+    if not isinstance(entry, dict):
+        return None
+    for key, value in entry.items():
+        if key.startswith("ndcg@") and isinstance(value, int | float):
+            return float(value)
+    return None
+
+
+@bp.get("/models")
+@operator_page
+def models() -> Any:
+    """Model versions with their gate metrics, and a chart of the metrics across weeks."""
+    versions = repository.recent_model_versions(db_session(), _limit(52, 520))
+    by_week: dict[str, ModelVersion] = {}
+    for model in sorted(versions, key=lambda m: (m.week_start, m.created_at)):
+        if holdout_ndcg(model, "model") is not None:
+            by_week[model.week_start.isoformat()] = model  # the week's newest evaluated model
+    labels = list(by_week)
+    chart = LineChart(
+        labels=labels,
+        series=[
+            Series("model", [holdout_ndcg(m, "model") for m in by_week.values()], "line-model"),
+            Series(
+                "most popular", [holdout_ndcg(m, "popular") for m in by_week.values()], "line-pop"
+            ),
+        ],
+    )
+    return render_template("models.html", models=versions, chart=chart, ndcg=holdout_ndcg)
+
+
+@bp.get("/quarantine")
+@operator_page
+def quarantine() -> Any:
+    """Rows the aggregation set aside, by kind and reason, for recent runs."""
+    return render_template(
+        "quarantine.html", runs=repository.quarantine_counts(db_session(), _limit(10, 100))
+    )
+
+
+@bp.get("/listeners")
+@operator_page
+def listeners() -> Any:
+    """Every listener, for support: operators may read any listener's playlists."""
+    page = max(1, min(request.args.get("page", default=1, type=int) or 1, 1_000_000))
+    session = db_session()
+    total = repository.count_listeners(session)
+    rows = repository.list_listeners(
+        session, limit=LISTENERS_PER_PAGE, offset=(page - 1) * LISTENERS_PER_PAGE
+    )
+    pages = max(1, -(-total // LISTENERS_PER_PAGE))
+    return render_template("listeners.html", listeners=rows, page=page, pages=pages, total=total)

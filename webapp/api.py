@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from recsys.als import ALSModel
 from recsys.contract import is_valid_id, parse_week
 from recsys.db import feedback, repository
 from recsys.db.migrate import is_up_to_date
+from recsys.db.models import Playlist
 from recsys.db.tokens import Principal
 from webapp import db_session, settings_of
 from webapp.auth import Forbidden, bearer_principal, require_operator
@@ -95,7 +97,9 @@ def _listener_for(principal: Principal, user_id: str) -> None:
     """404 unless the principal may read this existing listener (no probing of ids)."""
     if not is_valid_id(user_id) or not principal.may_read(user_id):
         raise NotFound(f"no listener {user_id!r}")
-    if repository.get_user(db_session(), user_id) is None:
+    # A listener's own token proves the listener exists (tokens go with their user); only
+    # an operator's id needs looking up.
+    if principal.user_id != user_id and repository.get_user(db_session(), user_id) is None:
         raise NotFound(f"no listener {user_id!r}")
 
 
@@ -152,14 +156,31 @@ def docs() -> Any:
 @bp.get("/users/<user_id>/playlists")
 def list_playlists(user_id: str) -> Any:
     """The listener's published weekly playlists, newest first."""
+    return _listener_page(
+        user_id, repository.list_playlists, playlist_summary_document, "api.list_playlists"
+    )
+
+
+def _listener_page(
+    user_id: str,
+    fetch: Callable[..., tuple[list[Any], int]],
+    document: Callable[[Any], dict[str, Any]],
+    endpoint: str,
+) -> Response:
+    """One page of a listener's rows (``fetch(session, user_id, limit=, offset=)``)."""
     principal = bearer_principal()
     page, per_page = _page_args()
     _listener_for(principal, user_id)
-    summaries, total = repository.list_playlists(
-        db_session(), user_id, limit=per_page, offset=(page - 1) * per_page
-    )
-    items = [playlist_summary_document(summary) for summary in summaries]
-    return _paginated(items, total, page, per_page, "api.list_playlists", user_id=user_id)
+    rows, total = fetch(db_session(), user_id, limit=per_page, offset=(page - 1) * per_page)
+    items = [document(row) for row in rows]
+    return _paginated(items, total, page, per_page, endpoint, user_id=user_id)
+
+
+def _playlist_response(user_id: str, playlist: Playlist | None, missing: str) -> Any:
+    if playlist is None:
+        return error_response(404, missing)
+    thumbs = feedback.current_thumbs(db_session(), user_id)
+    return _cacheable(playlist_document(playlist, thumbs))
 
 
 @bp.get("/users/<user_id>/playlists/latest")
@@ -167,11 +188,8 @@ def latest_playlist(user_id: str) -> Any:
     """The listener's newest weekly playlist."""
     principal = bearer_principal()
     _listener_for(principal, user_id)
-    session = db_session()
-    playlist = repository.latest_playlist(session, user_id)
-    if playlist is None:
-        return error_response(404, f"listener {user_id!r} has no playlist yet")
-    return _cacheable(playlist_document(playlist, feedback.current_thumbs(session, user_id)))
+    playlist = repository.latest_playlist(db_session(), user_id)
+    return _playlist_response(user_id, playlist, f"listener {user_id!r} has no playlist yet")
 
 
 @bp.get("/users/<user_id>/playlists/<week>")
@@ -187,11 +205,9 @@ def week_playlist(user_id: str, week: str) -> Any:
         week_start = parse_week(day.isoformat())
     except ValueError as exc:  # a valid date, but no week starts on it: nothing there
         raise NotFound(f"no playlist for {day}: {exc}") from None
-    session = db_session()
-    playlist = repository.playlist_of_week(session, user_id, week_start)
-    if playlist is None:
-        return error_response(404, f"listener {user_id!r} has no playlist for {week_start}")
-    return _cacheable(playlist_document(playlist, feedback.current_thumbs(session, user_id)))
+    playlist = repository.playlist_of_week(db_session(), user_id, week_start)
+    missing = f"listener {user_id!r} has no playlist for {week_start}"
+    return _playlist_response(user_id, playlist, missing)
 
 
 # ----------------------------------------------------------------------------- feedback
@@ -200,14 +216,7 @@ def week_playlist(user_id: str, week: str) -> Any:
 @bp.get("/users/<user_id>/feedback")
 def list_feedback(user_id: str) -> Any:
     """The listener's thumbs, newest first."""
-    principal = bearer_principal()
-    page, per_page = _page_args()
-    _listener_for(principal, user_id)
-    rows, total = feedback.list_feedback(
-        db_session(), user_id, limit=per_page, offset=(page - 1) * per_page
-    )
-    items = [feedback_document(row) for row in rows]
-    return _paginated(items, total, page, per_page, "api.list_feedback", user_id=user_id)
+    return _listener_page(user_id, feedback.list_feedback, feedback_document, "api.list_feedback")
 
 
 @bp.post("/users/<user_id>/feedback")

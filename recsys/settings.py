@@ -184,6 +184,13 @@ class Settings(BaseSettings):
         le=7 * 24 * 3600,
         description="Seconds clients may reuse a playlist response before revalidating it.",
     )
+    api_cache_entries: int = Field(
+        default=2048,
+        ge=0,
+        le=1_000_000,
+        description="Listeners whose playlist answers each web worker keeps in memory "
+        "(PostgreSQL only; kept true by change notifications); 0 turns the cache off.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 

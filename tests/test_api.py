@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from recsys.db import feedback
-from tests.webworld import PREVIOUS_WEEK, WEEK
+from recsys.db.engine import make_session_factory
+from tests.webworld import PREVIOUS_WEEK, WEEK, thumbs_given
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -67,9 +67,9 @@ def test_listener_a_can_never_read_or_change_listener_bs_data(app, client, web_w
         # The same answer as for a listener that does not exist: ids cannot be probed.
         assert error_of(other, 404)["code"] == error_of(unknown, 404)["code"]
         assert "u1" in error_of(other, 404)["message"]
-    with app.extensions["cratedigger"]["sessions"]() as session:
-        assert feedback.current_thumbs(session, "u1") == {}
-        assert feedback.current_thumbs(session, "u2") == {"t00": -1}
+    with make_session_factory(app.extensions["cratedigger"]["engine"])() as session:
+        assert thumbs_given(session, "u1") == {}
+        assert thumbs_given(session, "u2") == {"t00": -1}
 
 
 def test_operators_read_any_listener_but_do_not_rate_for_them(client, web_world) -> None:
@@ -224,8 +224,8 @@ def test_bad_feedback_bodies_are_refused_and_store_nothing(
         content_type=content_type,
     )
     error_of(response, status)
-    with app.extensions["cratedigger"]["sessions"]() as session:
-        assert feedback.current_thumbs(session, "u1") == {}
+    with make_session_factory(app.extensions["cratedigger"]["engine"])() as session:
+        assert thumbs_given(session, "u1") == {}
 
 
 def test_tracks_and_similar_tracks(client, web_world) -> None:
@@ -318,3 +318,29 @@ def test_unknown_query_parameters_are_400(client, web_world) -> None:
         client.get("/api/v1/users/u1/playlists?perpage=5", headers=bearer(web_world.u1)), 400
     )
     assert "'perpage'" in error["message"] and "per_page" in error["message"]
+
+
+@pytest.mark.parametrize("thumbs", [{}, {"t1": 1}, {"t2": -1, "t1": 1}])
+def test_playlist_json_is_the_playlist_document(thumbs) -> None:
+    """The fast path (stored tracks spliced in as text) says what the document says."""
+    import datetime as dt
+
+    from recsys.db.repository import PlaylistEntry, PublishedPlaylist, render_tracks
+    from webapp.views import playlist_document, playlist_json
+
+    catalog = {
+        "t1": ('Say "hi" \\ <b>', "a1", "Bjørk \u2603", 1000),
+        "t2": ("Second", "a2", "Two", 2000),
+    }
+    entries = [PlaylistEntry("t1", 0.1234567891, "Because </script>"), PlaylistEntry("t2", 2.0)]
+    playlist = PublishedPlaylist(
+        7, "u1", dt.date(2026, 11, 16), "personal", "v1", render_tracks(entries, catalog), thumbs
+    )
+    document = playlist_document(playlist)
+    assert json.loads(playlist_json(playlist)) == document
+    kept = [track["track_id"] for track in document["tracks"]]
+    assert kept == [t for t in ("t1", "t2") if thumbs.get(t, 0) >= 0]
+    assert document["removed"] == 2 - len(kept)
+    assert document["tracks"][0]["title"] == 'Say "hi" \\ <b>'
+    assert document["tracks"][0]["thumb"] == ("up" if thumbs.get("t1") == 1 else None)
+    assert document["tracks"][0]["score"] == 0.123457

@@ -128,10 +128,10 @@ def test_a_retried_chunk_replaces_its_own_rows_and_publication_switches_runs(
         assert session.scalar(select(func.count()).select_from(Playlist)) == 2
         latest = repository.latest_playlist(session, "u1")
         assert latest is not None
-        assert [(t.position, t.track_id) for t in latest.tracks] == [(1, "t7"), (2, "t8")]
-        assert latest.tracks[0].track.artist.name == "Two"
+        assert [(t["position"], t["track_id"]) for t in latest.tracks()] == [(1, "t7"), (2, "t8")]
+        assert latest.tracks()[0]["artist"] == "Two"
         other = repository.latest_playlist(session, "u2")
-        assert other is not None and [t.track_id for t in other.tracks] == ["t4", "t5"]
+        assert other is not None and [t["track_id"] for t in other.tracks()] == ["t4", "t5"]
         assert session.scalar(select(func.count()).select_from(PlaylistTrack)) == 4
 
     # A second run of the week: invisible until published, then it replaces the first.
@@ -142,12 +142,12 @@ def test_a_retried_chunk_replaces_its_own_rows_and_publication_switches_runs(
         )
     with sessions() as session:
         latest = repository.latest_playlist(session, "u1")
-        assert latest is not None and [t.track_id for t in latest.tracks] == ["t7", "t8"]
+        assert latest is not None and [t["track_id"] for t in latest.tracks()] == ["t7", "t8"]
     with sessions.begin() as session:
         assert repository.publish_week(session, second) == 1
     with sessions() as session:
         latest = repository.latest_playlist(session, "u1")
-        assert latest is not None and [t.track_id for t in latest.tracks] == ["t9"]
+        assert latest is not None and [t["track_id"] for t in latest.tracks()] == ["t9"]
         assert repository.latest_playlist(session, "u2") is None
         assert session.scalar(select(func.count()).select_from(Playlist)) == 1
         assert session.get(ModelVersion, "v1").status == "published"
@@ -177,7 +177,7 @@ def test_one_active_run_per_week_and_one_playlist_per_run(migrated_url: str) -> 
     engine.dispose()
 
 
-def test_latest_playlist_is_the_newest_published_week_and_upserts_update(
+def test_latest_playlist_is_the_newest_published_week_kept_as_published(
     migrated_url: str,
 ) -> None:
     from tests.worlds import publish_week_playlists
@@ -199,8 +199,10 @@ def test_latest_playlist_is_the_newest_published_week_and_upserts_update(
     with sessions() as session:
         latest = repository.latest_playlist(session, "u1")
         assert latest is not None and latest.week_start == WEEK
-        assert [t.track_id for t in latest.tracks] == ["t2"]
-        assert latest.tracks[0].track.artist.name == "Renamed"
+        assert [t["track_id"] for t in latest.tracks()] == ["t2"]
+        # A playlist is kept as published; the catalog itself has the new name.
+        assert latest.tracks()[0]["artist"] == "One"
+        assert repository.get_track(session, "t2").artist.name == "Renamed"
         listeners = repository.list_listeners(session, limit=10)
         assert [(u.user_id, n) for u, n in listeners] == [("u1", 3), ("u2", 0), ("u3", 0)]
         assert repository.count_listeners(session) == 3
@@ -210,7 +212,7 @@ def test_latest_playlist_is_the_newest_published_week_and_upserts_update(
     engine.dispose()
 
 
-def test_migration_0002_keeps_existing_playlists_visible(database_url: str) -> None:
+def test_migrations_keep_existing_playlists_visible(database_url: str) -> None:
     """Playlists written under revision 0001 stay readable after the upgrade."""
     from sqlalchemy import text
 
@@ -236,7 +238,13 @@ def test_migration_0002_keeps_existing_playlists_visible(database_url: str) -> N
     upgrade(database_url)
     with make_session_factory(engine)() as session:
         latest = repository.latest_playlist(session, "u1")
-        assert latest is not None and [t.track_id for t in latest.tracks] == ["t1"]
+        assert latest is not None and [t["track_id"] for t in latest.tracks()] == ["t1"]
+        # 0004 rendered the stored tracks exactly as the weekly run renders new ones.
+        rendered = repository.render_tracks(
+            [repository.PlaylistEntry("t1", 0.5)], {"t1": ("T", "a1", "One", 1000)}
+        )
+        assert latest.tracks_json == rendered
+        assert latest.tracks()[0]["artist"] == "One" and latest.tracks()[0]["thumb"] is None
         assert session.get(ModelVersion, "v0").status == "published"
     downgrade(database_url, "0001")
     with engine.connect() as connection:

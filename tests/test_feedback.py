@@ -9,7 +9,7 @@ import pytest
 
 from jobs.feedback import export_feedback
 from jobs.simulate import THUMB_SCHEMA
-from recsys.db import feedback
+from recsys.db import feedback, repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.settings import Settings
 from tests.webworld import WEEK
@@ -57,14 +57,25 @@ def test_export_writes_the_thumbs_before_the_cutoff(web_world, tmp_path) -> None
     assert export_feedback(settings, WEEK)[1] == 0
 
 
-def test_newest_thumb_is_the_listeners_opinion(web_world) -> None:
+def test_newest_thumb_on_a_playlist_track_is_the_listeners_opinion(web_world) -> None:
     engine = make_engine(web_world.url)
     with make_session_factory(engine).begin() as session:
-        feedback.record_thumb(session, "u1", "t01", -1, source="web")
-        feedback.record_thumb(session, "u1", "t01", 1, source="api")
-        feedback.record_thumb(session, "u1", "t02", -1, source="web")
-        assert feedback.current_thumbs(session, "u1") == {"t01": 1, "t02": -1}
-        assert feedback.current_thumbs(session, "u2") == {}
+        playlist = repository.latest_playlist(session, "u1")
+        assert playlist is not None and playlist.thumbs == {}
+        first, second = (track["track_id"] for track in playlist.tracks()[:2])
+        elsewhere = next(
+            f"t{i:02d}"
+            for i in range(100)
+            if f"t{i:02d}" not in {track["track_id"] for track in playlist.tracks()}
+        )
+        feedback.record_thumb(session, "u1", first, -1, source="web")
+        feedback.record_thumb(session, "u1", first, 1, source="api")
+        feedback.record_thumb(session, "u1", second, -1, source="web")
+        feedback.record_thumb(session, "u1", elsewhere, -1, source="web")
+        feedback.record_thumb(session, "u2", second, 1, source="web")
+        thumbs = repository.latest_playlist(session, "u1").thumbs
+        # Not the track outside the playlist, nor u2's newer thumb on the same track.
+        assert thumbs == {first: 1, second: -1}
     engine.dispose()
 
 

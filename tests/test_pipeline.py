@@ -118,7 +118,7 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     from webapp import create_app
 
     app = create_app({"TESTING": True})
-    with app.extensions["cratedigger"]["sessions"].begin() as session:
+    with make_session_factory(app.extensions["cratedigger"]["engine"]).begin() as session:
         operator = {"Authorization": f"Bearer {create_token(session, operator=True)[1]}"}
         listener = {"Authorization": f"Bearer {create_token(session, user_id='u0000000')[1]}"}
     client = app.test_client()

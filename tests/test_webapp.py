@@ -8,8 +8,9 @@ import re
 import pytest
 
 from recsys.db import feedback, repository
+from recsys.db.engine import make_session_factory
 from recsys.settings import ConfigError, Settings
-from tests.webworld import HOSTILE_ARTIST, PREVIOUS_WEEK, WEEK
+from tests.webworld import HOSTILE_ARTIST, PREVIOUS_WEEK, WEEK, thumbs_given
 from webapp import create_app
 
 
@@ -71,7 +72,7 @@ def test_a_revoked_token_does_not_sign_in(client, web_world) -> None:
 def test_revoking_a_token_ends_its_web_session(app, client, web_world) -> None:
     sign_in(client, web_world.u1)
     assert client.get("/users/u1").status_code == 200
-    sessions = app.extensions["cratedigger"]["sessions"]
+    sessions = make_session_factory(app.extensions["cratedigger"]["engine"])
     with sessions.begin() as session:
         from recsys.db.tokens import authenticate, revoke_token
 
@@ -113,8 +114,8 @@ def test_thumbs_down_removes_the_track_now_and_for_good(app, client, web_world) 
     assert "t03" not in rows and len(rows) == 49 and "1 removed by you" in html
     assert "is gone" in html  # the flash message
     assert "t03" not in playlist_rows(client.get("/users/u1").get_data(as_text=True))
-    with app.extensions["cratedigger"]["sessions"]() as session:
-        assert feedback.current_thumbs(session, "u1") == {"t03": -1}
+    with make_session_factory(app.extensions["cratedigger"]["engine"])() as session:
+        assert thumbs_given(session, "u1") == {"t03": -1}
         rows_, total = feedback.list_feedback(session, "u1", limit=10)
         assert total == 1 and rows_[0].source == "web"
 
@@ -146,8 +147,8 @@ def test_bad_thumb_forms_are_400_and_store_nothing(app, client, web_world, form)
     token = csrf_of(client.get("/users/u1").get_data(as_text=True))
     response = client.post("/users/u1/thumbs", data={**form, "csrf_token": token})
     assert response.status_code == 400 and response.mimetype == "text/html"
-    with app.extensions["cratedigger"]["sessions"]() as session:
-        assert feedback.current_thumbs(session, "u1") == {}
+    with make_session_factory(app.extensions["cratedigger"]["engine"])() as session:
+        assert thumbs_given(session, "u1") == {}
 
 
 def test_a_thumb_without_the_csrf_token_is_refused(app, client, web_world) -> None:
@@ -158,8 +159,8 @@ def test_a_thumb_without_the_csrf_token_is_refused(app, client, web_world) -> No
     ):
         response = client.post("/users/u1/thumbs", data=data)
         assert response.status_code == 400 and "CSRF" in response.get_data(as_text=True)
-    with app.extensions["cratedigger"]["sessions"]() as session:
-        assert feedback.current_thumbs(session, "u1") == {}
+    with make_session_factory(app.extensions["cratedigger"]["engine"])() as session:
+        assert thumbs_given(session, "u1") == {}
 
 
 def test_sign_in_without_csrf_is_refused(client, web_world) -> None:
@@ -229,7 +230,7 @@ def test_quarantine_page_counts_by_reason(client, web_world) -> None:
 
 
 def test_runs_page_shows_steps_chunks_and_errors(app, client, web_world) -> None:
-    sessions = app.extensions["cratedigger"]["sessions"]
+    sessions = make_session_factory(app.extensions["cratedigger"]["engine"])
     with sessions.begin() as session:
         run = repository.start_weekly_run(session, WEEK.replace(day=23), "beat", "/data")
         repository.begin_step(session, run.id, "aggregate")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -138,3 +139,14 @@ def build_web_world(url: str, tmp_path: Path) -> WebWorld:
         revoke_token(session, revoked_row.id)
     engine.dispose()
     return WebWorld(url=url, **tokens)
+
+
+def thumbs_given(session: Any, user_id: str) -> dict[str, int]:
+    """The listener's newest thumb per track, as stored (track id -> +1 or -1)."""
+    from recsys.db import feedback
+
+    rows, _ = feedback.list_feedback(session, user_id, limit=10_000)
+    newest: dict[str, int] = {}
+    for row in rows:  # newest first
+        newest.setdefault(row.track_id, row.value)
+    return newest

@@ -14,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.migrate import is_up_to_date
 from recsys.settings import ConfigError, Settings, load_settings
+from webapp.cache import ReadCache
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,11 @@ def create_app(
     app.extensions["cratedigger"] = {
         "settings": settings,
         "engine": engine,
-        "sessions": make_session_factory(engine),
+        # A request is a few reads, or one single-row write (a thumb, a token's time of use):
+        # autocommit spares every request a BEGIN and a ROLLBACK round trip.
+        "sessions": make_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT")),
+        # Opens its listening connection on first use, so in each worker after the fork.
+        "cache": ReadCache(engine, settings.api_cache_entries),
     }
     try:
         if not is_up_to_date(engine):
@@ -113,6 +118,14 @@ def _set_secret_key(app: Flask, settings: Settings, *, dev: bool) -> None:
 def settings_of(app: Flask) -> Settings:
     settings: Settings = app.extensions["cratedigger"]["settings"]
     return settings
+
+
+def read_cache() -> ReadCache:
+    """This worker's cache of tokens and playlist answers (:mod:`webapp.cache`)."""
+    from flask import current_app
+
+    cache: ReadCache = current_app.extensions["cratedigger"]["cache"]
+    return cache
 
 
 def db_session() -> Session:

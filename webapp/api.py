@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,22 @@ from recsys.als import ALSModel
 from recsys.contract import is_valid_id, parse_week
 from recsys.db import feedback, repository
 from recsys.db.migrate import is_up_to_date
-from recsys.db.models import Playlist
-from recsys.db.tokens import Principal
-from webapp import db_session, settings_of
-from webapp.auth import Forbidden, bearer_principal, require_operator
+from recsys.db.tokens import Principal, checked_digest, touch_token
+from webapp import db_session, read_cache, settings_of
+from webapp.auth import (
+    Forbidden,
+    bearer_principal,
+    bearer_principal_and_read,
+    bearer_token,
+    require_operator,
+)
+from webapp.cache import Answer
 from webapp.errors import error_response
 from webapp.openapi import openapi_document, query_parameters
 from webapp.views import (
     feedback_document,
     model_document,
-    playlist_document,
+    playlist_json,
     playlist_summary_document,
     run_document,
     track_document,
@@ -103,10 +109,10 @@ def _listener_for(principal: Principal, user_id: str) -> None:
         raise NotFound(f"no listener {user_id!r}")
 
 
-def _cacheable(document: dict[str, Any]) -> Response:
-    """A private response with a strong ETag; a matching If-None-Match gets 304."""
-    response = jsonify(document)
-    response.add_etag()
+def _cacheable(answer: Answer) -> Response:
+    """A private JSON response with a strong ETag; a matching If-None-Match gets 304."""
+    response = Response(answer.body, mimetype="application/json")
+    response.set_etag(answer.etag)
     response.cache_control.private = True
     response.cache_control.max_age = settings_of(current_app).playlist_max_age
     response.cache_control.must_revalidate = True
@@ -176,38 +182,65 @@ def _listener_page(
     return _paginated(items, total, page, per_page, endpoint, user_id=user_id)
 
 
-def _playlist_response(user_id: str, playlist: Playlist | None, missing: str) -> Any:
-    if playlist is None:
-        return error_response(404, missing)
-    thumbs = feedback.current_thumbs(db_session(), user_id)
-    return _cacheable(playlist_document(playlist, thumbs))
+def _playlist_response(
+    user_id: str, statement: Any, params: dict[str, Any], missing: str, key: Hashable
+) -> Any:
+    """The playlist ``statement`` reads, for the bearer token's principal.
+
+    From this worker's cache (no database round trip) when it holds the token and the
+    answer; otherwise the token and the playlist are read in one round trip.
+    """
+    cache = read_cache()
+    trusted = cache.sync()
+    token_digest = checked_digest(bearer_token())
+    principal = cache.principal(token_digest) if trusted and token_digest else None
+    answer = None
+    if principal is None:
+        found, row = bearer_principal_and_read(statement, params)
+        principal = found
+        playlist = repository.published_playlist(row)
+        answer = Answer.of(playlist_json(playlist)) if playlist is not None else None
+        if trusted and token_digest:
+            cache.remember_principal(token_digest, principal)
+    elif cache.touch_due(principal.token_id):
+        touch_token(db_session(), principal.token_id)
+    _listener_for(principal, user_id)
+    if answer is None and trusted:
+        answer = cache.answer(user_id, key)
+    if answer is None:
+        playlist = repository.published_playlist(db_session().execute(statement, params).first())
+        if playlist is None:
+            return error_response(404, missing)
+        answer = Answer.of(playlist_json(playlist))
+    if trusted:
+        cache.remember_answer(user_id, key, answer)
+    return _cacheable(answer)
 
 
 @bp.get("/users/<user_id>/playlists/latest")
 def latest_playlist(user_id: str) -> Any:
     """The listener's newest weekly playlist."""
-    principal = bearer_principal()
-    _listener_for(principal, user_id)
-    playlist = repository.latest_playlist(db_session(), user_id)
-    return _playlist_response(user_id, playlist, f"listener {user_id!r} has no playlist yet")
+    missing = f"listener {user_id!r} has no playlist yet"
+    params = {"user_id": user_id}
+    return _playlist_response(user_id, repository.LATEST_PLAYLIST, params, missing, "latest")
 
 
 @bp.get("/users/<user_id>/playlists/<week>")
 def week_playlist(user_id: str, week: str) -> Any:
     """The listener's playlist of the week starting on Monday ``week`` (YYYY-MM-DD)."""
-    principal = bearer_principal()
     try:
         day = dt.date.fromisoformat(week)
     except ValueError:
+        bearer_principal()  # 401 before 400, as on every route
         raise BadRequest(f"week {week[:40]!r} is not a date in YYYY-MM-DD form") from None
-    _listener_for(principal, user_id)
     try:
         week_start = parse_week(day.isoformat())
     except ValueError as exc:  # a valid date, but no week starts on it: nothing there
+        _listener_for(bearer_principal(), user_id)
         raise NotFound(f"no playlist for {day}: {exc}") from None
-    playlist = repository.playlist_of_week(db_session(), user_id, week_start)
     missing = f"listener {user_id!r} has no playlist for {week_start}"
-    return _playlist_response(user_id, playlist, missing)
+    params = {"user_id": user_id, "week_start": week_start}
+    return _playlist_response(user_id, repository.PLAYLIST_OF_WEEK, params, missing, week_start)
 
 
 # ----------------------------------------------------------------------------- feedback
@@ -249,6 +282,7 @@ def post_feedback(user_id: str) -> Any:
         session, user_id, track_id, feedback.UP if value == "up" else feedback.DOWN, source="api"
     )
     session.commit()
+    read_cache().forget_user(user_id)  # other workers hear of it from the database
     response = jsonify(feedback_document(row))
     response.status_code = 201
     response.headers["Location"] = url_for("api.list_feedback", user_id=user_id)

@@ -23,8 +23,9 @@ from flask import (
     session,
     url_for,
 )
+from sqlalchemy import Select
 
-from recsys.db.tokens import Principal, authenticate, principal_of
+from recsys.db.tokens import Principal, authenticate, authenticate_and_read, principal_of
 from webapp import db_session, settings_of
 from webapp.security import limiter
 
@@ -138,11 +139,27 @@ def bearer_principal() -> Principal:
     Unauthorized
         If the header is missing, malformed or names an unknown or revoked token.
     """
+    return checked(authenticate(db_session(), bearer_token()))
+
+
+def bearer_principal_and_read(
+    companion: Select[Any], params: dict[str, Any]
+) -> tuple[Principal, tuple[Any, ...] | None]:
+    """:func:`bearer_principal` and the first row of ``companion``, in one round trip (see
+    :func:`recsys.db.tokens.authenticate_and_read`). The caller authorises the read."""
+    principal, row = authenticate_and_read(db_session(), bearer_token(), companion, params)
+    return checked(principal), row
+
+
+def bearer_token() -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send an API token as 'Authorization: Bearer <token>'")
-    principal = authenticate(db_session(), token.strip())
+    return token.strip()
+
+
+def checked(principal: Principal | None) -> Principal:
     if principal is None:
         raise Unauthorized("the API token is not valid or was revoked")
     return principal

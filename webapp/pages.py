@@ -10,8 +10,9 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from recsys.contract import is_valid_id, parse_week
 from recsys.db import feedback, repository
+from recsys.db.repository import PublishedPlaylist
 from recsys.db.tokens import Principal
-from webapp import db_session
+from webapp import db_session, read_cache
 from webapp.auth import page_login_required, web_principal
 from webapp.views import playlist_document
 
@@ -67,15 +68,13 @@ def listener_week(user_id: str, week: str) -> Any:
     return _playlist_page(principal, user, playlist, latest=False)
 
 
-def _playlist_page(principal: Principal, user: Any, playlist: Any, *, latest: bool) -> Any:
-    session = db_session()
-    document = None
-    if playlist is not None:
-        document = playlist_document(playlist, feedback.current_thumbs(session, user.user_id))
+def _playlist_page(
+    principal: Principal, user: Any, playlist: PublishedPlaylist | None, *, latest: bool
+) -> Any:
     return render_template(
         "user.html",
         user=user,
-        playlist=document,
+        playlist=playlist_document(playlist) if playlist is not None else None,
         latest=latest,
         can_rate=principal.may_write(user.user_id),
     )
@@ -113,6 +112,7 @@ def thumb(user_id: str) -> Any:
     except ValueError as exc:
         abort(400, str(exc))
     session.commit()
+    read_cache().forget_user(user_id)  # other workers hear of it from the database
     track = repository.get_track(session, track_id)
     title = track.title if track is not None else track_id
     if value < 0:

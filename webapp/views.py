@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from recsys.db.models import Feedback, ModelVersion, Playlist, Track, WeeklyRun
-from recsys.db.repository import PlaylistSummary
+from recsys.db.models import Feedback, ModelVersion, Track, WeeklyRun
+from recsys.db.repository import PlaylistSummary, PublishedPlaylist
 
 
 def track_document(track: Track) -> dict[str, Any]:
@@ -19,39 +20,43 @@ def track_document(track: Track) -> dict[str, Any]:
     }
 
 
-def playlist_document(playlist: Playlist, thumbs: dict[str, int] | None = None) -> dict[str, Any]:
+def playlist_document(playlist: PublishedPlaylist) -> dict[str, Any]:
     """The JSON document of a playlist (also what the page renders).
 
     Tracks the listener has since thumbed down are left out; ``thumb`` says "up" for
     tracks they liked.
     """
-    thumbs = thumbs or {}
+    thumbs = playlist.thumbs
+    stored = playlist.tracks()
     tracks = []
-    for entry in playlist.tracks:
-        thumb = thumbs.get(entry.track_id, 0)
+    for track in stored:
+        thumb = thumbs.get(track["track_id"], 0)
         if thumb < 0:
             continue
-        tracks.append(
-            {
-                "position": entry.position,
-                "track_id": entry.track_id,
-                "title": entry.track.title,
-                "artist_id": entry.track.artist_id,
-                "artist": entry.track.artist.name,
-                "duration_ms": entry.track.duration_ms,
-                "score": round(entry.score, 6),
-                "reason": entry.reason,
-                "thumb": "up" if thumb > 0 else None,
-            }
-        )
+        tracks.append(track | {"thumb": "up" if thumb > 0 else None})
+    return _playlist_header(playlist) | {"removed": len(stored) - len(tracks), "tracks": tracks}
+
+
+def playlist_json(playlist: PublishedPlaylist) -> str:
+    """:func:`playlist_document` as compact JSON text. Without thumbs on its tracks (the
+    usual case) the stored tracks are spliced in as they are, without parsing them."""
+    if playlist.thumbs:
+        return _compact(playlist_document(playlist))
+    header = _compact(_playlist_header(playlist) | {"removed": 0})
+    return f'{header[:-1]},"tracks":{playlist.tracks_json}}}'
+
+
+def _playlist_header(playlist: PublishedPlaylist) -> dict[str, Any]:
     return {
         "user_id": playlist.user_id,
         "week_start": playlist.week_start.isoformat(),
         "model_version": playlist.model_version,
         "kind": playlist.kind,
-        "removed": len(playlist.tracks) - len(tracks),
-        "tracks": tracks,
     }
+
+
+def _compact(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"))
 
 
 def playlist_summary_document(summary: PlaylistSummary) -> dict[str, Any]:

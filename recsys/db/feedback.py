@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from recsys.db import changes
 from recsys.db.models import Feedback, Track
 
 UP = 1
@@ -46,19 +47,8 @@ def record_thumb(
     )
     session.add(row)
     session.flush()
+    changes.announce(session, changes.USER, user_id)
     return row
-
-
-def current_thumbs(session: Session, user_id: str) -> dict[str, int]:
-    """The listener's newest thumb per track (track id -> +1 or -1)."""
-    newest = (
-        select(Feedback.track_id, func.max(Feedback.id).label("id"))
-        .where(Feedback.user_id == user_id)
-        .group_by(Feedback.track_id)
-        .subquery()
-    )
-    statement = select(Feedback.track_id, Feedback.value).join(newest, newest.c.id == Feedback.id)
-    return {track_id: int(value) for track_id, value in session.execute(statement)}
 
 
 def list_feedback(

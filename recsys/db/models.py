@@ -169,6 +169,10 @@ class Playlist(Base):
     model_version: Mapped[str] = mapped_column(ForeignKey("model_versions.version"), index=True)
     kind: Mapped[str] = mapped_column(String(32), default="personal")
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    #: The tracks as published, rendered once as the JSON array the API and pages show
+    #: (``repository.render_tracks``): a read is one row, not a join of 50 tracks and
+    #: artists. ``playlist_tracks`` keeps the same tracks as rows for queries.
+    tracks_json: Mapped[str] = mapped_column(Text, default="[]")
 
     tracks: Mapped[list[PlaylistTrack]] = relationship(
         order_by="PlaylistTrack.position", cascade="all, delete-orphan", passive_deletes=True

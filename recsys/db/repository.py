@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Connection, String, bindparam, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
+from recsys.db import changes
 from recsys.db.models import (
     Artist,
     Base,
+    Feedback,
     JobRun,
     ModelVersion,
     Playlist,
@@ -121,6 +124,9 @@ def replace_week_playlists(
             )
         )
         session.execute(delete(Playlist).where(mine))
+    catalog = _catalog_rows(
+        session, {entry.track_id for playlist in playlists for entry in playlist.entries}
+    )
     now = dt.datetime.now(dt.UTC)
     header_rows = [
         {
@@ -130,6 +136,7 @@ def replace_week_playlists(
             "model_version": model_version,
             "kind": playlist.kind,
             "created_at": now,
+            "tracks_json": render_tracks(playlist.entries, catalog),
         }
         for playlist in playlists
     ]
@@ -153,6 +160,49 @@ def replace_week_playlists(
     ]
     _bulk_insert(session, PlaylistTrack, track_rows)
     return len(track_rows)
+
+
+def _catalog_rows(session: Session, track_ids: set[str]) -> dict[str, tuple[str, str, str, int]]:
+    """(title, artist id, artist name, duration) of each track, read in batches."""
+    rows: dict[str, tuple[str, str, str, int]] = {}
+    ordered = sorted(track_ids)
+    for start in range(0, len(ordered), _BATCH_ROWS):
+        statement = (
+            select(Track.track_id, Track.title, Track.artist_id, Artist.name, Track.duration_ms)
+            .join(Artist, Artist.artist_id == Track.artist_id)
+            .where(Track.track_id.in_(ordered[start : start + _BATCH_ROWS]))
+        )
+        for track_id, title, artist_id, artist, duration in session.execute(statement):
+            rows[track_id] = (title, artist_id, artist, int(duration))
+    missing = track_ids - rows.keys()
+    if missing:
+        example = min(missing)
+        raise ValueError(f"{len(missing)} playlist track(s) not in the catalog, e.g. {example!r}")
+    return rows
+
+
+def render_tracks(
+    entries: Sequence[PlaylistEntry], catalog: Mapping[str, tuple[str, str, str, int]]
+) -> str:
+    """A playlist's tracks as the JSON array the API and the pages show (``thumb`` is filled
+    in at read time from the listener's feedback)."""
+    tracks = []
+    for position, entry in enumerate(entries, start=1):
+        title, artist_id, artist, duration_ms = catalog[entry.track_id]
+        tracks.append(
+            {
+                "position": position,
+                "track_id": entry.track_id,
+                "title": title,
+                "artist_id": artist_id,
+                "artist": artist,
+                "duration_ms": duration_ms,
+                "score": round(float(entry.score), 6),
+                "reason": entry.reason,
+                "thumb": None,
+            }
+        )
+    return json.dumps(tracks, separators=(",", ":"))
 
 
 def _bulk_insert(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
@@ -185,28 +235,104 @@ def get_user(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
-def latest_playlist(session: Session, user_id: str) -> Playlist | None:
-    """The listener's most recent published playlist with its tracks and artists, or None."""
-    statement = (
-        select(Playlist)
-        .join(WeekPublication, _published())
-        .where(Playlist.user_id == user_id)
-        .order_by(Playlist.week_start.desc())
-        .limit(1)
-        .options(selectinload(Playlist.tracks))
-    )
-    return session.scalars(statement).first()
+@dataclass(frozen=True)
+class PublishedPlaylist:
+    """A listener's published playlist of one week: its tracks as stored at publication and
+    the listener's current thumbs on them (track id -> +1 or -1)."""
+
+    id: int
+    user_id: str
+    week_start: dt.date
+    kind: str
+    model_version: str
+    tracks_json: str
+    thumbs: Mapping[str, int]
+
+    def tracks(self) -> list[dict[str, Any]]:
+        tracks: list[dict[str, Any]] = json.loads(self.tracks_json)
+        return tracks
 
 
-def playlist_of_week(session: Session, user_id: str, week_start: dt.date) -> Playlist | None:
-    """The listener's published playlist of one week, or None."""
-    statement = (
-        select(Playlist)
-        .join(WeekPublication, _published())
-        .where(Playlist.user_id == user_id, Playlist.week_start == week_start)
-        .options(selectinload(Playlist.tracks))
+_playlists = Playlist.__table__
+_publications = WeekPublication.__table__
+_playlist_tracks = PlaylistTrack.__table__
+_feedback = Feedback.__table__
+# The listener's thumbs on the playlist's tracks, as "id value track_id" items joined by
+# commas (identifiers hold neither), so that the playlist and its thumbs are one round trip.
+_THUMBS = (
+    select(
+        func.aggregate_strings(
+            cast(_feedback.c.id, String)
+            + " "
+            + cast(_feedback.c.value, String)
+            + " "
+            + _feedback.c.track_id,
+            ",",
+        )
     )
-    return session.scalars(statement).first()
+    .select_from(
+        _feedback.join(
+            _playlist_tracks,
+            (_playlist_tracks.c.playlist_id == _playlists.c.id)
+            & (_playlist_tracks.c.track_id == _feedback.c.track_id),
+        )
+    )
+    .where(_feedback.c.user_id == _playlists.c.user_id)
+    .scalar_subquery()
+)
+# Built once: the API reads a playlist on nearly every request.
+_PUBLISHED = (
+    select(
+        _playlists.c.id,
+        _playlists.c.user_id,
+        _playlists.c.week_start,
+        _playlists.c.kind,
+        _playlists.c.model_version,
+        _playlists.c.tracks_json,
+        _THUMBS,
+    )
+    .join(
+        _publications,
+        (_publications.c.week_start == _playlists.c.week_start)
+        & (_publications.c.weekly_run_id == _playlists.c.weekly_run_id),
+    )
+    .where(_playlists.c.user_id == bindparam("user_id"))
+)
+#: The listener's newest published playlist (parameter ``user_id``); read its row with
+#: :func:`published_playlist`.
+LATEST_PLAYLIST = _PUBLISHED.order_by(_playlists.c.week_start.desc()).limit(1)
+#: The listener's published playlist of one week (``user_id``, ``week_start``).
+PLAYLIST_OF_WEEK = _PUBLISHED.where(_playlists.c.week_start == bindparam("week_start"))
+
+
+def latest_playlist(db: Session | Connection, user_id: str) -> PublishedPlaylist | None:
+    """The listener's most recent published playlist with their thumbs on it, or None.
+    One indexed row, one round trip."""
+    return published_playlist(db.execute(LATEST_PLAYLIST, {"user_id": user_id}).first())
+
+
+def playlist_of_week(
+    db: Session | Connection, user_id: str, week_start: dt.date
+) -> PublishedPlaylist | None:
+    """The listener's published playlist of one week with their thumbs on it, or None."""
+    row = db.execute(PLAYLIST_OF_WEEK, {"user_id": user_id, "week_start": week_start}).first()
+    return published_playlist(row)
+
+
+def published_playlist(row: Sequence[Any] | None) -> PublishedPlaylist | None:
+    """A row of :data:`LATEST_PLAYLIST` or :data:`PLAYLIST_OF_WEEK` as a playlist."""
+    if row is None:
+        return None
+    playlist_id, user_id, week_start, kind, model_version, tracks_json, thumbs = row
+    newest: dict[str, int] = {}
+    if thumbs:
+        items = [item.split(" ", 2) for item in thumbs.split(",")]
+        # In id order, so that a newer thumb on a track replaces an older one.
+        for _id, value, track_id in sorted(items, key=lambda item: int(item[0])):
+            newest[track_id] = int(value)
+    return PublishedPlaylist(
+        playlist_id, user_id, week_start, kind, model_version, tracks_json, thumbs=newest
+    )
 
 
 @dataclass(frozen=True)
@@ -521,6 +647,7 @@ def publish_week(session: Session, run_id: int) -> int:
             Playlist.week_start == run.week_start, Playlist.weekly_run_id != run.id
         )
     )
+    changes.announce(session, changes.ALL)
     return playlists_of_week(session, run.week_start)
 
 

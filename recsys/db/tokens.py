@@ -11,15 +11,20 @@ import datetime as dt
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, bindparam, select, true, update
 from sqlalchemy.orm import Session
 
+from recsys.db import changes
 from recsys.db.models import ApiToken, User
 
 TOKEN_PREFIX = "cd_"
 #: tokens longer than this are rejected before they are hashed
 MAX_TOKEN_LENGTH = 128
+#: A token's time of use is written at most this often (per web worker), so that reads stay
+#: reads under load; `cratedigger tokens list` shows it to within this much.
+TOUCH_EVERY = dt.timedelta(minutes=5)
 LISTENER = "listener"
 OPERATOR = "operator"
 
@@ -47,6 +52,13 @@ class Principal:
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def checked_digest(token: str) -> str | None:
+    """The digest of a well-formed token; None for an empty, overlong or non-ASCII one."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        return None
+    return digest(token)
 
 
 def create_token(
@@ -77,21 +89,73 @@ def create_token(
     return row, plain
 
 
+_tokens = ApiToken.__table__
+_TOKEN_COLUMNS = (
+    _tokens.c.id,
+    _tokens.c.role,
+    _tokens.c.user_id,
+    _tokens.c.revoked_at,
+    _tokens.c.last_used_at,
+)
+# Built once: authentication runs on every API request.
+_BY_DIGEST = select(*_TOKEN_COLUMNS).where(_tokens.c.token_hash == bindparam("digest"))
+_WITH_COMPANION: dict[int, tuple[Select[Any], Select[Any]]] = {}
+
+
 def authenticate(session: Session, token: str, *, touch: bool = True) -> Principal | None:
     """The principal of a live (not revoked) token, or None. Records the time of use."""
-    if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
-        return None
-    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == digest(token))).first()
-    if row is None or row.revoked_at is not None:
-        return None
-    if touch:
-        now = dt.datetime.now(dt.UTC)
-        last = row.last_used_at
-        # One write a minute at most, so reads stay reads under load.
-        if last is None or now - _aware(last) > dt.timedelta(minutes=1):
-            session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
-            session.commit()
-    return Principal(token_id=row.id, role=row.role, user_id=row.user_id)
+    principal, _ = _authenticate(session, token, _BY_DIGEST, {}, touch=touch)
+    return principal
+
+
+def authenticate_and_read(
+    session: Session, token: str, companion: Select[Any], params: dict[str, Any]
+) -> tuple[Principal | None, tuple[Any, ...] | None]:
+    """:func:`authenticate`, and the first row of ``companion`` read in the same round trip.
+
+    The companion is left-joined to the token's row, so nothing of it comes back without a
+    live token. The caller still decides whether the principal may see it. The row is
+    None when the token is not live or the companion has no row (its first column is NULL).
+    """
+    built = _WITH_COMPANION.get(id(companion))
+    if built is None or built[0] is not companion:
+        read = companion.subquery()
+        joined = (
+            select(*_TOKEN_COLUMNS, *read.c)
+            .select_from(_tokens.outerjoin(read, true()))
+            .where(_tokens.c.token_hash == bindparam("digest"))
+        )
+        built = _WITH_COMPANION.setdefault(id(companion), (companion, joined))
+    return _authenticate(session, token, built[1], params)
+
+
+def _authenticate(
+    session: Session,
+    token: str,
+    statement: Select[Any],
+    params: dict[str, Any],
+    *,
+    touch: bool = True,
+) -> tuple[Principal | None, tuple[Any, ...] | None]:
+    token_digest = checked_digest(token)
+    if token_digest is None:
+        return None, None
+    row = session.execute(statement, {**params, "digest": token_digest}).first()
+    if row is None:
+        return None, None
+    token_id, role, user_id, revoked_at, last_used_at, *companion = row
+    if revoked_at is not None:
+        return None, None
+    if touch and (last_used_at is None or _now() - _aware(last_used_at) > TOUCH_EVERY):
+        touch_token(session, token_id)
+    principal = Principal(token_id=token_id, role=role, user_id=user_id)
+    return principal, tuple(companion) if companion and companion[0] is not None else None
+
+
+def touch_token(session: Session, token_id: int) -> None:
+    """Record that the token was used now (and commit)."""
+    session.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=_now()))
+    session.commit()
 
 
 def principal_of(session: Session, token_id: int) -> Principal | None:
@@ -113,8 +177,13 @@ def revoke_token(session: Session, token_id: int) -> ApiToken:
         raise LookupError(f"no token #{token_id}")
     if row.revoked_at is None:
         row.revoked_at = dt.datetime.now(dt.UTC)
+        changes.announce(session, changes.TOKEN, token_id)
     session.flush()
     return row
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 def _aware(moment: dt.datetime) -> dt.datetime:

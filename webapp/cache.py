@@ -1,0 +1,163 @@
+"""Each web worker's cache of the API's hottest reads: bearer tokens and playlist answers.
+
+A playlist read is one indexed row, but under load the database round trip is most of a
+request's cost. So each worker keeps the principals of the tokens it has seen and the
+playlist answers it has built, and forgets them when a writer announces a change
+(:mod:`recsys.db.changes`: a thumb, a revoked token, a published week).
+
+- The announcements arrive over one PostgreSQL connection per worker that ``LISTEN``\\ s.
+  Every request first applies what has arrived, without waiting, then answers.
+- SQLite has no notifications: there every request reads the database.
+- If the listening connection breaks, the cache is emptied and requests read the database
+  until it reconnects (tried at most every :data:`RECONNECT_SECONDS`).
+- The worker that records a thumb forgets that listener at once. Other workers forget when
+  the notification arrives, well under a millisecond later on one host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from werkzeug.http import generate_etag
+
+from recsys.db import changes
+from recsys.db.tokens import TOUCH_EVERY, Principal
+
+log = logging.getLogger(__name__)
+
+RECONNECT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A playlist response body and its strong ETag."""
+
+    body: str
+    etag: str
+
+    @classmethod
+    def of(cls, body: str) -> Answer:
+        return cls(body, generate_etag(body.encode()))
+
+
+class ReadCache:
+    """Principals by token digest and answers by listener, both least recently used first
+    out beyond ``max_entries``; kept true by change announcements."""
+
+    def __init__(
+        self, engine: Engine, max_entries: int, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._engine = engine
+        self._max = max_entries
+        self._clock = clock
+        self._pid = 0
+        self._listener: Any = None
+        self._retry_at = 0.0
+        self._principals: OrderedDict[str, Principal] = OrderedDict()
+        self._answers: OrderedDict[str, dict[Hashable, Answer]] = OrderedDict()
+        self._touched: dict[int, float] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self._max > 0 and changes.can_listen(self._engine)
+
+    def sync(self) -> bool:
+        """Apply the changes announced since the last call. False when the cache cannot be
+        trusted now (off, or no listening connection): then read the database."""
+        if not self.enabled:
+            return False
+        if self._pid != os.getpid():  # a forked worker: the parent's state is not ours
+            self._pid = os.getpid()
+            self._listener = None
+            self._clear()
+        if self._listener is None and not self._connect():
+            return False
+        try:
+            for notification in self._listener.notifies(timeout=0):
+                self._apply(notification.payload)
+        except Exception:  # the connection broke: what it did not deliver is unknown
+            log.warning("lost the change listener; emptied the cache", exc_info=True)
+            self._disconnect()
+            return False
+        return True
+
+    def principal(self, digest: str) -> Principal | None:
+        principal = self._principals.get(digest)
+        if principal is not None:
+            self._principals.move_to_end(digest)
+        return principal
+
+    def remember_principal(self, digest: str, principal: Principal) -> None:
+        self._principals[digest] = principal
+        self._touched.setdefault(principal.token_id, self._clock())
+        while len(self._principals) > self._max:
+            self._principals.popitem(last=False)
+
+    def touch_due(self, token_id: int) -> bool:
+        """True at most once per :data:`TOUCH_EVERY` per token: record its time of use."""
+        now = self._clock()
+        if now - self._touched.get(token_id, float("-inf")) < TOUCH_EVERY.total_seconds():
+            return False
+        self._touched[token_id] = now
+        return True
+
+    def answer(self, user_id: str, key: Hashable) -> Answer | None:
+        answers = self._answers.get(user_id)
+        if answers is None:
+            return None
+        self._answers.move_to_end(user_id)
+        return answers.get(key)
+
+    def remember_answer(self, user_id: str, key: Hashable, answer: Answer) -> None:
+        self._answers.setdefault(user_id, {})[key] = answer
+        self._answers.move_to_end(user_id)
+        while len(self._answers) > self._max:
+            self._answers.popitem(last=False)
+
+    def forget_user(self, user_id: str) -> None:
+        self._answers.pop(user_id, None)
+
+    def close(self) -> None:
+        self._disconnect()
+
+    def _apply(self, payload: str) -> None:
+        kind, _, key = payload.partition(" ")
+        if kind == changes.USER:
+            self.forget_user(key)
+        elif kind == changes.TOKEN:
+            self._principals.clear()  # revocations are rare: forget every token
+        else:  # a published week, or anything this version does not know
+            self._clear()
+
+    def _connect(self) -> bool:
+        if self._clock() < self._retry_at:
+            return False
+        try:
+            self._listener = changes.listen(self._engine)
+        except Exception:
+            log.warning("cannot listen for changes; not caching for now", exc_info=True)
+            self._retry_at = self._clock() + RECONNECT_SECONDS
+            return False
+        self._clear()  # anything kept before listening may be stale
+        return True
+
+    def _disconnect(self) -> None:
+        listener, self._listener = self._listener, None
+        self._clear()
+        if listener is not None:
+            try:
+                listener.close()
+            except Exception:
+                log.debug("closing the broken listener failed", exc_info=True)
+
+    def _clear(self) -> None:
+        self._principals.clear()
+        self._answers.clear()
+        self._touched.clear()

@@ -160,6 +160,25 @@ def test_a_published_week_replaces_every_cached_answer(make_app, pg_world) -> No
     assert _track_ids(_get(client, pg_world.u1)) == TRACKS[40:45]
 
 
+def test_a_playlist_rewritten_after_publication_is_read_again(make_app, pg_world) -> None:
+    client = make_app().test_client()
+    before = _track_ids(_get(client, pg_world.u1))
+    engine = make_engine(pg_world.url)
+    with make_session_factory(engine).begin() as session:  # as `cratedigger regenerate`
+        run_id = session.execute(
+            text("SELECT weekly_run_id FROM week_publications WHERE week_start = :w"),
+            {"w": WEEK},
+        ).scalar_one()
+        entries = [repository.PlaylistEntry(track, 1.0) for track in TRACKS[50:53]]
+        version = f"{WEEK.isoformat()}-abc"
+        repository.replace_week_playlists(
+            session, WEEK, version, [repository.NewPlaylist("u1", entries)], run_id
+        )
+    engine.dispose()
+    assert before != TRACKS[50:53]
+    _eventually(lambda: _track_ids(_get(client, pg_world.u1)) == TRACKS[50:53], "rewrite seen")
+
+
 def test_a_broken_listener_empties_the_cache_then_reconnects(make_app, pg_world) -> None:
     app = make_app()
     statements = Statements(app)
@@ -181,8 +200,14 @@ def test_a_broken_listener_empties_the_cache_then_reconnects(make_app, pg_world)
     engine.dispose()
     # This worker notices the broken connection, drops what it held and reads afresh.
     _eventually(lambda: tracks[1] not in _track_ids(_get(client, pg_world.u1)), "fresh read")
-    _get(client, pg_world.u1)  # listens again, and caches what it read
-    assert cache._listener is not None and cache._listener.info.backend_pid != listener_pid
+
+    def listening_again() -> bool:
+        _get(client, pg_world.u1)
+        return cache._listener is not None
+
+    _eventually(listening_again, "listening again")
+    assert cache._listener.info.backend_pid != listener_pid
+    _get(client, pg_world.u1)
     with statements.counting() as cached:
         _get(client, pg_world.u1)
     assert cached[0] == 0  # caching again
@@ -202,6 +227,15 @@ def test_the_least_recently_used_listener_leaves_a_full_cache(make_app, pg_world
     # An operator's read of a listener looks the listener up; the answer itself came from
     # the cache until u2's pushed it out.
     assert cached[0] == 1 and evicted[0] > cached[0]
+    # The bound counts answers, not listeners: one listener's many weeks are bounded too.
+    bounded = make_app(entries=2)
+    client = bounded.test_client()
+    for path in ("latest", WEEK.isoformat(), (WEEK - dt.timedelta(days=7)).isoformat()):
+        response = client.get(
+            f"/api/v1/users/u1/playlists/{path}", headers={"Authorization": f"Bearer {operator}"}
+        )
+        assert response.status_code == 200
+    assert len(bounded.extensions["cratedigger"]["cache"]._answers) == 2
 
 
 def test_sqlite_and_a_zero_size_read_the_database_every_time(make_app, pg_world, tmp_path) -> None:

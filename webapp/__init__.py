@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, g
@@ -61,9 +63,10 @@ def create_app(
     app.extensions["cratedigger"] = {
         "settings": settings,
         "engine": engine,
-        # A request is a few reads, or one single-row write (a thumb, a token's time of use):
-        # autocommit spares every request a BEGIN and a ROLLBACK round trip.
+        # Reads in autocommit: no BEGIN and ROLLBACK round trips around a request's reads.
         "sessions": make_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT")),
+        # Writes that must commit together (a thumb and its announcement): db_transaction().
+        "transactions": make_session_factory(engine),
         # Opens its listening connection on first use, so in each worker after the fork.
         "cache": ReadCache(engine, settings.api_cache_entries),
     }
@@ -78,6 +81,11 @@ def create_app(
         # gunicorn loads the app before it forks its workers: a pooled connection opened
         # here would be shared by every worker. Close it; each worker opens its own.
         engine.dispose()
+
+    @app.before_request
+    def _apply_announced_changes() -> None:
+        # Every request drains the notifications, whatever its route (webapp/cache.py).
+        g.cache_trusted = app.extensions["cratedigger"]["cache"].sync()
 
     @app.teardown_appcontext
     def _close_session(error: BaseException | None) -> None:
@@ -121,11 +129,21 @@ def settings_of(app: Flask) -> Settings:
 
 
 def read_cache() -> ReadCache:
-    """This worker's cache of tokens and playlist answers (:mod:`webapp.cache`)."""
+    """This worker's cache of tokens and playlist answers (:mod:`webapp.cache`); trust it in
+    this request only if ``g.cache_trusted``."""
     from flask import current_app
 
     cache: ReadCache = current_app.extensions["cratedigger"]["cache"]
     return cache
+
+
+@contextmanager
+def db_transaction() -> Iterator[Session]:
+    """A session whose writes commit together when the block ends, or not at all."""
+    from flask import current_app
+
+    with current_app.extensions["cratedigger"]["transactions"].begin() as session:
+        yield session
 
 
 def db_session() -> Session:

@@ -3,13 +3,18 @@
 A playlist read is one indexed row, but under load the database round trip is most of a
 request's cost. So each worker keeps the principals of the tokens it has seen and the
 playlist answers it has built, and forgets them when a writer announces a change
-(:mod:`recsys.db.changes`: a thumb, a revoked token, a published week).
+(:mod:`recsys.db.changes`: a thumb, a revoked token, a published week, a playlist
+rewritten after publication).
 
 - The announcements arrive over one PostgreSQL connection per worker that ``LISTEN``\\ s.
   Every request first applies what has arrived, without waiting, then answers.
 - SQLite has no notifications: there every request reads the database.
 - If the listening connection breaks, the cache is emptied and requests read the database
-  until it reconnects (tried at most every :data:`RECONNECT_SECONDS`).
+  until it listens again (after :data:`RETRY_SECONDS`; a failed attempt waits
+  :data:`RECONNECT_SECONDS`). TCP keepalives make a connection the network silently dropped
+  fail within about 30 s (:data:`recsys.db.changes.KEEPALIVES`).
+- Every request of any route applies what has arrived, so that notifications never pile up
+  on a worker that serves only pages.
 - The worker that records a thumb forgets that listener at once. Other workers forget when
   the notification arrives, well under a millisecond later on one host.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -32,24 +38,33 @@ from recsys.db.tokens import TOUCH_EVERY, Principal
 
 log = logging.getLogger(__name__)
 
+#: after a failed attempt to listen, the next one waits this long
 RECONNECT_SECONDS = 5.0
+#: after the listening connection broke, listening again waits this long
+RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class Answer:
     """A playlist response body and its strong ETag."""
 
-    body: str
+    body: bytes
     etag: str
 
     @classmethod
-    def of(cls, body: str) -> Answer:
-        return cls(body, generate_etag(body.encode()))
+    def of(cls, text: str) -> Answer:
+        body = text.encode()
+        return cls(body, generate_etag(body))
+
+    @property
+    def quoted_etag(self) -> str:
+        return f'"{self.etag}"'
 
 
 class ReadCache:
-    """Principals by token digest and answers by listener, both least recently used first
-    out beyond ``max_entries``; kept true by change announcements."""
+    """Principals by token digest and answers by (listener, week), each least recently used
+    first out beyond ``max_entries``; kept true by change announcements. Thread-safe (the
+    development server runs a thread per request)."""
 
     def __init__(
         self, engine: Engine, max_entries: int, *, clock: Callable[[], float] = time.monotonic
@@ -57,11 +72,13 @@ class ReadCache:
         self._engine = engine
         self._max = max_entries
         self._clock = clock
+        self._lock = threading.Lock()
         self._pid = 0
         self._listener: Any = None
         self._retry_at = 0.0
         self._principals: OrderedDict[str, Principal] = OrderedDict()
-        self._answers: OrderedDict[str, dict[Hashable, Answer]] = OrderedDict()
+        self._answers: OrderedDict[tuple[str, Hashable], Answer] = OrderedDict()
+        self._keys: dict[str, set[Hashable]] = {}
         self._touched: dict[int, float] = {}
 
     @property
@@ -73,66 +90,86 @@ class ReadCache:
         trusted now (off, or no listening connection): then read the database."""
         if not self.enabled:
             return False
-        if self._pid != os.getpid():  # a forked worker: the parent's state is not ours
-            self._pid = os.getpid()
-            self._listener = None
-            self._clear()
-        if self._listener is None and not self._connect():
-            return False
-        try:
-            for notification in self._listener.notifies(timeout=0):
-                self._apply(notification.payload)
-        except Exception:  # the connection broke: what it did not deliver is unknown
-            log.warning("lost the change listener; emptied the cache", exc_info=True)
-            self._disconnect()
-            return False
-        return True
+        with self._lock:
+            if self._pid != os.getpid():  # a forked worker: the parent's state is not ours
+                self._pid = os.getpid()
+                self._listener = None
+                self._clear()
+            if self._listener is None and not self._connect():
+                return False
+            try:
+                for notification in self._listener.notifies(timeout=0):
+                    self._apply(notification.payload)
+            except Exception:  # the connection broke: what it did not deliver is unknown
+                log.warning("lost the change listener; emptied the cache", exc_info=True)
+                self._disconnect()
+                return False
+            return True
 
     def principal(self, digest: str) -> Principal | None:
-        principal = self._principals.get(digest)
-        if principal is not None:
-            self._principals.move_to_end(digest)
-        return principal
+        with self._lock:
+            principal = self._principals.get(digest)
+            if principal is not None:
+                self._principals.move_to_end(digest)
+            return principal
 
     def remember_principal(self, digest: str, principal: Principal) -> None:
-        self._principals[digest] = principal
-        self._touched.setdefault(principal.token_id, self._clock())
-        while len(self._principals) > self._max:
-            self._principals.popitem(last=False)
+        with self._lock:
+            self._principals[digest] = principal
+            self._principals.move_to_end(digest)
+            self._touched.setdefault(principal.token_id, self._clock())
+            while len(self._principals) > self._max:
+                _, evicted = self._principals.popitem(last=False)
+                self._touched.pop(evicted.token_id, None)
 
     def touch_due(self, token_id: int) -> bool:
         """True at most once per :data:`TOUCH_EVERY` per token: record its time of use."""
-        now = self._clock()
-        if now - self._touched.get(token_id, float("-inf")) < TOUCH_EVERY.total_seconds():
-            return False
-        self._touched[token_id] = now
-        return True
+        with self._lock:
+            now = self._clock()
+            last = self._touched.get(token_id, float("-inf"))
+            if now - last < TOUCH_EVERY.total_seconds():
+                return False
+            self._touched[token_id] = now
+            return True
 
     def answer(self, user_id: str, key: Hashable) -> Answer | None:
-        answers = self._answers.get(user_id)
-        if answers is None:
-            return None
-        self._answers.move_to_end(user_id)
-        return answers.get(key)
+        with self._lock:
+            answer = self._answers.get((user_id, key))
+            if answer is not None:
+                self._answers.move_to_end((user_id, key))
+            return answer
 
     def remember_answer(self, user_id: str, key: Hashable, answer: Answer) -> None:
-        self._answers.setdefault(user_id, {})[key] = answer
-        self._answers.move_to_end(user_id)
-        while len(self._answers) > self._max:
-            self._answers.popitem(last=False)
+        with self._lock:
+            self._answers[(user_id, key)] = answer
+            self._answers.move_to_end((user_id, key))
+            self._keys.setdefault(user_id, set()).add(key)
+            while len(self._answers) > self._max:
+                (evicted_user, evicted_key), _ = self._answers.popitem(last=False)
+                keys = self._keys[evicted_user]
+                keys.discard(evicted_key)
+                if not keys:
+                    del self._keys[evicted_user]
 
     def forget_user(self, user_id: str) -> None:
-        self._answers.pop(user_id, None)
+        with self._lock:
+            self._forget_user(user_id)
 
     def close(self) -> None:
-        self._disconnect()
+        with self._lock:
+            self._disconnect()
+
+    def _forget_user(self, user_id: str) -> None:
+        for key in self._keys.pop(user_id, ()):
+            self._answers.pop((user_id, key), None)
 
     def _apply(self, payload: str) -> None:
         kind, _, key = payload.partition(" ")
         if kind == changes.USER:
-            self.forget_user(key)
+            self._forget_user(key)
         elif kind == changes.TOKEN:
             self._principals.clear()  # revocations are rare: forget every token
+            self._touched.clear()
         else:  # a published week, or anything this version does not know
             self._clear()
 
@@ -151,6 +188,8 @@ class ReadCache:
     def _disconnect(self) -> None:
         listener, self._listener = self._listener, None
         self._clear()
+        # Not at once: a listener that breaks on every read must not reconnect per request.
+        self._retry_at = self._clock() + RETRY_SECONDS
         if listener is not None:
             try:
                 listener.close()
@@ -160,4 +199,5 @@ class ReadCache:
     def _clear(self) -> None:
         self._principals.clear()
         self._answers.clear()
+        self._keys.clear()
         self._touched.clear()

@@ -12,7 +12,7 @@ from recsys.contract import is_valid_id, parse_week
 from recsys.db import feedback, repository
 from recsys.db.repository import PublishedPlaylist
 from recsys.db.tokens import Principal
-from webapp import db_session, read_cache
+from webapp import db_session, db_transaction, read_cache
 from webapp.auth import page_login_required, web_principal
 from webapp.views import playlist_document
 
@@ -106,14 +106,13 @@ def thumb(user_id: str) -> Any:
     value = THUMB_VALUES.get(request.form.get("value", ""))
     if value is None or not is_valid_id(track_id):
         abort(400, "A thumb needs a track and a value of 'up' or 'down'.")
-    session = db_session()
     try:
-        feedback.record_thumb(session, user_id, track_id, value, source="web")
+        with db_transaction() as session:  # the thumb and its announcement, together
+            feedback.record_thumb(session, user_id, track_id, value, source="web")
     except ValueError as exc:
         abort(400, str(exc))
-    session.commit()
     read_cache().forget_user(user_id)  # other workers hear of it from the database
-    track = repository.get_track(session, track_id)
+    track = repository.get_track(db_session(), track_id)
     title = track.title if track is not None else track_id
     if value < 0:
         flash(f"“{title}” is gone; you will not be offered it again.")

@@ -159,6 +159,12 @@ def replace_week_playlists(
         for position, entry in enumerate(playlist.entries, start=1)
     ]
     _bulk_insert(session, PlaylistTrack, track_rows)
+    publication = session.get(WeekPublication, week_start)
+    if publication is not None and publication.weekly_run_id == weekly_run_id:
+        # Rewritten after publication (`cratedigger regenerate`, a redelivered chunk):
+        # readers that cache these listeners' answers must read them again.
+        for user_id in user_ids:
+            changes.announce(session, changes.USER, user_id)
     return len(track_rows)
 
 
@@ -202,7 +208,7 @@ def render_tracks(
                 "thumb": None,
             }
         )
-    return json.dumps(tracks, separators=(",", ":"))
+    return json.dumps(tracks, separators=(",", ":"), allow_nan=False)
 
 
 def _bulk_insert(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:

@@ -175,7 +175,7 @@ def _csv_header(path: Path) -> list[str]:
 
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     # utf-8-sig: spreadsheet programs start their CSV exports with a byte order mark.
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:  # type: ignore[operator]
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
         row = next(csv.reader(handle), None)
     if not row:
         raise InputError(f"{path}: CSV file has no header line")

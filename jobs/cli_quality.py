@@ -124,8 +124,8 @@ def metric_table(result: dict[str, Any]) -> str:
 def register(
     cli: click.Group,
     settings_loader: Callable[..., Settings],
-    friendly_errors: Callable[[F], F],
-    week_option: Callable[[str], Callable[[F], F]],
+    friendly_errors: Callable[[Callable[..., Any]], Callable[..., Any]],
+    week_option: Callable[[str], Callable[[Callable[..., Any]], Callable[..., Any]]],
 ) -> None:
     """Add ``evaluate`` and ``tune`` to the ``cratedigger`` group (``jobs/cli.py``)."""
 

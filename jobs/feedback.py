@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.simulate import THUMB_SCHEMA
+from jobs.formats import THUMB_SCHEMA
 from recsys.contract import week_cutoff
 from recsys.db.feedback import feedback_before
 from recsys.settings import Settings

@@ -97,7 +97,8 @@ class WeekSplit:
     def cold_items(self) -> np.ndarray:
         """int64: test items of evaluated listeners that nobody had in training."""
         tested = np.unique(self.test_rows.indices)
-        return tested[self.listeners[tested] == 0].astype(np.int64)
+        cold: np.ndarray = tested[self.listeners[tested] == 0].astype(np.int64)
+        return cold
 
     def matrix(self) -> InteractionMatrix:
         return InteractionMatrix(self.train, self.user_ids, self.track_ids)

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from jobs.formats import PLAY_SCHEMA, THUMB_SCHEMA
 from recsys.contract import MAX_MS_PLAYED
 
 logger = logging.getLogger(__name__)
@@ -56,22 +57,6 @@ MEAN_PLAYS_PER_PAIR = 1.95
 #: Share of listened pairs that get a thumb.
 THUMB_RATE = 0.04
 
-PLAY_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("track_id", pa.string()),
-        ("played_at", pa.timestamp("us", tz="UTC")),
-        ("ms_played", pa.int64()),
-    ]
-)
-THUMB_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("track_id", pa.string()),
-        ("rated_at", pa.timestamp("us", tz="UTC")),
-        ("value", pa.int32()),
-    ]
-)
 ARTIST_SCHEMA = pa.schema([("artist_id", pa.string()), ("name", pa.string())])
 USER_SCHEMA = pa.schema([("user_id", pa.string()), ("display_name", pa.string())])
 TRACK_SCHEMA = pa.schema(

@@ -605,7 +605,7 @@ def _step(settings: Settings, run_id: int, name: str, chunk: int = -1) -> Iterat
         if run.status not in repository.ACTIVE:
             raise RunNotActive(f"weekly run #{run_id} is {run.status}; skipping {name}")
         repository.begin_step(session, run_id, name, chunk)
-        context = {
+        context: dict[str, Any] = {
             "week_start": run.week_start,
             "data_dir": Path(run.data_dir),
             "model_version": run.model_version,

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.feedback import export_feedback
-from jobs.simulate import THUMB_SCHEMA
+from jobs.formats import THUMB_SCHEMA
 from recsys.db import feedback, repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.settings import Settings

@@ -59,6 +59,7 @@ def main() -> int:
 
     from jobs import weekly
     from jobs.celery import create_celery
+    from jobs.db import sessions
     from jobs.simulate import simulate_world
     from recsys.db.models import JobRun
     from recsys.settings import load_settings
@@ -81,7 +82,7 @@ def main() -> int:
 
     def fan_out(concurrency: int) -> float:
         run_id = weekly.start_run(settings, world, WEEK, "benchmark")
-        with weekly.sessions(settings).begin() as session:
+        with sessions(settings).begin() as session:
             from recsys.db import repository
 
             repository.get_weekly_run(session, run_id).model_version = report.model_version

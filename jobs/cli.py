@@ -165,7 +165,7 @@ def simulate(
 def aggregate(data_dir: Path, week: dt.date) -> None:
     """Validate and aggregate events before the week (Spark), quarantine bad rows,
     and load the catalog into the database."""
-    from jobs.weekly import aggregate_week, load_catalog
+    from jobs.training import aggregate_week, load_catalog
 
     settings = _settings(migrate=True)
     summary = aggregate_week(settings, data_dir, week)
@@ -181,7 +181,7 @@ def aggregate(data_dir: Path, week: dt.date) -> None:
 @_friendly_errors
 def train(week: dt.date) -> None:
     """Train ALS on the week's aggregates and record the model version."""
-    from jobs.weekly import load_training_data, train_week
+    from jobs.training import load_training_data, train_week
 
     settings = _settings(migrate=True)
     model = train_week(settings, week, load_training_data(settings, week), show_progress=True)
@@ -241,8 +241,8 @@ def _run_via_celery(settings: Settings, source: Path, week: dt.date) -> None:
     import time
 
     from jobs.celery import app
+    from jobs.db import sessions
     from jobs.tasks import start_weekly_run
-    from jobs.weekly import sessions
     from recsys.db import repository
 
     result = start_weekly_run.apply_async(
@@ -378,7 +378,7 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
 @_friendly_errors
 def status(limit: int) -> None:
     """Show the latest weekly runs and their steps."""
-    from jobs.weekly import sessions
+    from jobs.db import sessions
     from recsys.db import repository
 
     settings = _settings(migrate=True)
@@ -414,7 +414,7 @@ def status(limit: int) -> None:
 @_friendly_errors
 def cancel(run_id: int) -> None:
     """Cancel a running weekly run: its remaining steps do nothing and nothing is published."""
-    from jobs.weekly import sessions
+    from jobs.db import sessions
     from recsys.db import repository
 
     settings = _settings(migrate=True)

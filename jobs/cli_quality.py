@@ -81,7 +81,7 @@ def _split(
     from jobs.quality import week_split
 
     if arguments["data_dir"] is not None:
-        from jobs.weekly import aggregate_week
+        from jobs.training import aggregate_week
 
         bar.set_postfix_str("aggregate (Spark)")
         aggregate_week(settings, arguments["data_dir"], week)

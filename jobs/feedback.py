@@ -34,7 +34,7 @@ def export_feedback(settings: Settings, week_start: dt.date) -> tuple[Path, int]
     Returns the folder and the number of thumbs written. The folder is replaced whole
     (written to a temporary file, then renamed), so a reader never sees half a file.
     """
-    from jobs.weekly import sessions
+    from jobs.db import sessions
 
     folder = feedback_folder(settings, week_start)
     folder.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@
 The week's model is judged the way the product is used: a model of the same kind is trained
 on the pairs a listener first met before ``week start - gate_holdout_days``, and must rank
 the tracks each listener discovered (first played positively) in those last days. Its
-playlists are built by the product's own pipeline (:func:`jobs.weekly.playlist_blocks`:
+playlists are built by the product's own pipeline (:func:`jobs.generation.playlist_blocks`:
 cold-start slots from the same content, the same re-ranking and artist cap). The same split
 scores the most-popular baseline (artist-capped top tracks). The published model of an
 earlier week brought its own holdout metrics, recorded when it passed the gate.
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def holdout_metrics(settings: Settings, week_start: dt.date) -> dict[str, Any]:
     """NDCG@K and recall@K of the week's model kind and of popularity on the holdout."""
     from jobs.quality import popular_lists, shipped_lists, week_split
-    from jobs.weekly import _params
+    from jobs.training import als_params
 
     split = week_split(settings, week_start, holdout_days=settings.gate_holdout_days)
     holdout_cutoff = week_cutoff(week_start) - dt.timedelta(days=settings.gate_holdout_days)
@@ -45,7 +45,7 @@ def holdout_metrics(settings: Settings, week_start: dt.date) -> dict[str, Any]:
     k = settings.playlist_length
     truth = split.test_rows
     recommended = {
-        "model": shipped_lists(settings, week_start, split, _params(settings))[1],
+        "model": shipped_lists(settings, week_start, split, als_params(settings))[1],
         "popular": popular_lists(split, rules),
     }
     for name, columns in recommended.items():
@@ -60,7 +60,7 @@ def evaluate_for_gate(
     settings: Settings, week_start: dt.date, version: str
 ) -> tuple[GateDecision, dict[str, Any]]:
     """The gate's decision for the week's model and the metrics it was based on."""
-    from jobs.weekly import sessions
+    from jobs.db import sessions
 
     metrics = holdout_metrics(settings, week_start)
     if "model" not in metrics:

@@ -122,7 +122,7 @@ def week_split(
         If ``method`` is unknown, ``holdout_days`` or ``k_out`` is below 1, or the week has
         no aggregates (the message says how to make them).
     """
-    from jobs.weekly import week_paths
+    from jobs.training import week_paths
 
     if method not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {method!r}")
@@ -234,9 +234,10 @@ def shipped_lists(
     settings: Settings, week_start: dt.date, split: WeekSplit, params: ALSParams
 ) -> tuple[ALSModel, np.ndarray]:
     """Train ``params`` on the split and build the evaluated listeners' playlists the way
-    the weekly run does (:func:`jobs.weekly.playlist_blocks`: cold-start slots from the
+    the weekly run does (:func:`jobs.generation.playlist_blocks`: cold-start slots from the
     week's content, the re-ranking and the artist cap)."""
-    from jobs.weekly import attach_cold_start, playlist_blocks
+    from jobs.generation import playlist_blocks
+    from jobs.training import attach_cold_start
 
     model = train_als(split.matrix(), params)
     model = attach_cold_start(settings, week_start, model, split.listeners)

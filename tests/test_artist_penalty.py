@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from jobs.weekly import build_playlists, listener_plan, load_training_data, train_week, week_paths
+from jobs.generation import build_playlists, listener_plan
+from jobs.training import load_training_data, train_week, week_paths
 from recsys.als import FactorScorer
 from recsys.playlist import PlaylistRules, generate_playlists, mask_disliked_artists
 from recsys.settings import Settings

@@ -191,10 +191,11 @@ def env(tmp_path: Path, postgres_url: str, redis_server: str, world: Path) -> It
 
 
 def _listeners_with_history(env: Env) -> int:
-    from jobs.weekly import _cached_training_data, eligible_listener_rows
+    from jobs.generation import eligible_listener_rows
+    from jobs.training import cached_training_data
 
     settings = env.settings()
-    return len(eligible_listener_rows(settings, _cached_training_data(settings, WEEK)))
+    return len(eligible_listener_rows(settings, cached_training_data(settings, WEEK)))
 
 
 def _start(env: Env, week: dt.date = WEEK) -> int:

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from jobs.cli import cli
-from jobs.weekly import load_training_data, train_week, week_paths
+from jobs.training import load_training_data, train_week, week_paths
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import ModelVersion
 from recsys.settings import Settings

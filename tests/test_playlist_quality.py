@@ -18,14 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from jobs.weekly import (
-    TrainingData,
-    build_playlists,
-    listener_plan,
-    load_training_data,
-    train_week,
-    week_paths,
-)
+from jobs.generation import build_playlists, listener_plan
+from jobs.training import TrainingData, load_training_data, train_week, week_paths
 from recsys.als import ALSModel, FactorScorer
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory

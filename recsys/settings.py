@@ -188,7 +188,7 @@ class Settings(BaseSettings):
         default=2048,
         ge=0,
         le=1_000_000,
-        description="Listeners whose playlist answers each web worker keeps in memory "
+        description="Playlist answers (and tokens) each web worker keeps in memory "
         "(PostgreSQL only; kept true by change notifications); 0 turns the cache off.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

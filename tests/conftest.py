@@ -127,6 +127,7 @@ def app(web_settings: Settings):
 
     app = create_app({"TESTING": True}, settings=web_settings)
     yield app
+    app.extensions["cratedigger"]["cache"].close()
     app.extensions["cratedigger"]["engine"].dispose()
 
 

@@ -47,6 +47,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jobs.formats import PLAY_SCHEMA, THUMB_SCHEMA
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 20110501
 DURATION_MS = 240_000
@@ -58,22 +60,6 @@ TAG_DAY_MAX = (dt.date(2011, 12, 31) - _EPOCH).days
 RANDOM_DAY_MIN = (dt.date(2005, 8, 1) - _EPOCH).days
 RANDOM_DAY_END = (dt.date(2011, 5, 1) - _EPOCH).days  # exclusive
 
-PLAY_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("track_id", pa.string()),
-        ("played_at", pa.timestamp("us", tz="UTC")),
-        ("ms_played", pa.int64()),
-    ]
-)
-THUMB_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("track_id", pa.string()),
-        ("rated_at", pa.timestamp("us", tz="UTC")),
-        ("value", pa.int32()),
-    ]
-)
 TRACK_SCHEMA = pa.schema(
     [
         ("track_id", pa.string()),

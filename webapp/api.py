@@ -200,24 +200,23 @@ def _playlist_response(
     trusted = bool(g.get("cache_trusted"))
     token_digest = checked_digest(bearer_token())
     principal = cache.principal(token_digest) if trusted and token_digest else None
-    answer = None
     if principal is None:
-        found, row = bearer_principal_and_read(statement, params)
-        principal = found
-        playlist = repository.published_playlist(row)
-        answer = Answer.of(playlist_json(playlist)) if playlist is not None else None
+        principal, row = bearer_principal_and_read(statement, params)
         if trusted and token_digest:
             cache.remember_principal(token_digest, principal)
-    elif cache.touch_due(principal.token_id):
-        touch_token(db_session(), principal.token_id)
-    _listener_for(principal, user_id)
-    if answer is None and trusted:
-        answer = cache.answer(user_id, key)
-    if answer is None:
-        playlist = repository.published_playlist(db_session().execute(statement, params).first())
-        if playlist is None:
-            return error_response(404, missing)
-        answer = Answer.of(playlist_json(playlist))
+        _listener_for(principal, user_id)
+    else:  # a cached token: the cache is trusted in this request
+        if cache.touch_due(principal.token_id):
+            touch_token(db_session(), principal.token_id)
+        _listener_for(principal, user_id)
+        cached = cache.answer(user_id, key)
+        if cached is not None:
+            return _cacheable(cached)
+        row = db_session().execute(statement, params).first()
+    playlist = repository.published_playlist(row)
+    if playlist is None:
+        return error_response(404, missing)
+    answer = Answer.of(playlist_json(playlist))
     if trusted:
         cache.remember_answer(user_id, key, answer)
     return _cacheable(answer)

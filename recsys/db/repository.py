@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, cast, delete, func, insert, select
+from sqlalchemy import String, bindparam, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -311,17 +311,18 @@ LATEST_PLAYLIST = _PUBLISHED.order_by(_playlists.c.week_start.desc()).limit(1)
 PLAYLIST_OF_WEEK = _PUBLISHED.where(_playlists.c.week_start == bindparam("week_start"))
 
 
-def latest_playlist(db: Session | Connection, user_id: str) -> PublishedPlaylist | None:
+def latest_playlist(session: Session, user_id: str) -> PublishedPlaylist | None:
     """The listener's most recent published playlist with their thumbs on it, or None.
     One indexed row, one round trip."""
-    return published_playlist(db.execute(LATEST_PLAYLIST, {"user_id": user_id}).first())
+    return published_playlist(session.execute(LATEST_PLAYLIST, {"user_id": user_id}).first())
 
 
 def playlist_of_week(
-    db: Session | Connection, user_id: str, week_start: dt.date
+    session: Session, user_id: str, week_start: dt.date
 ) -> PublishedPlaylist | None:
     """The listener's published playlist of one week with their thumbs on it, or None."""
-    row = db.execute(PLAYLIST_OF_WEEK, {"user_id": user_id, "week_start": week_start}).first()
+    params = {"user_id": user_id, "week_start": week_start}
+    row = session.execute(PLAYLIST_OF_WEEK, params).first()
     return published_playlist(row)
 
 

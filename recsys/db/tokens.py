@@ -8,6 +8,7 @@ shown once, when created, and never stored.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -99,7 +100,6 @@ _TOKEN_COLUMNS = (
 )
 # Built once: authentication runs on every API request.
 _BY_DIGEST = select(*_TOKEN_COLUMNS).where(_tokens.c.token_hash == bindparam("digest"))
-_WITH_COMPANION: dict[int, tuple[Select[Any], Select[Any]]] = {}
 
 
 def authenticate(session: Session, token: str, *, touch: bool = True) -> Principal | None:
@@ -117,16 +117,18 @@ def authenticate_and_read(
     live token. The caller still decides whether the principal may see it. The row is
     None when the token is not live or the companion has no row (its first column is NULL).
     """
-    built = _WITH_COMPANION.get(id(companion))
-    if built is None or built[0] is not companion:
-        read = companion.subquery()
-        joined = (
-            select(*_TOKEN_COLUMNS, *read.c)
-            .select_from(_tokens.outerjoin(read, true()))
-            .where(_tokens.c.token_hash == bindparam("digest"))
-        )
-        built = _WITH_COMPANION.setdefault(id(companion), (companion, joined))
-    return _authenticate(session, token, built[1], params)
+    return _authenticate(session, token, _joined(companion), params)
+
+
+@functools.cache
+def _joined(companion: Select[Any]) -> Select[Any]:
+    """The token's row with ``companion`` left-joined, built once per companion statement."""
+    read = companion.subquery()
+    return (
+        select(*_TOKEN_COLUMNS, *read.c)
+        .select_from(_tokens.outerjoin(read, true()))
+        .where(_tokens.c.token_hash == bindparam("digest"))
+    )
 
 
 def _authenticate(

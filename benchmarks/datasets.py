@@ -354,7 +354,7 @@ def clean_events(
         ("missing_timestamp", missing_time),
         ("ms_played_out_of_range" if kind == "plays" else "invalid_thumb_value", bad_amount),
         ("timestamp_after_cutoff", us >= _us(cutoff)),
-        ("timestamp_before_2000", us < _us(EARLIEST_EVENT)),
+        ("timestamp_before_earliest", us < _us(EARLIEST_EVENT)),
         ("unknown_track", ~frame["track_id"].isin(track_ids).to_numpy()),
     ]
     if user_ids is not None:

@@ -11,7 +11,7 @@ import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from tqdm import tqdm
@@ -20,6 +20,10 @@ from jobs.cli_quality import register as register_quality_commands
 from recsys.contract import is_valid_id, parse_week, week_start_of
 from recsys.db.tokens import create_token
 from recsys.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from jobs.lease import Lease
+    from recsys.db.models import WeeklyRun
 
 log = logging.getLogger("cratedigger")
 
@@ -49,10 +53,18 @@ def _friendly_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from jobs.aggregate import InputError
+        from recsys.db.repository import RunAlreadyActive, RunNotActive
 
         try:
             return command(*args, **kwargs)
-        except (ConfigError, InputError, ValueError, FileNotFoundError) as exc:
+        except (
+            ConfigError,
+            InputError,
+            ValueError,
+            FileNotFoundError,
+            RunAlreadyActive,
+            RunNotActive,
+        ) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
@@ -169,7 +181,7 @@ def aggregate(data_dir: Path, week: dt.date) -> None:
 
     settings = _settings(migrate=True)
     summary = aggregate_week(settings, data_dir, week)
-    load_catalog(settings, week)
+    load_catalog(settings, week, summary["aggregation"])
     click.echo(
         f"{summary['interactions']:,} interactions of {summary['users']:,} listeners; "
         f"quarantined {summary['quarantined_total']:,} rows: {summary['quarantined']}"
@@ -223,7 +235,9 @@ def run_week_command(data_dir: Path | None, week: dt.date, via_celery: bool) -> 
     steps and this command follows the run until it ends. Running a week again builds it
     anew and publishes it in place of the previous run, without duplicates.
     """
+    from jobs.errors import describe_error
     from jobs.weekly import GateRejected, run_in_process
+    from recsys.db.repository import RunAlreadyActive
 
     settings = _settings(migrate=True)
     source = data_dir or settings.events_source
@@ -234,6 +248,15 @@ def run_week_command(data_dir: Path | None, week: dt.date, via_celery: bool) -> 
         report = run_in_process(settings, source, week, progress=_progress)
     except GateRejected as exc:
         raise click.ClickException(f"{exc}; nothing was published") from None
+    except (KeyboardInterrupt, click.ClickException, RunAlreadyActive):
+        raise
+    except Exception as exc:
+        # The run is marked failed with this same line; the traceback is for -v readers.
+        log.debug("the weekly run failed", exc_info=True)
+        raise click.ClickException(
+            f"the weekly run failed: {describe_error(exc)}; nothing was published "
+            "(`cratedigger status` shows the run)"
+        ) from None
     _print_report(report)
 
 
@@ -377,11 +400,14 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=5, show_default=True)
 @_friendly_errors
 def status(limit: int) -> None:
-    """Show the latest weekly runs and their steps."""
+    """Show the latest weekly runs, who holds the running ones, and their steps."""
     from jobs.db import sessions
+    from jobs.lease import Lease
     from recsys.db import repository
 
     settings = _settings(migrate=True)
+    lease = Lease.of(settings)
+    now = dt.datetime.now(dt.UTC)
     with sessions(settings)() as session:
         runs = repository.recent_weekly_runs(session, limit)
         if not runs:
@@ -391,8 +417,10 @@ def status(limit: int) -> None:
                 f"run #{run.id}  week {run.week_start}  {run.status:<10} {run.trigger:<12} "
                 f"started {run.started_at:%Y-%m-%d %H:%M:%S}  model {run.model_version or '-'}"
             )
+            if run.status in repository.ACTIVE:
+                click.echo(f"    {_lease_line(run, lease, now)}")
             if run.error:
-                click.echo(f"    error: {run.error.splitlines()[-1][:200]}")
+                click.echo(f"    error: {run.error.splitlines()[-1][:300]}")
             chunks = [s for s in run.steps if s.step == "generate"]
             for step in run.steps:
                 if step.step == "generate":
@@ -409,19 +437,45 @@ def status(limit: int) -> None:
                 )
 
 
+def _lease_line(run: WeeklyRun, lease: Lease, now: dt.datetime) -> str:
+    """Who holds a running run and whether it is alive, in one line."""
+    beat = run.heartbeat_at or run.started_at
+    beat = beat if beat.tzinfo else beat.replace(tzinfo=dt.UTC)
+    silent = int((now - beat).total_seconds())
+    held = f"held by {run.owner or 'an unknown owner'}, heartbeat {silent} s ago"
+    dead = lease.dead_reason(run, now)
+    if dead is None:
+        return held
+    return f"{held}; its owner looks dead ({dead}): the next run of the week takes over"
+
+
 @cli.command()
 @click.argument("run_id", type=click.IntRange(1))
+@click.option(
+    "--force",
+    is_flag=True,
+    help="End the run now, even if its owner still works on it: the week is free at once.",
+)
 @_friendly_errors
-def cancel(run_id: int) -> None:
-    """Cancel a running weekly run: its remaining steps do nothing and nothing is published."""
+def cancel(run_id: int, force: bool) -> None:
+    """Cancel a running weekly run: its remaining steps do nothing and nothing is published.
+
+    A run whose owner is gone (killed, its machine down) is marked abandoned at once.
+    """
     from jobs.db import sessions
+    from jobs.lease import Lease
     from recsys.db import repository
 
     settings = _settings(migrate=True)
     with sessions(settings).begin() as session:
-        run = repository.request_cancel(session, run_id)
-        week = run.week_start
-    click.echo(f"run #{run_id} (week {week}) will stop at its next step")
+        run = repository.request_cancel(
+            session, run_id, force=force, dead_reason=Lease.of(settings).dead_reason
+        )
+        week, status, error = run.week_start, run.status, run.error
+    if status == "cancelling":
+        click.echo(f"run #{run_id} (week {week}) will stop at its next step")
+    else:
+        click.echo(f"run #{run_id} (week {week}) is {status}: {error}")
 
 
 @cli.command()

@@ -24,19 +24,17 @@ from recsys.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def feedback_folder(settings: Settings, week_start: dt.date) -> Path:
-    return settings.data_dir / "feedback" / f"week={week_start.isoformat()}"
-
-
-def export_feedback(settings: Settings, week_start: dt.date) -> tuple[Path, int]:
-    """Write the thumbs given before the week's cut-off into the week's feedback folder.
+def export_feedback(settings: Settings, week_start: dt.date, aggregation: str) -> tuple[Path, int]:
+    """Write the thumbs given before the week's cut-off into the feedback folder of the
+    week's aggregation ``aggregation`` (:func:`jobs.training.feedback_folder`).
 
     Returns the folder and the number of thumbs written. The folder is replaced whole
     (written to a temporary file, then renamed), so a reader never sees half a file.
     """
     from jobs.db import sessions
+    from jobs.training import feedback_folder
 
-    folder = feedback_folder(settings, week_start)
+    folder = feedback_folder(settings, week_start, aggregation)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "thumbs.parquet"
     partial = folder / "thumbs.parquet.partial"

@@ -28,12 +28,17 @@ from recsys.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def holdout_metrics(settings: Settings, week_start: dt.date) -> dict[str, Any]:
-    """NDCG@K and recall@K of the week's model kind and of popularity on the holdout."""
+def holdout_metrics(
+    settings: Settings, week_start: dt.date, aggregation: str | None = None
+) -> dict[str, Any]:
+    """NDCG@K and recall@K of the week's model kind and of popularity on the holdout of the
+    week's aggregation ``aggregation`` (default: its newest)."""
     from jobs.quality import popular_lists, shipped_lists, week_split
     from jobs.training import als_params
 
-    split = week_split(settings, week_start, holdout_days=settings.gate_holdout_days)
+    split = week_split(
+        settings, week_start, holdout_days=settings.gate_holdout_days, aggregation=aggregation
+    )
     holdout_cutoff = week_cutoff(week_start) - dt.timedelta(days=settings.gate_holdout_days)
     result: dict[str, Any] = {
         "holdout_cutoff": holdout_cutoff.isoformat(),
@@ -57,12 +62,12 @@ def holdout_metrics(settings: Settings, week_start: dt.date) -> dict[str, Any]:
 
 
 def evaluate_for_gate(
-    settings: Settings, week_start: dt.date, version: str
+    settings: Settings, week_start: dt.date, version: str, aggregation: str | None = None
 ) -> tuple[GateDecision, dict[str, Any]]:
     """The gate's decision for the week's model and the metrics it was based on."""
     from jobs.db import sessions
 
-    metrics = holdout_metrics(settings, week_start)
+    metrics = holdout_metrics(settings, week_start, aggregation)
     if "model" not in metrics:
         decision = GateDecision(True, "no holdout listeners: nothing to compare, published")
         return decision, metrics

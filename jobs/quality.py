@@ -76,6 +76,8 @@ class WeekSplit:
         int64 (n_tracks,): training listeners with a positive confidence per track.
     description : str
         The split in words, for reports.
+    aggregation : str
+        The week's aggregation folder the split was read from (``jobs.training.week_paths``).
     """
 
     user_ids: np.ndarray
@@ -86,6 +88,7 @@ class WeekSplit:
     track_artist: np.ndarray
     listeners: np.ndarray
     description: str
+    aggregation: str
 
     @property
     def test_rows(self) -> sp.csr_matrix:
@@ -113,8 +116,10 @@ def week_split(
     k_out: int = 10,
     seed: int = 0,
     validation: bool = False,
+    aggregation: str | None = None,
 ) -> WeekSplit:
-    """Split the week's aggregates (``aggregates/week=.../``) as described in the module.
+    """Split the week's aggregation ``aggregation`` (default: its newest) as described in
+    the module.
 
     Raises
     ------
@@ -122,13 +127,14 @@ def week_split(
         If ``method`` is unknown, ``holdout_days`` or ``k_out`` is below 1, or the week has
         no aggregates (the message says how to make them).
     """
-    from jobs.training import week_paths
+    from jobs.training import resolve_aggregation, week_paths
 
     if method not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {method!r}")
     if holdout_days < 1 or k_out < 1:
         raise ValueError(f"holdout_days and k_out must be >= 1, got {holdout_days}, {k_out}")
-    root, _ = week_paths(settings, week_start)
+    aggregation = resolve_aggregation(settings, week_start, aggregation)
+    root = week_paths(settings, week_start, aggregation).root
     if not (root / "interactions").exists():
         raise ValueError(
             f"no aggregates for the week of {week_start} in {settings.data_dir}; pass --data "
@@ -194,6 +200,7 @@ def week_split(
         track_artist=track_artist.astype(np.int64),
         listeners=listeners,
         description=description,
+        aggregation=aggregation,
     )
 
 
@@ -240,7 +247,7 @@ def shipped_lists(
     from jobs.training import attach_cold_start
 
     model = train_als(split.matrix(), params)
-    model = attach_cold_start(settings, week_start, model, split.listeners)
+    model = attach_cold_start(settings, week_start, model, split.listeners, split.aggregation)
     blocks = playlist_blocks(
         settings,
         model,

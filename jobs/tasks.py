@@ -17,9 +17,9 @@ from typing import Any
 from celery import Task, chain, chord, group, shared_task
 from celery.signals import setup_logging
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from jobs import weekly
+from jobs.lease import CELERY_OWNER
 from recsys.contract import parse_week, week_start_of
 from recsys.db.repository import RunAlreadyActive
 from recsys.settings import Settings, load_settings
@@ -27,7 +27,7 @@ from recsys.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 #: Errors worth another try: the database or the broker being away for a while.
-TRANSIENT = (OperationalError, InterfaceError, BrokerError, ConnectionError, TimeoutError)
+TRANSIENT = (*weekly.TRANSIENT_DB, BrokerError, ConnectionError, TimeoutError)
 
 
 @setup_logging.connect
@@ -88,7 +88,9 @@ def start_weekly_run(
     week_start = parse_week(week) if week else week_to_build(dt.datetime.now(dt.UTC))
     source = Path(data_dir) if data_dir else settings.events_source
     try:
-        run_id = weekly.start_run(settings, source, week_start, trigger)
+        # The workers hold the run together: a killed worker's task is delivered again, so
+        # the run is abandoned only when no task renewed it for longer than that takes.
+        run_id = weekly.start_run(settings, source, week_start, trigger, owner=CELERY_OWNER)
     except RunAlreadyActive as exc:
         log.warning("%s", exc)
         return {"started": False, "reason": str(exc)}

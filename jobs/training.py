@@ -9,7 +9,7 @@ import functools
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,37 +27,146 @@ from recsys.matrix import InteractionMatrix, build_interaction_matrix
 from recsys.settings import Settings
 from recsys.tuning import resolve_als_params
 
+if TYPE_CHECKING:
+    from jobs.aggregate import AggregationPaths
+
 log = logging.getLogger(__name__)
 
 
-def week_paths(settings: Settings, week_start: dt.date) -> tuple[Path, Path]:
-    """(aggregates folder, quarantine dataset) of a week under the data directory."""
+#: The aggregation folder of a week's layout before per-run aggregations: the week's
+#: folder itself (``aggregates/week=W/``).
+LEGACY_AGGREGATION = ""
+#: Aggregation folders: ``run-<id>`` (a weekly run's), ``cli-<time>`` (`cratedigger aggregate`).
+_PREFIXES = ("run-", "cli-")
+
+
+def _week_folders(settings: Settings, week_start: dt.date) -> tuple[Path, Path, Path]:
+    """The week's folders of aggregates, quarantine and exported web thumbs."""
     key = f"week={week_start.isoformat()}"
-    return settings.aggregates_dir / key, settings.quarantine_dir / key
+    return (
+        settings.aggregates_dir / key,
+        settings.quarantine_dir / key,
+        settings.data_dir / "feedback" / key,
+    )
 
 
-def aggregate_week(settings: Settings, data_dir: Path, week_start: dt.date) -> dict[str, Any]:
-    """Run the Spark aggregation for the week on ``settings.spark_master``."""
-    from jobs.aggregate import AggregationParams, AggregationPaths, run_aggregation
+def week_aggregations(settings: Settings, week_start: dt.date) -> list[str]:
+    """The week's complete aggregations (their summary is written last), oldest first."""
+    root = _week_folders(settings, week_start)[0]
+    done = [p.parent for p in root.glob("*/summary.json")] if root.is_dir() else []
+    done.sort(key=lambda p: (p.joinpath("summary.json").stat().st_mtime_ns, p.name))
+    return [p.name for p in done]
+
+
+def resolve_aggregation(
+    settings: Settings, week_start: dt.date, aggregation: str | None = None
+) -> str:
+    """``aggregation``, checked; None: the week's newest complete aggregation, else the
+    legacy layout."""
+    if aggregation is None:
+        done = week_aggregations(settings, week_start)
+        return done[-1] if done else LEGACY_AGGREGATION
+    if aggregation != LEGACY_AGGREGATION and (
+        "/" in aggregation or "\\" in aggregation or aggregation.startswith(".")
+    ):
+        raise ValueError(f"{aggregation!r} is not an aggregation folder name")
+    return aggregation
+
+
+def week_paths(
+    settings: Settings, week_start: dt.date, aggregation: str | None = None
+) -> AggregationPaths:
+    """Where an aggregation of the week lives: ``aggregates/week=W/<aggregation>/`` and
+    ``quarantine/week=W/<aggregation>/``.
+
+    Each weekly run aggregates into a folder of its own (``run-<id>``), so a run killed
+    half-way never touches the aggregates of the week's published run; the published run
+    names the week's current one. Without ``aggregation``: the week's newest complete
+    aggregation, else the week's folder itself (the layout before per-run aggregations).
+    """
+    from jobs.aggregate import AggregationPaths
+
+    root, quarantine, _ = _week_folders(settings, week_start)
+    key = resolve_aggregation(settings, week_start, aggregation)
+    return AggregationPaths(root / key, quarantine / key)
+
+
+def feedback_folder(settings: Settings, week_start: dt.date, aggregation: str) -> Path:
+    """Where the aggregation ``aggregation`` of the week reads the web app's thumbs from."""
+    return _week_folders(settings, week_start)[2] / resolve_aggregation(
+        settings, week_start, aggregation
+    )
+
+
+def remove_aggregations(
+    settings: Settings, week_start: dt.date, keep: set[str], *, prefix: str | None = None
+) -> None:
+    """Delete the week's aggregations (with their quarantine and exported thumbs) other
+    than ``keep``, and the legacy layout's files unless ``keep`` holds it; with ``prefix``
+    only the aggregations whose name starts with it. Best effort, logged."""
+    import shutil
+
+    candidates = (prefix,) if prefix is not None else _PREFIXES
+    for base in _week_folders(settings, week_start):
+        if not base.is_dir():
+            continue
+        for entry in base.iterdir():
+            if entry.name in keep:
+                continue
+            if not entry.name.startswith(candidates) and (
+                prefix is not None or LEGACY_AGGREGATION in keep
+            ):
+                continue
+            try:
+                if entry.is_dir():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError as exc:
+                log.warning("could not remove the old aggregation %s: %s", entry, exc)
+
+
+def aggregate_week(
+    settings: Settings, data_dir: Path, week_start: dt.date, aggregation: str | None = None
+) -> dict[str, Any]:
+    """Run the Spark aggregation for the week on ``settings.spark_master`` into the
+    week's folder ``aggregation`` (replaced whole if it exists).
+
+    Without ``aggregation`` (the ``aggregate``, ``evaluate`` and ``tune`` commands), into
+    a new ``cli-<time>`` folder, which then replaces the week's earlier ``cli-`` ones; the
+    folders of weekly runs are left alone.
+    """
+    manual = aggregation is None
+    if aggregation is None:
+        aggregation = f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"
+    import shutil
+
+    from jobs.aggregate import AggregationParams, run_aggregation
     from jobs.feedback import export_feedback
     from jobs.spark import get_spark
 
-    root, quarantine = week_paths(settings, week_start)
-    root.mkdir(parents=True, exist_ok=True)
+    paths = week_paths(settings, week_start, aggregation)
+    for folder in (paths.root, paths.quarantine):
+        if folder.exists():  # a retried step starts again from nothing
+            shutil.rmtree(folder)
+    paths.root.mkdir(parents=True, exist_ok=True)
     spark = get_spark(settings.spark_master, shuffle_partitions=settings.spark_shuffle_partitions)
     params = AggregationParams(
         cutoff=week_cutoff(week_start),
         skip_weight=settings.skip_weight,
         thumb_up_boost=settings.thumb_up_boost,
         thumb_down_confidence=settings.thumb_down_confidence,
+        earliest_event_at=settings.earliest_event_at,
+        unreadable_files=settings.unreadable_files,
     )
-    feedback, thumbs = export_feedback(settings, week_start)
-    summary = run_aggregation(
-        spark, data_dir, AggregationPaths(root, quarantine), params, extra_thumbs=feedback
-    )
+    feedback, thumbs = export_feedback(settings, week_start, aggregation)
+    summary = run_aggregation(spark, data_dir, paths, params, extra_thumbs=feedback)
+    if manual:
+        remove_aggregations(settings, week_start, {aggregation}, prefix="cli-")
     return asdict(summary) | {
         "quarantined_total": summary.quarantined_total,
         "web_thumbs_exported": thumbs,
+        "aggregation": aggregation,
     }
 
 
@@ -66,9 +175,11 @@ def _read(path: Path, columns: list[str] | None = None) -> dict[str, np.ndarray]
     return {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
 
 
-def load_catalog(settings: Settings, week_start: dt.date) -> dict[str, int]:
+def load_catalog(
+    settings: Settings, week_start: dt.date, aggregation: str | None = None
+) -> dict[str, int]:
     """Upsert the week's validated artists, tracks and listeners into the database."""
-    root, _ = week_paths(settings, week_start)
+    root = week_paths(settings, week_start, aggregation).root
     artists = pq.read_table(root / "artists").to_pylist()
     tracks = pq.read_table(
         root / "tracks", columns=["track_id", "title", "artist_id", "duration_ms", "released_at"]
@@ -123,9 +234,11 @@ class TrainingData:
     outsider_known: sp.csr_matrix
 
 
-def load_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
+def load_training_data(
+    settings: Settings, week_start: dt.date, aggregation: str | None = None
+) -> TrainingData:
     """The confidence matrix, what each listener already knows, and track -> artist numbers."""
-    root, _ = week_paths(settings, week_start)
+    root = week_paths(settings, week_start, aggregation).root
     tracks = _read(root / "tracks", ["track_id", "title", "artist_id"])
     artists = _read(root / "artists", ["artist_id", "name"])
     rows = _read(root / "interactions", ["user_id", "track_id", "confidence", "plays"])
@@ -199,7 +312,7 @@ def load_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
 
 
 def load_track_content(
-    settings: Settings, week_start: dt.date, track_ids: np.ndarray
+    settings: Settings, week_start: dt.date, track_ids: np.ndarray, aggregation: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Content features of the week's tracks in the order of ``track_ids`` (sorted):
     :func:`recsys.coldstart.content_matrix` of the staged ``embedding`` and ``tags``.
@@ -210,7 +323,7 @@ def load_track_content(
         float32 (n_tracks, d) and bool (n_tracks,); all False when the catalog has neither
         column (a CSV catalog).
     """
-    root, _ = week_paths(settings, week_start)
+    root = week_paths(settings, week_start, aggregation).root
     table = pq.read_table(root / "tracks")
     ids = table.column("track_id").to_numpy(zero_copy_only=False).astype(str)
     order = np.argsort(ids)
@@ -262,7 +375,12 @@ def als_params(settings: Settings) -> ALSParams:
 
 
 def train_week(
-    settings: Settings, week_start: dt.date, data: TrainingData, *, show_progress: bool = False
+    settings: Settings,
+    week_start: dt.date,
+    data: TrainingData,
+    *,
+    aggregation: str | None = None,
+    show_progress: bool = False,
 ) -> ALSModel:
     """Train ALS, save the artifact under ``models/`` and record it in ``model_versions``.
 
@@ -274,7 +392,7 @@ def train_week(
     if resolved.tuned_file is not None:
         log.info("training with tuned parameters from %s: %s", resolved.tuned_file, params)
     model = train_als(data.matrix, params, show_progress=show_progress)
-    model = attach_cold_start(settings, week_start, model, data.track_listeners)
+    model = attach_cold_start(settings, week_start, model, data.track_listeners, aggregation)
     model.metadata["params_sources"] = resolved.to_dict()
     version = f"{week_start.isoformat()}-{model.fingerprint[:12]}"
     model.metadata["version"] = version
@@ -301,31 +419,40 @@ def train_week(
 
 
 def attach_cold_start(
-    settings: Settings, week_start: dt.date, model: ALSModel, track_listeners: np.ndarray
+    settings: Settings,
+    week_start: dt.date,
+    model: ALSModel,
+    track_listeners: np.ndarray,
+    aggregation: str | None = None,
 ) -> ALSModel:
     """The model with content-projected factors for its cold tracks (content, no listener;
     the projection is fitted on tracks with at least ``cold_min_plays`` listeners); unchanged
     when cold start is off (``cold_slots = 0``) or no track is cold."""
     if settings.cold_slots == 0:
         return model
-    content, has_content = load_track_content(settings, week_start, model.track_ids)
+    content, has_content = load_track_content(settings, week_start, model.track_ids, aggregation)
     return with_cold_start(
         model, content, has_content, track_listeners.astype(np.int64), settings.cold_min_plays
     )
 
 
-def cached_training_data(settings: Settings, week_start: dt.date) -> TrainingData:
+def cached_training_data(
+    settings: Settings, week_start: dt.date, aggregation: str | None = None
+) -> TrainingData:
     """The week's training data, read once per process and aggregation (workers run many
-    chunks of the same week; a new aggregation of the week changes the summary's mtime)."""
-    root, _ = week_paths(settings, week_start)
-    summary = root / "summary.json"
+    chunks of the same week; a new aggregation into the same folder changes the summary's
+    mtime)."""
+    key = resolve_aggregation(settings, week_start, aggregation)
+    summary = week_paths(settings, week_start, key).summary
     stamp = summary.stat().st_mtime_ns if summary.exists() else 0
-    return _training_data_at(settings, week_start, stamp)
+    return _training_data_at(settings, week_start, key, stamp)
 
 
 @functools.lru_cache(maxsize=2)
-def _training_data_at(settings: Settings, week_start: dt.date, stamp: int) -> TrainingData:
-    return load_training_data(settings, week_start)
+def _training_data_at(
+    settings: Settings, week_start: dt.date, aggregation: str, stamp: int
+) -> TrainingData:
+    return load_training_data(settings, week_start, aggregation)
 
 
 @functools.lru_cache(maxsize=2)

@@ -21,44 +21,55 @@ listeners. Training data and training live in :mod:`jobs.training`, playlist bui
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from jobs import lease
 from jobs.db import sessions
+from jobs.errors import describe_error
 from jobs.generation import build_playlists, listener_plan
 from jobs.training import (
+    LEGACY_AGGREGATION,
     aggregate_week,
     cached_model,
     cached_training_data,
     load_catalog,
     load_training_data,
+    remove_aggregations,
+    resolve_aggregation,
     train_week,
 )
 from recsys.db import repository
 from recsys.db.migrate import upgrade
-from recsys.db.models import ModelVersion, WeekPublication
+from recsys.db.models import ModelVersion, WeeklyRun, WeekPublication
+from recsys.db.repository import RunNotActive
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ProgressFactory = Callable[[int, str], Any]
+T = TypeVar("T")
 
 
 class GateRejected(RuntimeError):
     """The validation gate refused to publish the run's model."""
 
 
-class RunNotActive(RuntimeError):
-    """The run was cancelled or has ended; its remaining steps do nothing."""
+#: Errors worth another try: the database being away for a while (a restart, a failover).
+TRANSIENT_DB = (OperationalError, InterfaceError)
+
+__all__ = ["GateRejected", "RunNotActive", "WeekReport"]
 
 
 @dataclass
@@ -69,6 +80,7 @@ class WeekReport:
     data_dir: str
     run_id: int = 0
     status: str = "running"
+    error: str | None = None
     stages: dict[str, float] = field(default_factory=dict)
     aggregation: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
@@ -87,21 +99,63 @@ class WeekReport:
 # ----------------------------------------------------------------------------- run steps
 
 
-def start_run(settings: Settings, data_dir: Path, week_start: dt.date, trigger: str) -> int:
-    """Record a new running run for the week; raises ``RunAlreadyActive`` if one is active."""
+def start_run(
+    settings: Settings,
+    data_dir: Path,
+    week_start: dt.date,
+    trigger: str,
+    *,
+    owner: str | None = None,
+) -> int:
+    """Record a new running run for the week held by ``owner`` (default: this process).
+
+    An active run of the week whose owner is gone is marked ``abandoned`` with the reason
+    first (:mod:`jobs.lease`); raises ``RunAlreadyActive`` if a live one holds the week.
+    """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     with sessions(settings).begin() as session:
-        run = repository.start_weekly_run(session, week_start, trigger, str(data_dir))
+        run = repository.start_weekly_run(
+            session,
+            week_start,
+            trigger,
+            str(data_dir),
+            owner=owner or lease.this_process(),
+            dead_reason=lease.Lease.of(settings).dead_reason,
+        )
         run_id = run.id
     log.info("weekly run #%d for the week of %s started (%s)", run_id, week_start, trigger)
     return run_id
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What a step knows of its run, read when the step begins."""
+
+    run_id: int
+    week_start: dt.date
+    data_dir: Path
+    model_version: str | None
+    #: The run's aggregation folder (``jobs.training.week_paths``), once it has one.
+    aggregation: str | None
+
+
+class _Outcome:
+    """What a step body reports back to :func:`_step`."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, Any] | None = None
+        #: The body finished the step itself, inside its own transaction.
+        self.finished = False
+
+
 @contextmanager
-def _step(settings: Settings, run_id: int, name: str, chunk: int = -1) -> Iterator[Any]:
+def _step(
+    settings: Settings, run_id: int, name: str, chunk: int = -1
+) -> Iterator[tuple[StepContext, _Outcome]]:
     """Record a step: running, then succeeded (the body may finish it inside its own
-    transaction) or failed with the error. A cancelled or ended run does nothing."""
+    transaction) or failed with the error, in one line. A cancelled, abandoned or ended
+    run does nothing. The run's lease is renewed while the step runs."""
     with sessions(settings).begin() as session:
         run = repository.get_weekly_run(session, run_id)
         if run is None:
@@ -112,59 +166,91 @@ def _step(settings: Settings, run_id: int, name: str, chunk: int = -1) -> Iterat
             )
         if run.status not in repository.ACTIVE:
             raise RunNotActive(f"weekly run #{run_id} is {run.status}; skipping {name}")
+        repository.renew_lease(session, run_id, run.owner or "")
         repository.begin_step(session, run_id, name, chunk)
-        context: dict[str, Any] = {
-            "week_start": run.week_start,
-            "data_dir": Path(run.data_dir),
-            "model_version": run.model_version,
-            "finished": False,
-        }
+        context = StepContext(
+            run_id=run_id,
+            week_start=run.week_start,
+            data_dir=Path(run.data_dir),
+            model_version=run.model_version,
+            aggregation=run.aggregation,
+        )
+        owner = run.owner or ""
+    outcome = _Outcome()
+    with lease.holding(settings, run_id, owner):
+        try:
+            yield context, outcome
+        except Exception as exc:
+            _record_failure(settings, run_id, name, chunk, exc)
+            raise
+    if not outcome.finished:
+        with sessions(settings).begin() as session:
+            repository.finish_step(session, run_id, name, chunk=chunk, counts=outcome.counts)
+
+
+def _record_failure(
+    settings: Settings, run_id: int, name: str, chunk: int, exc: BaseException
+) -> None:
+    """Mark the step failed; if even that fails (the database is away, the disk is full),
+    log it and let the original error through: the run's lease expires by itself."""
     try:
-        yield context
-    except Exception as exc:
         with sessions(settings).begin() as session:
             repository.finish_step(
-                session, run_id, name, chunk=chunk, status="failed", error=_describe(exc)
+                session, run_id, name, chunk=chunk, status="failed", error=describe_error(exc)
             )
-        raise
-    if not context["finished"]:
-        with sessions(settings).begin() as session:
-            repository.finish_step(session, run_id, name, chunk=chunk, counts=context.get("counts"))
-
-
-def _describe(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return text[:4000]
+    except Exception as recording:
+        log.error(
+            "could not record that step %s of weekly run #%d failed (%s): %s",
+            name,
+            run_id,
+            describe_error(exc),
+            describe_error(recording),
+        )
 
 
 def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
-    """Spark aggregation of the run's data directory, then the catalog into the database."""
-    with _step(settings, run_id, "aggregate") as step:
-        summary = aggregate_week(settings, step["data_dir"], step["week_start"])
-        catalog = load_catalog(settings, step["week_start"])
-        step["counts"] = {
+    """Spark aggregation of the run's data directory into the run's own aggregation
+    folder, then the catalog into the database."""
+    aggregation = f"run-{run_id}"
+    with _step(settings, run_id, "aggregate") as (step, outcome):
+        with sessions(settings).begin() as session:
+            run = repository.get_weekly_run(session, run_id)
+            assert run is not None
+            run.aggregation = aggregation
+        summary = aggregate_week(settings, step.data_dir, step.week_start, aggregation)
+        catalog = load_catalog(settings, step.week_start, aggregation)
+        outcome.counts = {
             "events_read": summary["events_read"],
             "duplicates_dropped": summary["duplicates_dropped"],
             "quarantined": summary["quarantined"],
             "quarantined_total": summary["quarantined_total"],
             "web_thumbs_exported": summary["web_thumbs_exported"],
             "interactions": summary["interactions"],
+            "aggregation": aggregation,
             **{f"catalog_{k}": v for k, v in catalog.items()},
         }
+        if summary.get("files_quarantined"):
+            outcome.counts["files_quarantined"] = summary["files_quarantined"]
     return summary
 
 
 def step_train(settings: Settings, run_id: int, *, show_progress: bool = False) -> str:
     """Train and record the week's model; returns its version."""
-    with _step(settings, run_id, "train") as step:
-        data = load_training_data(settings, step["week_start"])
-        model = train_week(settings, step["week_start"], data, show_progress=show_progress)
+    with _step(settings, run_id, "train") as (step, outcome):
+        data = load_training_data(settings, step.week_start, step.aggregation)
+        model = train_week(
+            settings,
+            step.week_start,
+            data,
+            aggregation=step.aggregation,
+            show_progress=show_progress,
+        )
         version = str(model.metadata["version"])
         with sessions(settings).begin() as session:
             run = repository.get_weekly_run(session, run_id)
             assert run is not None
             run.model_version = version
-        step["counts"] = {
+        outcome.counts = {
             "model_version": version,
             "listeners": int(data.matrix.shape[0]),
             "interactions": int(data.matrix.user_items.nnz),
@@ -177,18 +263,21 @@ def step_gate(settings: Settings, run_id: int) -> dict[str, Any]:
     recent holdout; a model that falls below either is not published (GateRejected)."""
     from jobs.gate import evaluate_for_gate
 
-    with _step(settings, run_id, "gate") as step:
-        decision, metrics = evaluate_for_gate(settings, step["week_start"], step["model_version"])
+    with _step(settings, run_id, "gate") as (step, outcome):
+        assert step.model_version is not None, "the gate runs after training"
+        decision, metrics = evaluate_for_gate(
+            settings, step.week_start, step.model_version, step.aggregation
+        )
         with sessions(settings).begin() as session:
-            model = session.get(ModelVersion, step["model_version"])
+            model = session.get(ModelVersion, step.model_version)
             assert model is not None
             model.metrics = metrics
             model.gate_reason = decision.reason
             if not decision.passed:
                 model.status = "rejected"
-        step["counts"] = {"passed": decision.passed, "reason": decision.reason, **metrics}
+        outcome.counts = {"passed": decision.passed, "reason": decision.reason, **metrics}
         if not decision.passed:
-            raise GateRejected(f"model {step['model_version']} rejected: {decision.reason}")
+            raise GateRejected(f"model {step.model_version} rejected: {decision.reason}")
     return {"passed": decision.passed, "reason": decision.reason, **metrics}
 
 
@@ -204,18 +293,18 @@ def plan_chunks(settings: Settings, run_id: int) -> int:
         run = repository.get_weekly_run(session, run_id)
         if run is None:
             raise ValueError(f"no weekly run #{run_id}")
-        week_start = run.week_start
-    data = cached_training_data(settings, week_start)
+        week_start, aggregation = run.week_start, run.aggregation
+    data = cached_training_data(settings, week_start, aggregation)
     personal, newcomers = listener_plan(settings, data)
     return max(1, -(-(len(personal) + len(newcomers)) // settings.generate_chunk_size))
 
 
 def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str, int]:
     """Write the playlists of one chunk of listeners, idempotently."""
-    with _step(settings, run_id, "generate", chunk) as step:
-        data = cached_training_data(settings, step["week_start"])
+    with _step(settings, run_id, "generate", chunk) as (step, outcome):
+        data = cached_training_data(settings, step.week_start, step.aggregation)
         with sessions(settings)() as session:
-            model_row = session.get(ModelVersion, step["model_version"])
+            model_row = session.get(ModelVersion, step.model_version)
             assert model_row is not None
             artifact = model_row.artifact_path
         model = cached_model(artifact)
@@ -233,39 +322,77 @@ def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str
         }
         with sessions(settings).begin() as session:
             counts["playlist_tracks"] = repository.replace_week_playlists(
-                session, step["week_start"], step["model_version"], built.playlists, run_id
+                session, step.week_start, model_row.version, built.playlists, run_id
             )
             # Finishing the chunk in the same transaction as its rows: a chunk is either
             # written and marked done, or neither.
             repository.finish_step(session, run_id, "generate", chunk=chunk, counts=counts)
-        step["finished"] = True
+        outcome.finished = True
     return counts
 
 
 def step_publish(settings: Settings, run_id: int, n_chunks: int) -> dict[str, Any]:
-    """Publish the week if every chunk succeeded; in one transaction."""
-    with _step(settings, run_id, "publish") as step, sessions(settings).begin() as session:
-        statuses = repository.chunk_statuses(session, run_id)
-        missing = [c for c in range(n_chunks) if statuses.get(c) != "succeeded"]
-        if missing:
-            raise RuntimeError(f"chunks not finished: {missing[:20]}")
-        visible = repository.publish_week(session, run_id)
-        repository.finish_step(session, run_id, "publish", counts={"playlists": visible})
-        repository.end_weekly_run(session, run_id, "succeeded")
-        step["finished"] = True
-    log.info("weekly run #%d published %d playlists for %s", run_id, visible, step["week_start"])
+    """Publish the week if every chunk succeeded and the run is still ours, in one
+    transaction; then delete the week's other aggregations."""
+    with _step(settings, run_id, "publish") as (step, outcome):
+        with sessions(settings).begin() as session:
+            statuses = repository.chunk_statuses(session, run_id)
+            missing = [c for c in range(n_chunks) if statuses.get(c) != "succeeded"]
+            if missing:
+                raise RuntimeError(f"chunks not finished: {missing[:20]}")
+            repository.claim_publication(session, run_id)
+            visible = repository.publish_week(session, run_id)
+            repository.finish_step(session, run_id, "publish", counts={"playlists": visible})
+        outcome.finished = True
+    log.info("weekly run #%d published %d playlists for %s", run_id, visible, step.week_start)
+    _remove_unused_aggregations(settings, step.week_start)
     return {"playlists": visible}
 
 
+def _remove_unused_aggregations(settings: Settings, week_start: dt.date) -> None:
+    """Keep the published run's aggregation and those of the week's active runs."""
+    with sessions(settings)() as session:
+        keep = {
+            resolve_aggregation(settings, week_start, key)
+            for key in session.scalars(
+                select(WeeklyRun.aggregation)
+                .join(WeekPublication, WeekPublication.weekly_run_id == WeeklyRun.id)
+                .where(WeekPublication.week_start == week_start)
+                .union(
+                    select(WeeklyRun.aggregation).where(
+                        WeeklyRun.week_start == week_start,
+                        WeeklyRun.status.in_(repository.ACTIVE),
+                    )
+                )
+            )
+            if key is not None
+        }
+    if keep:
+        remove_aggregations(settings, week_start, keep)
+
+
 def fail_run(settings: Settings, run_id: int, error: BaseException | str) -> None:
-    """Mark the run failed (or cancelled, if that was asked) with the reason."""
-    reason = error if isinstance(error, str) else _describe(error)
-    with sessions(settings).begin() as session:
-        run = repository.get_weekly_run(session, run_id)
-        if run is None or run.status not in repository.ACTIVE:
-            return
-        status = "cancelled" if run.status == "cancelling" else "failed"
-        repository.end_weekly_run(session, run_id, status, error=reason)
+    """Mark the run failed (or cancelled, if that was asked) with the reason, in one line.
+
+    If the database cannot be written (it is away, the disk is full), this logs both
+    errors and returns: the run's lease then expires and the next run takes over.
+    """
+    reason = error if isinstance(error, str) else describe_error(error)
+    try:
+        with sessions(settings).begin() as session:
+            run = repository.get_weekly_run(session, run_id)
+            if run is None or run.status not in repository.ACTIVE:
+                return
+            status = "cancelled" if run.status == "cancelling" else "failed"
+            repository.end_weekly_run(session, run_id, status, error=reason)
+    except Exception as recording:
+        log.error(
+            "weekly run #%d failed (%s) and could not be marked failed: %s",
+            run_id,
+            reason,
+            describe_error(recording),
+        )
+        return
     log.error("weekly run #%d %s: %s", run_id, status, reason)
 
 
@@ -281,14 +408,39 @@ def _timed(report: WeekReport, name: str) -> Iterator[None]:
     log.info("stage %s finished in %.2f s", name, report.stages[name])
 
 
+def _retrying(step: Callable[[], T], what: str, attempts: int = 6) -> T:
+    """Run a step again after a transient database error (a restart, a failover), with
+    exponential backoff, as the Celery tasks are retried; the steps are idempotent."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return step()
+        except TRANSIENT_DB as exc:
+            if attempt == attempts:
+                raise
+            delay = min(30.0, 0.5 * 2**attempt)
+            log.warning(
+                "%s failed (%s); again in %.0f s (attempt %d of %d)",
+                what,
+                describe_error(exc),
+                delay,
+                attempt + 1,
+                attempts,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 def _generate_all_chunks(
     settings: Settings, report: WeekReport, progress: ProgressFactory | None
 ) -> int:
     """Every generate chunk of the run, one after another, counted into ``report``."""
-    n_chunks = plan_chunks(settings, report.run_id)
+    n_chunks = _retrying(lambda: plan_chunks(settings, report.run_id), "planning the chunks")
     bar = progress(n_chunks, "generate chunks") if progress else None
     for chunk in range(n_chunks):
-        counts = step_generate_chunk(settings, report.run_id, chunk)
+        counts = _retrying(
+            functools.partial(step_generate_chunk, settings, report.run_id, chunk),
+            f"generate chunk {chunk}",
+        )
         report.playlist_tracks += counts["playlist_tracks"]
         report.short_playlists += counts["short"]
         report.listeners += counts["playlists"]
@@ -301,6 +453,32 @@ def _generate_all_chunks(
     return n_chunks
 
 
+def _publish(settings: Settings, report: WeekReport, n_chunks: int) -> None:
+    report.playlists = _retrying(
+        lambda: step_publish(settings, report.run_id, n_chunks)["playlists"], "publishing"
+    )
+    report.status = "succeeded"
+
+
+def _write_report(settings: Settings, report: WeekReport) -> None:
+    """``runs/run-<id>.json``, best effort: failing to write it (a read-only data
+    directory) must not hide why the run itself failed."""
+    try:
+        settings.runs_dir.mkdir(parents=True, exist_ok=True)
+        target = settings.runs_dir / f"run-{report.run_id}.json"
+        partial = target.with_suffix(".json.partial")
+        partial.write_text(report.to_json())
+        partial.replace(target)
+    except OSError as exc:
+        log.warning("could not write the report of weekly run #%d: %s", report.run_id, exc)
+
+
+def _failed(settings: Settings, report: WeekReport, exc: BaseException) -> None:
+    report.status = "failed"
+    report.error = describe_error(exc)
+    fail_run(settings, report.run_id, exc)
+
+
 def run_in_process(
     settings: Settings,
     data_dir: Path,
@@ -310,7 +488,11 @@ def run_in_process(
     progress: ProgressFactory | None = None,
 ) -> WeekReport:
     """All steps of the week in this process (the embedded default): the same step
-    functions the Celery tasks run. Raises GateRejected if the gate refuses the model."""
+    functions the Celery tasks run. Raises GateRejected if the gate refuses the model.
+
+    The run is held by this process (:mod:`jobs.lease`): if the process dies, the next
+    run of the week finds its owner gone, marks it abandoned and proceeds.
+    """
     report = WeekReport(week_start=week_start.isoformat(), data_dir=str(data_dir))
     report.run_id = start_run(settings, data_dir, week_start, trigger)
     try:
@@ -322,7 +504,7 @@ def run_in_process(
                 settings, report.run_id, show_progress=progress is not None
             )
         with _timed(report, "gate"):
-            report.gate = step_gate(settings, report.run_id)
+            report.gate = _retrying(lambda: step_gate(settings, report.run_id), "the gate")
         with _timed(report, "generate"):
             n_chunks = _generate_all_chunks(settings, report, progress)
             log.info(
@@ -332,22 +514,21 @@ def run_in_process(
                 report.popular_playlists,
             )
         with _timed(report, "publish"):
-            report.playlists = step_publish(settings, report.run_id, n_chunks)["playlists"]
-        report.status = "succeeded"
+            _publish(settings, report, n_chunks)
     except BaseException as exc:
-        fail_run(settings, report.run_id, exc)
+        _failed(settings, report, exc)
         raise
     finally:
-        settings.runs_dir.mkdir(parents=True, exist_ok=True)
-        (settings.runs_dir / f"run-{report.run_id}.json").write_text(report.to_json())
+        _write_report(settings, report)
     return report
 
 
 def generate_and_publish(
     settings: Settings, week_start: dt.date, *, progress: ProgressFactory | None = None
 ) -> WeekReport:
-    """Build and publish the week's playlists with the week's newest trained model, without
-    aggregating, training or gating again (an operator's explicit choice)."""
+    """Build and publish the week's playlists with the week's newest trained model and
+    newest aggregation, without aggregating, training or gating again (an operator's
+    explicit choice)."""
     with sessions(settings)() as session:
         model_row = repository.newest_model_version(session, week_start)
     if model_row is None:
@@ -360,17 +541,18 @@ def generate_and_publish(
             run = repository.get_weekly_run(session, report.run_id)
             assert run is not None
             run.model_version = model_row.version
+            run.aggregation = resolve_aggregation(settings, week_start)
         n_chunks = _generate_all_chunks(settings, report, progress)
-        report.playlists = step_publish(settings, report.run_id, n_chunks)["playlists"]
-        report.status = "succeeded"
+        _publish(settings, report, n_chunks)
     except BaseException as exc:
-        fail_run(settings, report.run_id, exc)
+        _failed(settings, report, exc)
         raise
     return report
 
 
 def regenerate_listener(settings: Settings, user_id: str, week_start: dt.date) -> int:
-    """Rebuild one listener's playlist of a published week with that week's model.
+    """Rebuild one listener's playlist of a published week with that week's model and
+    the aggregation its run read.
 
     Returns the number of tracks written. Raises ValueError if the week is not published or
     the listener gets no playlist in it (no history, and no popular playlist either).
@@ -383,7 +565,11 @@ def regenerate_listener(settings: Settings, user_id: str, week_start: dt.date) -
         model_row = session.get(ModelVersion, version)
         assert model_row is not None
         artifact = model_row.artifact_path
-    data = cached_training_data(settings, week_start)
+        published_run = session.get(WeeklyRun, run_id)
+        assert published_run is not None
+        # Runs from before per-run aggregations read the week's folder itself.
+        aggregation = published_run.aggregation or LEGACY_AGGREGATION
+    data = cached_training_data(settings, week_start, aggregation)
     model = cached_model(artifact)
     personal, newcomers = listener_plan(settings, data)
     rows = data.matrix.user_index([user_id])

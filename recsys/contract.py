@@ -11,6 +11,10 @@ A data directory holds::
 
 When ``catalog/users.*`` exists, events of listeners missing from it are quarantined
 as ``unknown_user``; without it every well-formed ``user_id`` is accepted.
+
+CSV files follow RFC 4180 (a quoted field may hold commas, doubled quotes and line breaks)
+and start with a header line naming the columns, in any order. Links to folders under
+``events/`` are followed; a file reached twice is read once.
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ _ID_RE = re.compile(ID_PATTERN)
 
 #: A play longer than a day is not a play.
 MAX_MS_PLAYED = 24 * 60 * 60 * 1000
-#: Events stamped before this are clock errors.
+#: Events stamped before this are clock errors (the default of ``earliest_event_at``).
 EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 #: A play counts as completed at 30 s or at half the track, whichever comes first.
 COMPLETED_MS = 30_000
 
 
 class QuarantineReason(StrEnum):
-    """Why an event row was set aside instead of aggregated."""
+    """Why an event row, a catalog row or a whole file was set aside instead of aggregated."""
 
     MALFORMED_RECORD = "malformed_record"
     MISSING_USER_ID = "missing_user_id"
@@ -56,7 +60,7 @@ class QuarantineReason(StrEnum):
     INVALID_MS_PLAYED = "invalid_ms_played"
     MS_PLAYED_OUT_OF_RANGE = "ms_played_out_of_range"
     TIMESTAMP_AFTER_CUTOFF = "timestamp_after_cutoff"
-    TIMESTAMP_BEFORE_2000 = "timestamp_before_2000"
+    TIMESTAMP_BEFORE_EARLIEST = "timestamp_before_earliest"
     INVALID_THUMB_VALUE = "invalid_thumb_value"
     UNKNOWN_USER = "unknown_user"
     UNKNOWN_TRACK = "unknown_track"
@@ -68,6 +72,8 @@ class QuarantineReason(StrEnum):
     INVALID_DURATION = "invalid_duration"
     UNKNOWN_ARTIST = "unknown_artist"
     DUPLICATE_ID = "duplicate_id"
+    # A whole file (kind ``file``), with unreadable_files="quarantine".
+    UNREADABLE_FILE = "unreadable_file"
 
 
 def is_valid_id(value: str) -> bool:

@@ -8,6 +8,7 @@ same state.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +45,28 @@ class Settings(BaseSettings):
         default=None,
         description="Data directory (catalog/ and events/) the scheduled weekly run reads; "
         "default: DATA_DIR/source.",
+    )
+    earliest_event_at: dt.datetime = Field(
+        default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+        description="Events before this time are quarantined (timestamp_before_earliest).",
+    )
+    unreadable_files: Literal["fail", "quarantine"] = Field(
+        default="fail",
+        description="A data file that cannot be read at all: fail the run naming the file, "
+        "or record the whole file in the quarantine (kind 'file') and go on.",
+    )
+    run_heartbeat_seconds: int = Field(
+        default=15,
+        ge=1,
+        le=3600,
+        description="How often a running weekly run renews its lease.",
+    )
+    run_lease_seconds: int = Field(
+        default=120,
+        ge=5,
+        le=7 * 24 * 3600,
+        description="A run whose lease was not renewed for this long is abandoned by the next "
+        "run of its week (a run on this host whose process is gone, at once).",
     )
     spark_master: str = Field(default="local[*]", description="Spark master URL.")
     spark_shuffle_partitions: int = Field(
@@ -169,7 +192,8 @@ class Settings(BaseSettings):
     )
     signin_rate_limit: str = Field(
         default="10 per minute;100 per day",
-        description="Failed sign-in attempts allowed per client address.",
+        description="Failed sign-in attempts allowed per client address and per token "
+        "prefix; a valid token is never refused.",
     )
     trusted_proxies: int = Field(
         default=0,
@@ -222,6 +246,12 @@ class Settings(BaseSettings):
                 '(python -c "import secrets; print(secrets.token_hex(32))")'
             )
         return value
+
+    @field_validator("earliest_event_at")
+    @classmethod
+    def _aware_earliest_event(cls, value: dt.datetime) -> dt.datetime:
+        # A time without an offset is UTC, as event times without one are.
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
     @field_validator("data_dir")
     @classmethod

@@ -10,10 +10,12 @@ than a Spark action.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import gzip
 import json
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ from jobs.aggregate import (
     InputError,
     extract_table,
     list_files,
+    parse_arguments,
     run_aggregation,
     transform_interactions,
     validate_events,
@@ -94,7 +97,7 @@ BAD_PLAYS_CSV: list[tuple[str, R | None]] = [
     (f"u1,t1,{T0},-1", R.MS_PLAYED_OUT_OF_RANGE),
     (f"u1,t1,{T0},86400001", R.MS_PLAYED_OUT_OF_RANGE),
     ("u1,t1,2026-11-16T00:00:00Z,1000", R.TIMESTAMP_AFTER_CUTOFF),  # exactly the cutoff
-    ("u1,t1,1999-12-31T23:59:59Z,1000", R.TIMESTAMP_BEFORE_2000),
+    ("u1,t1,1999-12-31T23:59:59Z,1000", R.TIMESTAMP_BEFORE_EARLIEST),
     (f"u1,t_missing,{T0},1000", R.UNKNOWN_TRACK),
     (f"u_stranger,t1,{T0},1000", R.UNKNOWN_USER),
 ]
@@ -724,7 +727,7 @@ def test_cutoff_and_2000_limit_do_not_depend_on_the_local_time_zone(
     )
     assert {r.user_id: r.reason for r in bad.collect()} == {
         "at_0200_after": R.TIMESTAMP_AFTER_CUTOFF.value,
-        "y1999": R.TIMESTAMP_BEFORE_2000.value,
+        "y1999": R.TIMESTAMP_BEFORE_EARLIEST.value,
     }
     assert sorted(r.user_id for r in valid.collect()) == ["before_cutoff", "y2k_0200"]
 
@@ -854,7 +857,7 @@ def test_missing_plays_folder_is_an_input_error(spark, tmp_path: Path) -> None:
 @pytest.mark.spark
 def test_unreadable_files_are_input_errors_naming_the_file(spark, tmp_path: Path) -> None:
     cases = {
-        "empty.csv": ("", r"empty\.csv: CSV file has no header line"),
+        "empty.csv": ("", r"empty\.csv: no header line; expected columns user_id,"),
         "twice.csv": ("user_id,track_id,user_id\nu1,t1,u2\n", r"twice\.csv: .*'user_id'"),
         "junk.parquet": ("this is not parquet", r"junk\.parquet: not a readable Parquet file"),
     }
@@ -876,3 +879,230 @@ def test_list_files_skips_hidden_and_marker_files(tmp_path: Path) -> None:
         "csv": [tmp_path / "a.csv", tmp_path / "c.csv.gz"],
         "jsonl": [tmp_path / "2026" / "b.JSONL"],
     }
+
+
+# ------------------------------------------------------------ valid files read in full (#10)
+
+
+def _write_csv_rows(path: Path, rows: list[list[Any]]) -> Path:
+    """Write ``rows`` with Python's csv module: RFC 4180 quoting, CRLF line ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+@pytest.mark.spark
+def test_csv_catalog_and_events_follow_rfc_4180(spark, tmp_path: Path) -> None:
+    tracks = _write_csv_rows(
+        tmp_path / "tracks" / "tracks.csv",
+        [
+            ["track_id", "title", "artist_id", "duration_ms"],
+            ["t1", "Line one\nline two", "a1", 200000],
+            ["t2", 'Say "hi"\r\nand, bye', "a1", 200000],
+            ["t3", "Plain", "a1", 200000],
+        ],
+    )
+    _write(tracks.parent / "broken.csv", "track_id,title,artist_id,duration_ms\nt4,Short\n")
+    rows = {r.track_id: r for r in extract_table(spark, tracks.parent, TRACK_CATALOG).collect()}
+    assert sorted(rows) == ["t1", "t2", "t3", "t4"]
+    assert rows["t1"].title == "Line one\nline two"
+    assert rows["t2"].title == 'Say "hi"\nand, bye'  # a quoted CRLF reads as LF
+    assert [rows[t][CORRUPT] for t in ("t1", "t2", "t3")] == [None, None, None]
+    assert rows["t4"][CORRUPT] == "t4,Short"  # a short line is still malformed
+
+    plays = _write_csv_rows(
+        tmp_path / "plays" / "part-0.csv",
+        [
+            ["user_id", "device", "track_id", "played_at", "ms_played"],
+            ["u1", "phone\nmodel 7", "t1", T0, 1000],
+            ["u2", 'tv "living room"', "t1", T0, 2000],
+        ],
+    )
+    rows = extract_table(spark, plays.parent, PLAY_COLUMNS).collect()
+    assert sorted((r.user_id, r.ms_played, r[CORRUPT]) for r in rows) == [
+        ("u1", "1000", None),
+        ("u2", "2000", None),
+    ]
+
+    # The price of RFC 4180: a stray opening quote runs to the next quote, here the end of the
+    # file, and what it swallowed is one malformed record (as Python's csv module reads it).
+    stray = _write(
+        tmp_path / "stray" / "part-0.csv",
+        f'{PLAY_HEADER}\nu1,"t1,{T0},1000\nu2,t1,{T0},2000\nu3,t1,{T0},3000\n',
+    )
+    [row] = extract_table(spark, stray.parent, PLAY_COLUMNS).collect()
+    assert row[CORRUPT] == f'u1,"t1,{T0},1000\nu2,t1,{T0},2000\nu3,t1,{T0},3000'
+
+
+TRACK_CATALOG = (
+    "track_id",
+    "title",
+    "artist_id",
+    "duration_ms",
+    "released_at",
+    "embedding",
+    "tags",
+)
+
+
+def test_list_files_follows_directory_links_once(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere" / "2026"
+    _write(elsewhere / "a.csv", "")
+    plays = tmp_path / "plays"
+    _write(plays / "b.csv", "")
+    (plays / "2026").symlink_to(elsewhere)
+    (plays / "again").symlink_to(elsewhere)  # a second link to the same folder
+    (plays / "2026" / "loop").symlink_to(plays)  # a link to an ancestor: no endless walk
+    (plays / "c-link.csv").symlink_to(plays / "b.csv")  # a file reached twice
+    assert list_files(plays) == {"csv": [plays / "2026" / "a.csv", plays / "b.csv"]}
+
+
+@pytest.mark.spark
+def test_parquet_written_by_pandas_with_nanosecond_times_is_read(spark, tmp_path: Path) -> None:
+    import pandas as pd
+
+    folder = tmp_path / "plays"
+    folder.mkdir()
+    pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "track_id": ["t1", "t1"],
+            "played_at": pd.to_datetime(
+                ["2026-10-05T12:00:00.123456789Z", "2026-10-05T13:00:00Z"],
+                utc=True,
+                format="ISO8601",
+            ),
+            "ms_played": [1000, 2000],
+        }
+    ).to_parquet(folder / "pandas.parquet")
+    assert pq.read_schema(folder / "pandas.parquet").field("played_at").type == pa.timestamp(
+        "ns", tz="UTC"
+    )
+    rows = extract_table(spark, folder, PLAY_COLUMNS).collect()
+    # Truncated to microseconds, Spark's resolution.
+    assert sorted((r.user_id, r.played_at) for r in rows) == [
+        ("u1", "2026-10-05 12:00:00.123456"),
+        ("u2", "2026-10-05 13:00:00"),
+    ]
+
+
+# ------------------------------------------------- unreadable files: one line naming the file
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        (f"u1,t1,{T0},1000\n", r"the first line is 'u1,t1,"),
+        ("", r"the file is empty"),
+        ("  \n\t\n", r"the first line is blank"),
+    ],
+    ids=["data-first", "empty", "whitespace"],
+)
+def test_csv_without_header_line_names_file_and_expected_columns(
+    spark, tmp_path: Path, text: str, detail: str
+) -> None:
+    path = _write(tmp_path / "plays" / "part-0.csv", text)
+    with pytest.raises(InputError) as error:
+        extract_table(spark, path.parent, PLAY_COLUMNS)
+    message = str(error.value)
+    assert message.startswith(
+        f"{path}: no header line; expected columns user_id,track_id,played_at,ms_played ("
+    )
+    assert re.search(detail, message) and "\n" not in message
+
+
+def _truncated_gzip(path: Path, lines: int = 50_000) -> Path:
+    body = "".join(f"u{i},t1,{T0},1000\n" for i in range(lines))
+    data = gzip.compress(f"{PLAY_HEADER}\n{body}".encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.spark
+def test_truncated_gzip_is_one_line_input_error_naming_the_file(spark, tmp_path: Path) -> None:
+    data = _minimal(tmp_path / "data")
+    broken = _truncated_gzip(data / "events" / "plays" / "part-1.csv.gz")
+    with pytest.raises(InputError) as error:
+        run_aggregation(spark, data, _paths(tmp_path), AggregationParams(CUTOFF))
+    assert str(error.value) == (
+        f"{broken}: not a readable gzip file (EOFException: Unexpected end of input stream)"
+    )
+    assert not (tmp_path / "out" / "interactions").exists()  # nothing written
+
+
+# ------------------------------------------------------------------ the earliest event time
+
+
+@pytest.mark.spark
+def test_earliest_event_at_is_a_parameter(spark) -> None:
+    tracks = spark.createDataFrame([("t1", 200_000)], "track_id string, duration_ms bigint")
+    rows = [
+        ("old", "t1", "2025-12-31T23:59:59Z", "1000"),
+        ("first", "t1", "2026-01-01T00:00:00Z", "1000"),
+    ]
+    valid, bad = validate_events(
+        _raw_plays(spark, rows),
+        "plays",
+        tracks=tracks,
+        users=None,
+        cutoff=CUTOFF,
+        earliest=utc(2026, 1, 1),
+    )
+    assert [(r.user_id, r.reason) for r in bad.collect()] == [
+        ("old", R.TIMESTAMP_BEFORE_EARLIEST.value)
+    ]
+    assert [r.user_id for r in valid.collect()] == ["first"]
+
+
+def test_aggregation_params_check_times_and_modes() -> None:
+    params = AggregationParams(CUTOFF)
+    assert params.earliest_event_at == dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    assert params.unreadable_files == "fail"
+    with pytest.raises(ValueError, match="earliest_event_at must be timezone-aware"):
+        AggregationParams(CUTOFF, earliest_event_at=dt.datetime(2020, 1, 1))
+    with pytest.raises(ValueError, match=r"earliest_event_at .* must be before the cutoff"):
+        AggregationParams(CUTOFF, earliest_event_at=CUTOFF)
+    with pytest.raises(ValueError, match="unreadable_files must be 'fail' or 'quarantine'"):
+        AggregationParams(CUTOFF, unreadable_files="skip")
+
+
+def test_spark_submit_arguments_give_the_params(tmp_path: Path) -> None:
+    args = [
+        *("--data", str(tmp_path), "--out", str(tmp_path / "o"), "--quarantine", "q"),
+        *("--cutoff", "2026-11-16", "--earliest-event-at", "2020-01-01T00:00:00+02:00"),
+        *("--unreadable-files", "quarantine", "--skip-weight", "0.5"),
+    ]
+    params = parse_arguments(args)[1]
+    assert params == AggregationParams(
+        cutoff=CUTOFF,
+        skip_weight=0.5,
+        earliest_event_at=utc(2019, 12, 31, 22),
+        unreadable_files="quarantine",
+    )
+    assert parse_arguments(args[:8])[1] == AggregationParams(CUTOFF)
+
+
+@pytest.mark.spark
+def test_parquet_spark_refuses_is_an_input_error_naming_each_file(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jobs.aggregate
+
+    # A type the footer check does not know: Spark's own refusal names no file.
+    monkeypatch.setattr(jobs.aggregate, "_SPARK_UNREADABLE", re.compile("(?!)"))
+    table = pa.table({"user_id": ["u1"], "at": pa.array([dt.time(10)], pa.time64("us"))})
+    for name in ("a.parquet", "b.parquet"):
+        (tmp_path / "plays").mkdir(exist_ok=True)
+        pq.write_table(table, tmp_path / "plays" / name)
+    errors: list[InputError] = []
+    extract_table(spark, tmp_path / "plays", PLAY_COLUMNS, on_unreadable=errors.append)
+    assert [str(e) for e in errors] == [
+        f"{tmp_path / 'plays' / name}: not a readable Parquet file "
+        "(AnalysisException: [UNSUPPORTED_TIME_TYPE] The data type TIME is not supported.)"
+        for name in ("a.parquet", "b.parquet")
+    ]
+    with pytest.raises(InputError, match=r"a\.parquet: not a readable Parquet file \(Analysis"):
+        extract_table(spark, tmp_path / "plays", PLAY_COLUMNS)

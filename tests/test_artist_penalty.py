@@ -72,7 +72,7 @@ def test_generation_leaves_out_the_disliked_artist_only_when_asked() -> None:
 
 def _dislike(settings: Settings, user_id: str, track_ids: list[str]) -> None:
     """Turn the listener's rows of ``track_ids`` into thumbs-down (adding missing rows)."""
-    folder = week_paths(settings, WEEK)[0] / "interactions"
+    folder = week_paths(settings, WEEK).root / "interactions"
     rows = pq.read_table(folder).to_pylist()
     template = next(row for row in rows if row["user_id"] == user_id)
     existing = {(row["user_id"], row["track_id"]): row for row in rows}

@@ -185,7 +185,7 @@ def test_a_broken_listener_empties_the_cache_then_reconnects(make_app, pg_world)
     client = app.test_client()
     tracks = _track_ids(_get(client, pg_world.u1))
     cache = app.extensions["cratedigger"]["cache"]
-    listener_pid = cache._listener.info.backend_pid
+    listener_pid = cache._listener.backend_pid
     engine = make_engine(pg_world.url)
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": listener_pid})
@@ -206,7 +206,7 @@ def test_a_broken_listener_empties_the_cache_then_reconnects(make_app, pg_world)
         return cache._listener is not None
 
     _eventually(listening_again, "listening again")
-    assert cache._listener.info.backend_pid != listener_pid
+    assert cache._listener.backend_pid != listener_pid
     _get(client, pg_world.u1)
     with statements.counting() as cached:
         _get(client, pg_world.u1)
@@ -288,3 +288,19 @@ def test_a_tokens_time_of_use_is_written_at_most_every_touch_period(make_app, pg
     now[0] += 2
     assert cache.touch_due(7) is True
     engine.dispose()
+
+
+def test_what_a_request_read_before_a_forget_is_not_kept_after_it(make_app, pg_world) -> None:
+    """Threads (the development server) interleave: a request that read a playlist before
+    another request forgot that listener must not put the stale answer back."""
+    from webapp.cache import Answer
+
+    cache = make_app().extensions["cratedigger"]["cache"]
+    stale, fresh = Answer.of('{"v": 1}'), Answer.of('{"v": 2}')
+    generation = cache.sync()
+    assert generation is not None
+    cache.forget_user("u1")  # another thread recorded a thumb meanwhile
+    cache.remember_answer("u1", "latest", stale, generation)
+    assert cache.answer("u1", "latest") is None
+    cache.remember_answer("u1", "latest", fresh, cache.sync())
+    assert cache.answer("u1", "latest") == fresh

@@ -34,7 +34,7 @@ def staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("CRATEDIGGER_GENERATE_BLOCK_SIZE", "64")
     settings = Settings(data_dir=state, playlist_length=10)
     stage_two_groups(settings, listeners_per_group=30, plays_per_listener=12)
-    interactions = week_paths(settings, WEEK)[0] / "interactions"
+    interactions = week_paths(settings, WEEK).root / "interactions"
     table = pq.read_table(interactions)
     rng = np.random.default_rng(1)
     start = dt.datetime.combine(WEEK, dt.time(), tzinfo=dt.UTC) - dt.timedelta(days=28)

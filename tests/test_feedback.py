@@ -36,7 +36,7 @@ def test_export_writes_the_thumbs_before_the_cutoff(web_world, tmp_path) -> None
             rated_at=dt.datetime.combine(NEXT_WEEK, dt.time(), tzinfo=dt.UTC),
         )
     engine.dispose()
-    folder, written = export_feedback(settings, NEXT_WEEK)
+    folder, written = export_feedback(settings, NEXT_WEEK, "run-1")
     assert written == 2
     table = pq.read_table(folder / "thumbs.parquet")
     assert table.schema == THUMB_SCHEMA
@@ -51,10 +51,10 @@ def test_export_writes_the_thumbs_before_the_cutoff(web_world, tmp_path) -> None
     ]
     assert [p.name for p in folder.iterdir()] == ["thumbs.parquet"]  # no partial file left
     # Exporting again gives the same file: a re-run of the week reads the same thumbs.
-    again, written_again = export_feedback(settings, NEXT_WEEK)
+    again, written_again = export_feedback(settings, NEXT_WEEK, "run-1")
     assert written_again == 2 and pq.read_table(again / "thumbs.parquet").equals(table)
     # An earlier week sees none of them.
-    assert export_feedback(settings, WEEK)[1] == 0
+    assert export_feedback(settings, WEEK, "run-1")[1] == 0
 
 
 def test_newest_thumb_on_a_playlist_track_is_the_listeners_opinion(web_world) -> None:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from jobs.training import week_paths
 from jobs.weekly import run_in_process
 from recsys.contract import week_start_of
 from recsys.db.engine import make_engine, make_session_factory
@@ -161,7 +162,7 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     assert result.exit_code == 0, result.output
     settings = load_settings()
     interactions = pq.read_table(
-        settings.aggregates_dir / f"week={next_week.isoformat()}" / "interactions",
+        week_paths(settings, next_week).root / "interactions",
         filters=[("user_id", "=", "u0000000")],
     ).to_pylist()
     thumbs = {row["track_id"]: row["thumb"] for row in interactions}

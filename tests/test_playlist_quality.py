@@ -149,7 +149,7 @@ def stage_two_groups(
                 interaction(user_id, group_new[group][u % len(group_new[group])], 0, -1)
     users.append({"user_id": NEWBIE, "display_name": "New here"})
 
-    root, _ = week_paths(settings, WEEK)
+    root = week_paths(settings, WEEK).root
     _write(
         root / "artists",
         artists,

@@ -4,6 +4,7 @@ history, operator pages, CSRF, rate limits, security headers and cookies."""
 from __future__ import annotations
 
 import re
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 
@@ -87,6 +88,94 @@ def test_open_redirects_are_refused(client, web_world) -> None:
         response = sign_in(client, web_world.u1, next_url=target)
         assert response.headers["Location"] == "/users/u1"
         client.post("/signout", data={"csrf_token": csrf_of(client.get("/users/u1").text)})
+
+
+#: ``next`` values that name another site once a browser has read them, or nothing usable
+HOSTILE_NEXT = [
+    "/%09/evil.example",  # the issue's, as a form posts it: a literal %09
+    "/\t/evil.example",  # the issue's, as the query string decodes: browsers drop the tab
+    "//evil.example",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "\\/evil.example",
+    "/\\/evil.example",
+    "https://evil.example",
+    "http:/\\evil.example",
+    "HTTPS:evil.example",
+    "javascript:alert(1)",
+    " javascript:alert(1)",
+    "/%0a/evil",
+    "/\n/evil",
+    "/\r\n/evil.example",
+    "/\r\nSet-Cookie: x=y",
+    "%2F%2Fevil.example",
+    "/%2F/evil.example",
+    "/%5C/evil.example",
+    "/%252F%252Fevil.example",
+    " //evil.example",
+    "\x00//evil.example",
+    "\t//evil.example",
+    "\x0b//evil.example",
+    "/\x00/evil.example",
+    "/\x85/evil.example",
+    "//evil.example/" + "a" * 3000,
+    "/" + "a" * 5000,
+    "\uff0f\uff0fevil.example",  # fullwidth solidi: not a slash to a browser's parser
+]
+#: kept as they are
+LEGITIMATE_NEXT = [
+    "/users/u1?week=2026-11-16",
+    "/users/u1/history?page=2",
+    f"/users/u1/weeks/{WEEK}",
+]
+#: odd, but paths of this site to a browser too (sent percent-encoded): either answer will do
+ODD_LOCAL_NEXT = ["/users/u1/\u00e9t\u00e9", "/\u2028/evil.example", "/u\u202e//evil.example"]
+
+
+def assert_same_origin(location: str, origin: str = "http://localhost") -> None:
+    """The Location names a path of ``origin``, for a browser too: nothing a browser drops
+    or turns into a slash first (controls, spaces, backslashes), then the same host."""
+    assert not re.search(r"[\x00-\x20\x7f\\\\]", location), location
+    assert location.startswith("/") and not location.startswith("//"), location
+    assert urlsplit(urljoin(f"{origin}/signin", location)).netloc == urlsplit(origin).netloc
+
+
+@pytest.mark.parametrize("target", HOSTILE_NEXT + LEGITIMATE_NEXT + ODD_LOCAL_NEXT)
+def test_next_never_leads_off_the_site(app, web_world, target: str) -> None:
+    """On every path that redirects to ``next`` (GET and POST sign-in): never a 500, never
+    another host; hostile values fall back to the default page."""
+
+    def check(response, fallback: str) -> None:
+        assert response.status_code == 303
+        assert_same_origin(response.headers["Location"])
+        if target in LEGITIMATE_NEXT:
+            assert response.headers["Location"] == target
+        elif target in HOSTILE_NEXT:
+            assert response.headers["Location"] == fallback
+
+    client = app.test_client()
+    form = client.get("/signin", query_string={"next": target})
+    assert form.status_code == 200
+    kept = re.search(r'name="next" value="([^"]*)"', form.text)
+    if target not in ODD_LOCAL_NEXT:  # the form carries a safe next only
+        assert (kept is not None) == (target in LEGITIMATE_NEXT)
+    # POST: after signing in, to the next page or to the listener's own.
+    check(sign_in(client, web_world.u1, next_url=target), "/users/u1")
+    # GET when already signed in: straight there, or to the start page.
+    check(client.get("/signin", query_string={"next": target}), "/")
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["next=/%09/evil.example", "next=/%0a/evil", "next=/%0d%0a/evil", "next=%20//evil.example"],
+)
+def test_next_in_the_raw_query_string(app, web_world, query: str) -> None:
+    """As the issue reproduces it: ``/signin?next=/%09/evil.example`` answered
+    ``Location: //evil.example``; one with %0a answered 500."""
+    client = app.test_client()
+    sign_in(client, web_world.u1)
+    response = client.get(f"/signin?{query}")
+    assert response.status_code == 303 and response.headers["Location"] == "/"
 
 
 def test_another_listeners_pages_are_404_like_unknown_ones(client, web_world) -> None:
@@ -304,13 +393,17 @@ def test_sign_in_attempts_are_rate_limited(web_settings, web_world) -> None:
     client = app.test_client()
     codes = [sign_in(client, "cd_wrong").status_code for _ in range(5)]
     assert codes == [401, 401, 401, 429, 429]
-    limited = sign_in(client, web_world.u1)
+    # Another wrong token from that address: the address is over its limit.
+    limited = sign_in(client, "cd_another-typo")
     assert limited.status_code == 429 and "Retry-After" in limited.headers
-    other = app.test_client()  # the limit is per client address
-    assert sign_in(
-        other,
-        web_world.u1,
-    ).status_code in (303, 429)
+    # A valid token is never refused for other people's failures from its address.
+    assert sign_in(client, web_world.u1).status_code == 303
+    # From another address: the same wrong prefix is over its own limit, another is not.
+    elsewhere = app.test_client()
+    elsewhere.environ_base["REMOTE_ADDR"] = "192.0.2.7"
+    assert sign_in(elsewhere, "cd_wrong").status_code == 429
+    assert sign_in(elsewhere, "cd_typo").status_code == 401
+    assert sign_in(elsewhere, web_world.u2).status_code == 303
     app.extensions["cratedigger"]["engine"].dispose()
 
 

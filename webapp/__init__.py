@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.migrate import is_up_to_date
 from recsys.settings import ConfigError, Settings, load_settings
+from webapp import security
 from webapp.cache import ReadCache
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,7 @@ def create_app(
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(days=30),
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the signed session
-        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
-        RATELIMIT_HEADERS_ENABLED=True,
+        **security.limiter_config(settings.ratelimit_storage_url),
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if test_config:
@@ -85,7 +85,7 @@ def create_app(
     @app.before_request
     def _apply_announced_changes() -> None:
         # Every request drains the notifications, whatever its route (webapp/cache.py).
-        g.cache_trusted = app.extensions["cratedigger"]["cache"].sync()
+        g.cache_generation = app.extensions["cratedigger"]["cache"].sync()
 
     @app.teardown_appcontext
     def _close_session(error: BaseException | None) -> None:
@@ -95,13 +95,14 @@ def create_app(
                 session.rollback()
             session.close()
 
-    from webapp import api, auth, errors, operator, pages, security
+    from webapp import api, auth, errors, operator, pages
 
-    security.init_app(app, settings)
+    limiter = security.init_app(app, settings)
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(operator.bp, url_prefix="/operator")
     app.register_blueprint(api.bp, url_prefix="/api/v1")
+    auth.init_app(app, limiter)
     security.csrf.exempt(api.bp)  # the API takes bearer tokens only, never the cookie
     errors.register(app)
     return app
@@ -130,7 +131,7 @@ def settings_of(app: Flask) -> Settings:
 
 def read_cache() -> ReadCache:
     """This worker's cache of tokens and playlist answers (:mod:`webapp.cache`); trust it in
-    this request only if ``g.cache_trusted``."""
+    this request only if ``g.cache_generation`` is not None."""
     from flask import current_app
 
     cache: ReadCache = current_app.extensions["cratedigger"]["cache"]

@@ -197,13 +197,14 @@ def _playlist_response(
     answer; otherwise the token and the playlist are read in one round trip.
     """
     cache = read_cache()
-    trusted = bool(g.get("cache_trusted"))
+    generation: int | None = g.get("cache_generation")
+    trusted = generation is not None
     token_digest = checked_digest(bearer_token())
     principal = cache.principal(token_digest) if trusted and token_digest else None
     if principal is None:
         principal, row = bearer_principal_and_read(statement, params)
-        if trusted and token_digest:
-            cache.remember_principal(token_digest, principal)
+        if generation is not None and token_digest:
+            cache.remember_principal(token_digest, principal, generation)
         _listener_for(principal, user_id)
     else:  # a cached token: the cache is trusted in this request
         if cache.touch_due(principal.token_id):
@@ -217,8 +218,8 @@ def _playlist_response(
     if playlist is None:
         return error_response(404, missing)
     answer = Answer.of(playlist_json(playlist))
-    if trusted:
-        cache.remember_answer(user_id, key, answer)
+    if generation is not None:
+        cache.remember_answer(user_id, key, answer, generation)
     return _cacheable(answer)
 
 

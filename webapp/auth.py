@@ -6,12 +6,15 @@ the session keeps the token's id, so revoking the token signs them out everywher
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
+from urllib.parse import unquote
 
 from flask import (
     Blueprint,
+    Flask,
     Response,
     abort,
     current_app,
@@ -23,36 +26,33 @@ from flask import (
     session,
     url_for,
 )
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from sqlalchemy import Select
 
 from recsys.db.tokens import Principal, authenticate, authenticate_and_read, principal_of
 from webapp import db_session, settings_of
-from webapp.security import limiter
 
 bp = Blueprint("auth", __name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-def _signin_limit() -> str:
-    return settings_of(current_app).signin_rate_limit
-
-
-def _failed(response: Response) -> bool:
-    """Only failed attempts count against the limit."""
-    return response.status_code != 303
+#: failed sign-ins are counted per token prefix too: this many first characters, as many as
+#: each token keeps in clear (``cratedigger tokens list``; :func:`recsys.db.tokens.create_token`)
+TOKEN_PREFIX_LENGTH = 10
+#: a longer ``next`` is not one of the app's own paths: ignored
+MAX_NEXT_LENGTH = 2000
 
 
 @bp.route("/signin", methods=["GET", "POST"])
-@limiter.limit(_signin_limit, methods=["POST"], deduct_when=_failed)
 def signin() -> Any:
-    next_url = _safe_next(request.values.get("next", ""))
+    """The sign-in form, and its post. Failed posts are rate-limited (:func:`init_app`)."""
+    next_url = safe_next(request.values.get("next", ""))
     if request.method == "GET":
         if web_principal() is not None:
             return redirect(next_url or url_for("pages.index"), 303)
         return render_template("signin.html", next_url=next_url)
-    token = request.form.get("token", "").strip()
-    principal = authenticate(db_session(), token)
+    principal = _signin_principal()
     if principal is None:
         return render_template(
             "signin.html",
@@ -76,11 +76,94 @@ def signout() -> Any:
     return redirect(url_for("auth.signin"), 303)
 
 
-def _safe_next(value: str) -> str:
-    """Only same-site paths: never ``//host`` or ``https://host`` (an open redirect)."""
-    if value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value[:2000]
-    return ""
+def init_app(app: Flask, limiter: Limiter) -> None:
+    """Rate-limit failed sign-ins with the app's own ``limiter`` (:mod:`webapp.security`).
+
+    Failures count per client address and per token prefix, each against
+    ``CRATEDIGGER_SIGNIN_RATE_LIMIT``. A valid token is exempt from both: at 256 random bits
+    it cannot have been guessed, so refusing it would only lock its listener out because of
+    other people's typos from the same address (an office, a NAT) or against the same prefix.
+    """
+    view: Callable[..., Any] = app.view_functions["auth.signin"]
+    for key in (_address_key, _token_prefix_key):
+        view = limiter.limit(
+            _signin_limit,
+            key_func=key,
+            methods=["POST"],
+            exempt_when=_valid_token,
+            deduct_when=_failed,
+        )(view)
+    app.view_functions["auth.signin"] = view
+
+
+@bp.before_request
+def _check_the_token() -> None:
+    # Before the rate limit, which exempts a valid token. Here, not in the limit's exemption
+    # check: the limiter takes any error there for its storage failing.
+    if request.endpoint == "auth.signin" and request.method == "POST":
+        g.signin_principal = authenticate(db_session(), request.form.get("token", "").strip())
+
+
+def _signin_principal() -> Principal | None:
+    return cast(Principal | None, g.get("signin_principal"))
+
+
+def _valid_token() -> bool:
+    return _signin_principal() is not None
+
+
+def _signin_limit() -> str:
+    return settings_of(current_app).signin_rate_limit
+
+
+def _address_key() -> str:
+    return f"address:{get_remote_address()}"
+
+
+def _token_prefix_key() -> str:
+    return f"token:{request.form.get('token', '').strip()[:TOKEN_PREFIX_LENGTH]}"
+
+
+def _failed(response: Response) -> bool:
+    """Only a refused token counts against the limits (not a database outage's 503)."""
+    return response.status_code == 401
+
+
+# What browsers drop before they parse a URL (the WHATWG URL standard): C0 controls and
+# spaces at either end, and tabs and newlines anywhere; then a backslash is a slash.
+_URL_TRIMMED = "".join(map(chr, range(0x21)))
+_URL_DROPPED = dict.fromkeys(map(ord, "\t\n\r"))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def safe_next(value: str) -> str:
+    """``value`` if it is a path of this site, to a browser too; "" for anything else.
+
+    A browser drops tabs and newlines anywhere before it parses a URL, so
+    ``/\\t/evil.example`` is ``//evil.example`` to it: another host. So a value that a
+    browser would read differently from how it is written (:func:`_as_browsers_read`) is
+    refused, and so is one that, percent-decoded, reads as another host (``/%2F/host``,
+    ``/%09/host``): a proxy or framework that decodes must not see one either. What is kept
+    starts with one slash, not two, and has no control characters; anything else (a scheme
+    such as ``https:`` or ``javascript:``, ``//host``, ``\\\\host``, a value longer than
+    :data:`MAX_NEXT_LENGTH`) gives "", and the caller falls back to its default page.
+    """
+    if len(value) > MAX_NEXT_LENGTH or _as_browsers_read(value) != value:
+        return ""
+    decoded = value
+    for _ in range(3):  # nested encodings (%252F) too, a few levels deep
+        decoded, previous = _as_browsers_read(unquote(decoded)), decoded
+        if decoded == previous:
+            break
+    return value if _is_local_path(value) and _is_local_path(decoded) else ""
+
+
+def _as_browsers_read(value: str) -> str:
+    return value.strip(_URL_TRIMMED).translate(_URL_DROPPED).replace("\\", "/")
+
+
+def _is_local_path(path: str) -> bool:
+    return path.startswith("/") and not path.startswith("//") and not _CONTROL.search(path)
 
 
 def web_principal() -> Principal | None:

@@ -9,10 +9,19 @@ rewritten after publication).
 - The announcements arrive over one PostgreSQL connection per worker that ``LISTEN``\\ s.
   Every request first applies what has arrived, without waiting, then answers.
 - SQLite has no notifications: there every request reads the database.
+- Every request also checks that the listening connection is alive before it trusts the
+  cache (:meth:`recsys.db.changes.Listener.drain`: the connection's state, the server's
+  parting message, the end of the stream on the socket: about 2 µs a request). A server that
+  closed the connection (a restart, ``pg_terminate_backend``) is noticed by the very next
+  request, not the one after: what it would have announced is unknown.
 - If the listening connection breaks, the cache is emptied and requests read the database
   until it listens again (after :data:`RETRY_SECONDS`; a failed attempt waits
-  :data:`RECONNECT_SECONDS`). TCP keepalives make a connection the network silently dropped
-  fail within about 30 s (:data:`recsys.db.changes.KEEPALIVES`).
+  :data:`RECONNECT_SECONDS`); listening again empties it once more, since announcements
+  made in between were missed. TCP keepalives make a connection the network silently
+  dropped fail within about 30 s (:data:`recsys.db.changes.KEEPALIVES`); until then no
+  check on this side can tell it from a quiet one.
+- Each emptying or forgetting starts a new generation; what a request read before it is
+  not kept after it (a request of another thread may have forgotten it meanwhile).
 - Every request of any route applies what has arrived, so that notifications never pile up
   on a worker that serves only pages.
 - The worker that records a thumb forgets that listener at once. Other workers forget when
@@ -28,7 +37,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine
 from werkzeug.http import generate_etag
@@ -74,7 +82,9 @@ class ReadCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._pid = 0
-        self._listener: Any = None
+        self._listener: changes.Listener | None = None
+        #: bumped whenever entries are dropped: see :meth:`sync`
+        self._generation = 0
         self._retry_at = 0.0
         self._principals: OrderedDict[str, Principal] = OrderedDict()
         self._answers: OrderedDict[tuple[str, Hashable], Answer] = OrderedDict()
@@ -85,26 +95,37 @@ class ReadCache:
     def enabled(self) -> bool:
         return self._max > 0 and changes.can_listen(self._engine)
 
-    def sync(self) -> bool:
-        """Apply the changes announced since the last call. False when the cache cannot be
-        trusted now (off, or no listening connection): then read the database."""
+    def sync(self) -> int | None:
+        """Apply the changes announced since the last call, once the listening connection is
+        shown alive.
+
+        Returns the cache's generation, to hand to :meth:`remember_principal` and
+        :meth:`remember_answer`, when the cache can be trusted in this request; None when it
+        cannot (off, or no live listening connection): then read the database.
+        """
         if not self.enabled:
-            return False
+            return None
         with self._lock:
             if self._pid != os.getpid():  # a forked worker: the parent's state is not ours
                 self._pid = os.getpid()
                 self._listener = None
                 self._clear()
             if self._listener is None and not self._connect():
-                return False
+                return None
+            assert self._listener is not None
             try:
-                for notification in self._listener.notifies(timeout=0):
-                    self._apply(notification.payload)
-            except Exception:  # the connection broke: what it did not deliver is unknown
+                payloads = self._listener.drain()
+            except changes.ListenerLost as exc:  # what it did not deliver is unknown
+                log.warning("lost the change listener (%s); emptied the cache", exc)
+                self._disconnect()
+                return None
+            except Exception:
                 log.warning("lost the change listener; emptied the cache", exc_info=True)
                 self._disconnect()
-                return False
-            return True
+                return None
+            for payload in payloads:
+                self._apply(payload)
+            return self._generation
 
     def principal(self, digest: str) -> Principal | None:
         with self._lock:
@@ -113,8 +134,11 @@ class ReadCache:
                 self._principals.move_to_end(digest)
             return principal
 
-    def remember_principal(self, digest: str, principal: Principal) -> None:
+    def remember_principal(self, digest: str, principal: Principal, generation: int) -> None:
+        """Keep a principal read in a request whose :meth:`sync` returned ``generation``."""
         with self._lock:
+            if generation != self._generation:
+                return
             self._principals[digest] = principal
             self._principals.move_to_end(digest)
             self._touched.setdefault(principal.token_id, self._clock())
@@ -139,8 +163,11 @@ class ReadCache:
                 self._answers.move_to_end((user_id, key))
             return answer
 
-    def remember_answer(self, user_id: str, key: Hashable, answer: Answer) -> None:
+    def remember_answer(self, user_id: str, key: Hashable, answer: Answer, generation: int) -> None:
+        """Keep an answer built in a request whose :meth:`sync` returned ``generation``."""
         with self._lock:
+            if generation != self._generation:
+                return
             self._answers[(user_id, key)] = answer
             self._answers.move_to_end((user_id, key))
             self._keys.setdefault(user_id, set()).add(key)
@@ -160,6 +187,7 @@ class ReadCache:
             self._disconnect()
 
     def _forget_user(self, user_id: str) -> None:
+        self._generation += 1
         for key in self._keys.pop(user_id, ()):
             self._answers.pop((user_id, key), None)
 
@@ -168,6 +196,7 @@ class ReadCache:
         if kind == changes.USER:
             self._forget_user(key)
         elif kind == changes.TOKEN:
+            self._generation += 1
             self._principals.clear()  # revocations are rare: forget every token
             self._touched.clear()
         else:  # a published week, or anything this version does not know
@@ -197,6 +226,7 @@ class ReadCache:
                 log.debug("closing the broken listener failed", exc_info=True)
 
     def _clear(self) -> None:
+        self._generation += 1
         self._principals.clear()
         self._answers.clear()
         self._keys.clear()

@@ -6,7 +6,9 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from webapp.auth import Forbidden, Unauthorized
 
@@ -26,6 +28,10 @@ CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+#: a request the database could not answer (down, restarting, out of connections) tells the
+#: client to try again after this many seconds
+RETRY_AFTER_SECONDS = 5
 
 
 def error_response(status: int, message: str, code: str | None = None) -> tuple[Response, int]:
@@ -75,9 +81,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        session = g.get("db_session")
-        if session is not None:
-            session.rollback()
+        _roll_back()
         wrapped = InternalServerError()
         if _wants_json():
             return error_response(500, "internal error; it has been logged")
@@ -87,3 +91,48 @@ def register(app: Flask) -> None:
             title=wrapped.name,
             message="Something went wrong on our side.",
         ), 500
+
+    @app.errorhandler(DBAPIError)
+    @app.errorhandler(PoolTimeoutError)
+    def _database_error(error: Exception) -> Any:
+        if not _database_unavailable(error):
+            return _unexpected(error)
+        # One line, no traceback: in an outage every request fails, and each says so.
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.path,
+            reason[0] if reason else type(error).__name__,
+        )
+        _roll_back()
+        g.setdefault("web_principal", None)  # the error page must not ask the database again
+        return _http_error(
+            ServiceUnavailable(
+                "The database is not answering; try again in a few seconds.",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        )
+
+
+def _database_unavailable(error: Exception) -> bool:
+    """The database cannot be reached or lost the connection: a 503, not a bug (a 500).
+
+    OperationalError covers a refused or dropped connection and a server shutting down;
+    another DBAPIError counts when SQLAlchemy found the connection gone (``InterfaceError``
+    on a closed one); the pool's TimeoutError means every connection is in use.
+    """
+    if isinstance(error, OperationalError | PoolTimeoutError):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def _roll_back() -> None:
+    """Roll the request's session back; on a broken connection that may fail too."""
+    session = g.get("db_session")
+    if session is None:
+        return
+    try:
+        session.rollback()
+    except Exception:
+        log.debug("rolling back after an error failed", exc_info=True)

@@ -1,6 +1,17 @@
-"""CSRF protection, rate limits, security headers and the session cookie's Secure flag."""
+"""CSRF protection, rate limits, security headers and the session cookie's Secure flag.
+
+Rate limits are counted where ``CRATEDIGGER_RATELIMIT_STORAGE_URL`` says (Redis, shared by
+the workers). When that store cannot be reached, Flask-Limiter counts in this process's
+memory instead and logs one warning ("falling back to in-memory storage"); it tries the
+store again after 1, 2, 4 ... 32 seconds and goes back to it once it answers ("recovered").
+An error between a request's check and its count is logged and swallowed: a limit store
+must never turn a sign-in into a 500.
+"""
 
 from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, request
 from flask.sessions import SecureCookieSessionInterface
@@ -11,7 +22,10 @@ from flask_wtf.csrf import CSRFProtect
 from recsys.settings import Settings
 
 csrf = CSRFProtect()
-limiter = Limiter(get_remote_address)
+
+#: seconds a rate-limit store may take to connect or answer before it counts as down: a
+#: store that hangs (a dropped network) must not hang sign-ins with it
+STORE_TIMEOUT_SECONDS = 0.5
 
 # No inline scripts or styles anywhere: every asset is a file the app serves itself.
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -43,9 +57,31 @@ def _request_is_secure(req: Request) -> bool:
         return False
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+def limiter_config(storage_url: str) -> dict[str, Any]:
+    """Flask-Limiter's configuration for a store at ``storage_url``."""
+    config: dict[str, Any] = {
+        "RATELIMIT_STORAGE_URI": storage_url,
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
+    }
+    if urlsplit(storage_url).scheme.startswith("redis"):
+        config["RATELIMIT_STORAGE_OPTIONS"] = {
+            "socket_connect_timeout": STORE_TIMEOUT_SECONDS,
+            "socket_timeout": STORE_TIMEOUT_SECONDS,
+        }
+    return config
+
+
+def init_app(app: Flask, settings: Settings) -> Limiter:
+    """Install CSRF protection, security headers and the app's rate limiter, and return it.
+
+    One limiter per app, not one per module: Flask-Limiter keeps its store, and whether the
+    store is down, on the limiter, and each app must have its own.
+    """
     app.session_interface = SessionInterface()
     csrf.init_app(app)
+    limiter = Limiter(get_remote_address)
     limiter.init_app(app)
 
     @app.after_request
@@ -60,3 +96,5 @@ def init_app(app: Flask, settings: Settings) -> None:
         if request.is_secure:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         return response
+
+    return limiter

@@ -108,7 +108,7 @@ class WeeklyRun(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     week_start: Mapped[dt.date] = mapped_column(Date, index=True)
-    #: running, cancelling, succeeded, failed, cancelled
+    #: running, cancelling, succeeded, failed, cancelled, abandoned (its owner died)
     status: Mapped[str] = mapped_column(String(16), default="running")
     trigger: Mapped[str] = mapped_column(String(32))
     data_dir: Mapped[str] = mapped_column(Text)
@@ -116,6 +116,14 @@ class WeeklyRun(Base):
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     model_version: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    #: Who holds the run's lease (``jobs.lease``): ``process <host> <pid> <start>`` for an
+    #: in-process run, ``celery`` for a run on the workers; renewed at ``heartbeat_at``.
+    owner: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The folder of the week's aggregates this run reads (``run-<id>`` when it aggregated
+    #: itself); the published run's is the week's current aggregation. NULL: the layout
+    #: before per-run aggregations (``aggregates/week=W/`` itself).
+    aggregation: Mapped[str | None] = mapped_column(String(64))
 
     steps: Mapped[list[JobRun]] = relationship(order_by="JobRun.id", viewonly=True)
 

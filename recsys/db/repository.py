@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, delete, func, insert, select
+from sqlalchemy import String, bindparam, cast, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -507,35 +507,86 @@ class RunAlreadyActive(RuntimeError):
 ACTIVE = ("running", "cancelling")
 
 
-def start_weekly_run(
-    session: Session, week_start: dt.date, trigger: str, data_dir: str
-) -> WeeklyRun:
-    """Insert a running run for the week, or raise :class:`RunAlreadyActive` saying which.
+def _active_run(session: Session, week_start: dt.date) -> WeeklyRun | None:
+    return session.scalars(
+        select(WeeklyRun).where(WeeklyRun.week_start == week_start, WeeklyRun.status.in_(ACTIVE))
+    ).first()
 
-    The partial unique index on active runs decides between two runs started at once.
+
+def start_weekly_run(
+    session: Session,
+    week_start: dt.date,
+    trigger: str,
+    data_dir: str,
+    *,
+    owner: str | None = None,
+    dead_reason: Callable[[WeeklyRun], str | None] | None = None,
+) -> WeeklyRun:
+    """Insert a running run for the week held by ``owner``, or raise
+    :class:`RunAlreadyActive` saying which run holds the week.
+
+    The partial unique index on active runs decides between two runs started at once. An
+    active run whose owner is gone (``dead_reason`` says why) is marked ``abandoned`` with
+    the reason, and the new run takes the week.
     """
     from sqlalchemy.exc import IntegrityError
 
-    run = WeeklyRun(week_start=week_start, status="running", trigger=trigger, data_dir=data_dir)
-    try:
-        with session.begin_nested():
-            session.add(run)
-            session.flush()
-    except IntegrityError:
-        active = session.scalars(
-            select(WeeklyRun).where(
-                WeeklyRun.week_start == week_start, WeeklyRun.status.in_(ACTIVE)
-            )
-        ).first()
-        detail = (
-            f"run #{active.id} ({active.trigger}, started {active.started_at:%Y-%m-%d %H:%M} UTC)"
-            if active is not None
-            else "another run"
+    for _ in range(2):
+        now = dt.datetime.now(dt.UTC)
+        run = WeeklyRun(
+            week_start=week_start,
+            status="running",
+            trigger=trigger,
+            data_dir=data_dir,
+            owner=owner,
+            heartbeat_at=now,
         )
-        raise RunAlreadyActive(
-            f"the week of {week_start} is already being built by {detail}; not starting another"
-        ) from None
-    return run
+        try:
+            with session.begin_nested():
+                session.add(run)
+                session.flush()
+            return run
+        except IntegrityError:
+            active = _active_run(session, week_start)
+            if active is None:  # it ended between our insert and this read: try again
+                continue
+            reason = dead_reason(active) if dead_reason is not None else None
+            if reason is None:
+                raise RunAlreadyActive(
+                    f"the week of {week_start} is already being built by run #{active.id} "
+                    f"({active.trigger}, started {active.started_at:%Y-%m-%d %H:%M} UTC, "
+                    f"held by {active.owner or 'an unknown owner'}); not starting another"
+                ) from None
+            abandon_run(session, active.id, f"abandoned: {reason}")
+    raise RunAlreadyActive(f"the week of {week_start} is contended; not starting another")
+
+
+def abandon_run(session: Session, run_id: int, reason: str) -> bool:
+    """Mark an active run ``abandoned`` (its owner died) and its unfinished steps with it.
+    Returns False if the run was no longer active."""
+    now = dt.datetime.now(dt.UTC)
+    ended = session.execute(
+        update(WeeklyRun)
+        .where(WeeklyRun.id == run_id, WeeklyRun.status.in_(ACTIVE))
+        .values(status="abandoned", error=reason, finished_at=now)
+    )
+    session.execute(
+        update(JobRun)
+        .where(JobRun.weekly_run_id == run_id, JobRun.status == "running")
+        .values(status="abandoned", error=reason, finished_at=now)
+    )
+    return bool(ended.rowcount)  # type: ignore[attr-defined]
+
+
+def renew_lease(session: Session, run_id: int, owner: str) -> bool:
+    """Renew the run's heartbeat if ``owner`` still holds it; False if it does not (the run
+    was abandoned, cancelled or has ended, or another owner took it)."""
+    renewed = session.execute(
+        update(WeeklyRun)
+        .where(WeeklyRun.id == run_id, WeeklyRun.owner == owner, WeeklyRun.status.in_(ACTIVE))
+        .values(heartbeat_at=dt.datetime.now(dt.UTC))
+    )
+    return bool(renewed.rowcount)  # type: ignore[attr-defined]
 
 
 def get_weekly_run(session: Session, run_id: int) -> WeeklyRun | None:
@@ -618,6 +669,25 @@ def end_weekly_run(session: Session, run_id: int, status: str, *, error: str | N
     run.finished_at = dt.datetime.now(dt.UTC)
 
 
+class RunNotActive(RuntimeError):
+    """The run was cancelled, abandoned or has ended; its remaining steps do nothing."""
+
+
+def claim_publication(session: Session, run_id: int) -> None:
+    """End the run as succeeded in the caller's (publishing) transaction, only if it is
+    still running: a run abandoned or cancelled by force meanwhile must not publish.
+    On PostgreSQL the row stays locked until the transaction ends, so a concurrent
+    abandonment waits and then finds the run ended."""
+    claimed = session.execute(
+        update(WeeklyRun)
+        .where(WeeklyRun.id == run_id, WeeklyRun.status == "running")
+        .values(status="succeeded", error=None, finished_at=dt.datetime.now(dt.UTC))
+    )
+    if not claimed.rowcount:  # type: ignore[attr-defined]
+        status = session.scalar(select(WeeklyRun.status).where(WeeklyRun.id == run_id))
+        raise RunNotActive(f"weekly run #{run_id} is {status}; not publishing it")
+
+
 def publish_week(session: Session, run_id: int) -> int:
     """Make the run's playlists the ones readers see for its week, in the caller's
     transaction, and drop the playlists of the week's other runs.
@@ -670,7 +740,19 @@ def published_model_before(session: Session, week_start: dt.date) -> ModelVersio
     return session.scalars(statement).first()
 
 
-def request_cancel(session: Session, run_id: int) -> WeeklyRun:
+def request_cancel(
+    session: Session,
+    run_id: int,
+    *,
+    force: bool = False,
+    dead_reason: Callable[[WeeklyRun], str | None] | None = None,
+) -> WeeklyRun:
+    """Ask a running run to stop at its next step (``cancelling``).
+
+    With ``force``, or when ``dead_reason`` finds its owner gone, the run is ended at once
+    (``cancelled``, or ``abandoned`` with the reason) so that the week is free again; a
+    step its owner may still be running then finds the run ended and does nothing more.
+    """
     run = session.get(WeeklyRun, run_id)
     if run is None:
         raise ValueError(f"no weekly run #{run_id}")
@@ -678,5 +760,18 @@ def request_cancel(session: Session, run_id: int) -> WeeklyRun:
         raise ValueError(
             f"weekly run #{run_id} is {run.status}; only a running run can be cancelled"
         )
-    run.status = "cancelling"
+    reason = dead_reason(run) if dead_reason is not None else None
+    if reason is not None:
+        abandon_run(session, run_id, f"abandoned: {reason}")
+    elif force:
+        end_weekly_run(session, run_id, "cancelled", error="cancelled by an operator (--force)")
+        session.execute(
+            update(JobRun)
+            .where(JobRun.weekly_run_id == run_id, JobRun.status == "running")
+            .values(status="cancelled", finished_at=dt.datetime.now(dt.UTC))
+        )
+    else:
+        run.status = "cancelling"
+    session.flush()
+    session.refresh(run)
     return run

@@ -76,10 +76,13 @@ from benchmarks.datasets import (  # noqa: E402
     load_hetrec,
     load_simulated,
 )
+from jobs.generation import playlist_rules  # noqa: E402
 from recsys.als import ALSParams, train_als  # noqa: E402
 from recsys.evaluation import evaluate, ndcg_at_k, ndcg_per_user  # noqa: E402
 from recsys.matrix import InteractionMatrix  # noqa: E402
-from recsys.playlist import PlaylistRules, generate_playlists, mask_known_tracks  # noqa: E402
+from recsys.pipeline import PlaylistPipeline  # noqa: E402
+from recsys.playlist import PlaylistRules, mask_known_tracks  # noqa: E402
+from recsys.recommender import PopularityModel, top_n  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
 from recsys.tuning import SEARCH_SEED, random_search  # noqa: E402
 from recsys.tuning import SEARCH_SPACE as TUNING_SPACE  # noqa: E402
@@ -173,12 +176,7 @@ def top_k_unheard(
         block = rows[start : start + BLOCK]
         scores = score(block)
         mask_known_tracks(scores, known[block])
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        top_scores = np.take_along_axis(top_scores, order, axis=1)
-        out[start : start + len(block)] = np.where(np.isfinite(top_scores), top, -1)
+        out[start : start + len(block)] = top_n(scores, k)[0]
     return out
 
 
@@ -198,22 +196,22 @@ class MethodRun:
 
 
 def most_popular(fold: Fold, k: int) -> MethodRun:
+    """The product's popularity baseline (:class:`recsys.recommender.PopularityModel`),
+    without an artist cap: the most listened unheard tracks."""
     started = time.perf_counter()
     train = fold.split.train
-    listeners = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float64)
-    order = np.lexsort((np.arange(len(listeners)), -listeners))  # ties: lower column first
+    listeners = np.bincount(train.indices, minlength=train.shape[1]).astype(np.float32)
+    model = PopularityModel(
+        listeners, np.arange(train.shape[0]).astype(str), np.arange(train.shape[1]).astype(str)
+    )
     fitted = time.perf_counter()
-    rows = fold.eval_users
-    most_known = int(np.diff(train.indptr)[rows].max(initial=0))
-    candidates = order[: k + most_known]
-    out = np.full((len(rows), k), -1, dtype=np.int64)
-    for start in range(0, len(rows), BLOCK):
-        block = rows[start : start + BLOCK]
-        heard = train[block][:, candidates].toarray() != 0
-        keep = ~heard & (np.cumsum(~heard, axis=1) <= k) & (listeners[candidates] > 0)
-        for i in range(len(block)):
-            chosen = candidates[keep[i]]
-            out[start + i, : len(chosen)] = chosen
+    # A track nobody played is no popular pick.
+    out = top_k_unheard(
+        lambda rows: np.where(listeners > 0, model.score(rows), -np.inf).astype(np.float32),
+        fold.eval_users,
+        train,
+        k,
+    )
     return MethodRun("most popular", out, fitted - started, time.perf_counter() - fitted)
 
 
@@ -405,33 +403,21 @@ def ours(
 
 
 def shipped_rules(k: int, cap: int = 2, **changes: float) -> PlaylistRules:
-    """The weekly run's re-ranking (the settings' defaults) for lists of ``k``."""
-    defaults = Settings.model_fields
-    values: dict[str, Any] = {
-        "diversity": defaults["mmr_diversity"].default,
-        "popularity_penalty": defaults["popularity_penalty"].default,
-        "pool_factor": defaults["rerank_pool_factor"].default,
-    }
-    values.update(changes)
-    return PlaylistRules(length=k, max_tracks_per_artist=cap, **values)
+    """The weekly run's rules (the settings' defaults, :func:`jobs.generation.playlist_rules`)
+    for lists of ``k``."""
+    return replace(
+        playlist_rules(Settings.model_construct()), length=k, max_tracks_per_artist=cap, **changes
+    )
 
 
 def playlists(
     data: BenchmarkDataset, fold: Fold, model: Any, rules: PlaylistRules
 ) -> npt.NDArray[np.int64]:
-    """Playlists of the fold's evaluated listeners (no cold slots: warm items only)."""
+    """Playlists of the fold's evaluated listeners through the product's pipeline (no cold
+    slots: the benchmark's models have no cold-start factors)."""
     listeners = np.bincount(fold.split.train.indices, minlength=fold.split.train.shape[1])
-    blocks = generate_playlists(
-        model,
-        fold.split.train,
-        data.item_artist,
-        rules,
-        user_rows=fold.eval_users,
-        block_size=BLOCK,
-        item_factors=model.item_factors,
-        popularity=listeners.astype(np.float64),
-    )
-    return np.concatenate([block.track_columns for block in blocks], axis=0)
+    pipeline = PlaylistPipeline(rules, model, data.item_artist, listeners, block_size=BLOCK)
+    return pipeline.columns(fold.eval_users, fold.split.train)
 
 
 # ------------------------------------------------------------------------------- search

@@ -3,7 +3,7 @@
 The week's model is judged the way the product is used: a model of the same kind is trained
 on the pairs a listener first met before ``week start - gate_holdout_days``, and must rank
 the tracks each listener discovered (first played positively) in those last days. Its
-playlists are built by the product's own pipeline (:func:`jobs.generation.playlist_blocks`:
+playlists are built by the product's own pipeline (:func:`jobs.generation.pipeline_for`:
 cold-start slots from the same content, the same re-ranking and artist cap). The same split
 scores the most-popular baseline (artist-capped top tracks). The published model of an
 earlier week brought its own holdout metrics, recorded when it passed the gate.
@@ -22,7 +22,6 @@ from recsys.contract import week_cutoff
 from recsys.db import repository
 from recsys.evaluation import ndcg_at_k, recall_at_k
 from recsys.gate import GateDecision, GateThresholds, decide
-from recsys.playlist import PlaylistRules
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -33,6 +32,7 @@ def holdout_metrics(
 ) -> dict[str, Any]:
     """NDCG@K and recall@K of the week's model kind and of popularity on the holdout of the
     week's aggregation ``aggregation`` (default: its newest)."""
+    from jobs.generation import playlist_rules
     from jobs.quality import popular_lists, shipped_lists, week_split
     from jobs.training import als_params
 
@@ -46,7 +46,7 @@ def holdout_metrics(
     }
     if len(split.eval_users) == 0 or split.train.nnz == 0:
         return result
-    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
+    rules = playlist_rules(settings)
     k = settings.playlist_length
     truth = split.test_rows
     recommended = {

@@ -1,9 +1,9 @@
 """Playlists of a chunk of listeners: which listeners get which kind of playlist, the
-rules, the blocks of recommendations and their explanations."""
+settings' rules, and the shipped :class:`recsys.pipeline.PlaylistPipeline` over a week's
+model and catalog."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -12,14 +12,9 @@ import scipy.sparse as sp
 from jobs.training import TrainingData
 from recsys.als import ALSModel
 from recsys.db import repository
-from recsys.explain import explain_block
-from recsys.playlist import (
-    POPULAR_REASON,
-    PlaylistBlock,
-    PlaylistRules,
-    generate_playlists,
-    popular_playlists,
-)
+from recsys.pipeline import PlaylistPipeline
+from recsys.playlist import POPULAR_REASON, PlaylistRules
+from recsys.recommender import Recommender
 from recsys.settings import Settings
 
 
@@ -59,38 +54,20 @@ def playlist_rules(settings: Settings) -> PlaylistRules:
     )
 
 
-def uses_cold_start(settings: Settings, model: ALSModel) -> bool:
-    return settings.cold_slots > 0 and model.cold_start is not None
-
-
-def playlist_blocks(
+def pipeline_for(
     settings: Settings,
-    model: ALSModel,
-    known: sp.csr_matrix,
+    model: Recommender,
     track_artist: np.ndarray,
-    user_rows: np.ndarray,
-    *,
-    eligible: np.ndarray,
     track_listeners: np.ndarray,
-    thumbs_down: sp.csr_matrix | None = None,
-) -> Iterator[PlaylistBlock]:
-    """The personal playlists of ``user_rows`` block by block, as the product builds them
-    (the gate evaluates its holdout model through this too). ``thumbs_down`` (n_users,
-    n_tracks) marks thumbed-down tracks, for ``artist_thumbs_down_limit``."""
-    cold = uses_cold_start(settings, model)
-    scorer = model.scorer(cold_start=cold)
-    return generate_playlists(
-        scorer,
-        known,
-        track_artist,
+) -> PlaylistPipeline:
+    """The shipped pipeline (the settings' rules) over ``model`` and a week's catalog arrays:
+    what the weekly run publishes and what the gate and ``evaluate`` measure."""
+    return PlaylistPipeline(
         playlist_rules(settings),
-        user_rows=user_rows,
-        eligible=eligible,
+        model,
+        np.asarray(track_artist, dtype=np.int64),
+        np.asarray(track_listeners, dtype=np.int64),
         block_size=settings.generate_block_size,
-        cold_mask=model.cold_start.cold_mask if cold and model.cold_start is not None else None,
-        item_factors=scorer.item_factors,
-        popularity=track_listeners.astype(np.float64),
-        thumbs_down=thumbs_down,
     )
 
 
@@ -115,40 +92,18 @@ def build_playlists(
     popular playlists of the ``newcomers`` (ids of listeners without usable history)."""
     built = BuiltPlaylists()
     length = settings.playlist_length
-    cold = uses_cold_start(settings, model)
-    item_factors = model.scorer(cold_start=cold).item_factors
-    cold_mask = (
-        model.cold_start.cold_mask
-        if cold and model.cold_start is not None
-        else np.zeros(len(model.track_ids), dtype=bool)
-    )
-    content = model.cold_start.content if cold and model.cold_start is not None else None
-    blocks: Iterator[PlaylistBlock] = playlist_blocks(
-        settings,
-        model,
-        data.known,
-        data.track_artist,
-        np.asarray(user_rows, dtype=np.int64),
-        eligible=data.eligible,
-        track_listeners=data.track_listeners,
-        # A thumbs-down is the only negative confidence (jobs/aggregate.py).
-        thumbs_down=data.matrix.user_items < 0,
+    pipeline = pipeline_for(settings, model, data.track_artist, data.track_listeners)
+    # A thumbs-down is the only negative confidence (jobs/aggregate.py).
+    blocks = pipeline.personal(
+        np.asarray(user_rows, dtype=np.int64), data.known, thumbs_down=data.matrix.user_items < 0
     )
     for block in blocks:
-        reasons = explain_block(
-            data.played[block.user_rows],
-            item_factors,
-            block.track_columns,
-            data.track_titles,
-            cold_mask,
-            content=content,
-        )
+        reasons = pipeline.explain(block, data.played[block.user_rows], data.track_titles)
         built.cold_tracks += int(block.is_cold.sum())
         for row, columns, scores, row_reasons in zip(
             block.user_rows, block.track_columns, block.scores, reasons, strict=True
         ):
-            chosen = columns >= 0
-            built.short += int(chosen.sum() < length)
+            built.short += int((columns >= 0).sum() < length)
             entries = [
                 repository.PlaylistEntry(str(model.track_ids[column]), float(score), reason)
                 for column, score, reason in zip(columns, scores, row_reasons, strict=True)
@@ -156,13 +111,7 @@ def build_playlists(
             ]
             built.playlists.append(repository.NewPlaylist(str(model.user_ids[row]), entries))
     if newcomers is not None and len(newcomers):
-        columns, scores = popular_playlists(
-            data.track_listeners.astype(np.float64),
-            data.track_artist,
-            _known_of(data, newcomers),
-            playlist_rules(settings),
-            item_factors=model.item_factors,
-        )
+        columns, scores = pipeline.popular(_known_of(data, newcomers))
         for user_id, row_columns, row_scores in zip(newcomers, columns, scores, strict=True):
             chosen = row_columns >= 0
             built.short += int(chosen.sum() < length)

@@ -32,11 +32,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
+from jobs.generation import playlist_rules
+from jobs.training import resolve_als_params, tuned_params_path
 from recsys.als import ALSModel, ALSParams, train_als
 from recsys.contract import week_cutoff
 from recsys.evaluation import evaluate, leave_k_out, time_split
 from recsys.matrix import InteractionMatrix
-from recsys.playlist import PlaylistRules, mask_known_tracks, select_with_artist_cap
+from recsys.pipeline import PlaylistPipeline
+from recsys.playlist import PlaylistRules
+from recsys.recommender import PopularityModel
 from recsys.settings import Settings
 from recsys.tuning import (
     SEARCH_SEED,
@@ -46,9 +50,7 @@ from recsys.tuning import (
     best_trial,
     playlist_ndcg_objective,
     random_search,
-    resolve_als_params,
     save_tuned_params,
-    tuned_params_path,
 )
 
 log = logging.getLogger(__name__)
@@ -212,55 +214,37 @@ def _require_listeners(split: WeekSplit) -> None:
         )
 
 
-class _Popularity:
-    """Scores every track by how many training listeners liked it (the baseline)."""
-
-    def __init__(self, listeners: np.ndarray) -> None:
-        self.counts = listeners.astype(np.float32)
-
-    def score(self, user_rows: np.ndarray) -> np.ndarray:
-        return np.tile(self.counts, (len(user_rows), 1))
-
-
 def popular_lists(split: WeekSplit, rules: PlaylistRules, block: int = 2048) -> np.ndarray:
-    """int64 (len(eval_users), length): the most popular unheard tracks, artist-capped."""
-    model = _Popularity(split.listeners)
-    eligible = split.listeners > 0
-    rows = split.eval_users
-    out = [np.empty((0, rules.length), dtype=np.int64)]
-    for start in range(0, len(rows), block):
-        chunk = rows[start : start + block]
-        scores = model.score(chunk)
-        mask_known_tracks(scores, split.train[chunk], eligible)
-        columns, _ = select_with_artist_cap(scores, split.track_artist, rules)
-        out.append(columns)
-    return np.vstack(out)
+    """int64 (len(eval_users), length): the most popular unheard tracks, artist-capped (the
+    baseline: :class:`recsys.recommender.PopularityModel` through the pipeline with only
+    the length and the cap)."""
+    model = PopularityModel(split.listeners, split.user_ids, split.track_ids)
+    pipeline = PlaylistPipeline(
+        rules.baseline(), model, split.track_artist, split.listeners, block_size=block
+    )
+    return pipeline.columns(split.eval_users, split.train)
+
+
+def split_playlists(settings: Settings, model: ALSModel, split: WeekSplit) -> np.ndarray:
+    """int64 (len(eval_users), length): the evaluated listeners' playlists from ``model``,
+    built by the pipeline the weekly run publishes with (:func:`jobs.generation.pipeline_for`)."""
+    from jobs.generation import pipeline_for
+
+    pipeline = pipeline_for(settings, model, split.track_artist, split.listeners)
+    # A thumbs-down is the only negative confidence (jobs/aggregate.py).
+    return pipeline.columns(split.eval_users, split.train, thumbs_down=split.train < 0)
 
 
 def shipped_lists(
     settings: Settings, week_start: dt.date, split: WeekSplit, params: ALSParams
 ) -> tuple[ALSModel, np.ndarray]:
-    """Train ``params`` on the split and build the evaluated listeners' playlists the way
-    the weekly run does (:func:`jobs.generation.playlist_blocks`: cold-start slots from the
-    week's content, the re-ranking and the artist cap)."""
-    from jobs.generation import playlist_blocks
+    """Train ``params`` on the split, with cold-start factors from the week's content, and
+    build the evaluated listeners' playlists the way the weekly run does."""
     from jobs.training import attach_cold_start
 
     model = train_als(split.matrix(), params)
     model = attach_cold_start(settings, week_start, model, split.listeners, split.aggregation)
-    blocks = playlist_blocks(
-        settings,
-        model,
-        split.train,
-        split.track_artist,
-        split.eval_users,
-        eligible=split.listeners > 0,
-        track_listeners=split.listeners,
-        thumbs_down=split.train < 0,
-    )
-    parts = [block.track_columns for block in blocks]
-    columns = np.vstack(parts) if parts else np.empty((0, settings.playlist_length), np.int64)
-    return model, columns
+    return model, split_playlists(settings, model, split)
 
 
 def evaluate_week(
@@ -280,7 +264,7 @@ def evaluate_week(
     """
     _require_listeners(split)
     resolved = resolve_als_params(settings)
-    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
+    rules = playlist_rules(settings)
     lists: dict[str, np.ndarray] = {}
     _, lists["shipped"] = shipped_lists(settings, week_start, split, resolved.params)
     if step is not None:
@@ -328,15 +312,20 @@ def tune_week(
     """
     _require_listeners(split)
     untuned = resolve_als_params(settings.model_copy(update={"use_tuned_params": False}))
-    rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
+    # The search compares models, not re-rankers: the pipeline cuts with length and cap only.
+    rules = playlist_rules(settings).baseline()
+
+    def pipeline_of(model: ALSModel) -> PlaylistPipeline:
+        return PlaylistPipeline(
+            rules,
+            model,
+            split.track_artist,
+            split.listeners,
+            block_size=settings.generate_block_size,
+        )
+
     objective = playlist_ndcg_objective(
-        split.matrix(),
-        split.train,
-        split.test_rows,
-        split.eval_users,
-        split.track_artist,
-        rules,
-        block_size=settings.generate_block_size,
+        split.matrix(), split.train, split.test_rows, split.eval_users, pipeline_of
     )
     # Parameters set in the environment stay fixed: the search varies the others only.
     space = {

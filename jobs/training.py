@@ -25,7 +25,7 @@ from recsys.db import repository
 from recsys.db.models import ModelVersion
 from recsys.matrix import InteractionMatrix, build_interaction_matrix
 from recsys.settings import Settings
-from recsys.tuning import resolve_als_params
+from recsys.tuning import TUNED_FIELDS, TUNED_PARAMS_FILE, load_tuned_params
 
 if TYPE_CHECKING:
     from jobs.aggregate import AggregationPaths
@@ -370,7 +370,7 @@ def _embedding_rows(column: pa.ChunkedArray) -> np.ndarray | None:
 
 def als_params(settings: Settings) -> ALSParams:
     """The run's ALS parameters: CRATEDIGGER_ALS_* variables, then DATA_DIR/tuned_params.json,
-    then the defaults (:func:`recsys.tuning.resolve_als_params`)."""
+    then the defaults (:func:`resolve_als_params`)."""
     return resolve_als_params(settings).params
 
 
@@ -458,3 +458,63 @@ def _training_data_at(
 @functools.lru_cache(maxsize=2)
 def cached_model(artifact_path: str) -> ALSModel:
     return ALSModel.load(Path(artifact_path))
+
+
+# ------------------------------------------------------------------ which ALS parameters
+
+_SETTING_OF = {name: f"als_{name}" for name in (*TUNED_FIELDS, "random_seed")}
+
+
+def tuned_params_path(settings: Settings) -> Path:
+    """Where ``cratedigger tune`` saves, and the weekly run reads, the tuned parameters."""
+    return settings.data_dir / TUNED_PARAMS_FILE
+
+
+@dataclass(frozen=True)
+class ResolvedParams:
+    """The ALS parameters of a run and where each one came from.
+
+    Attributes
+    ----------
+    params : ALSParams
+    sources : dict
+        Field name -> ``"environment"``, ``"tuned"`` or ``"default"``.
+    tuned_file : str or None
+        The tuned parameters' file when it supplied at least one parameter.
+    """
+
+    params: ALSParams
+    sources: dict[str, str]
+    tuned_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sources": self.sources, "tuned_file": self.tuned_file}
+
+
+def resolve_als_params(settings: Settings) -> ResolvedParams:
+    """The ALS parameters of the weekly run, by the precedence of this module's docstring.
+
+    Raises
+    ------
+    ValueError
+        If the tuned parameters' file exists, is to be used, and cannot be read.
+    """
+    explicit = settings.model_fields_set
+    values = {name: getattr(settings, setting) for name, setting in _SETTING_OF.items()}
+    sources = {
+        name: "environment" if setting in explicit else "default"
+        for name, setting in _SETTING_OF.items()
+    }
+    path = tuned_params_path(settings)
+    used_file: str | None = None
+    if settings.use_tuned_params and path.is_file():
+        tuned = load_tuned_params(path)
+        for name in TUNED_FIELDS:
+            if sources[name] == "default":
+                values[name] = getattr(tuned.params, name)
+                sources[name] = "tuned"
+                used_file = str(path)
+    params = ALSParams(**values)
+    if used_file is not None:
+        log.info("ALS parameters %s (tuned ones from %s)", sources, used_file)
+    return ResolvedParams(params, sources, used_file)

@@ -1,8 +1,9 @@
 """Implicit-feedback ALS: training, the saved artifact, and scoring.
 
-Every recommender that feeds playlists implements :class:`Recommender`, so the playlist
-builder does not care whether a score came from trained ALS factors or from factors
-projected from content for cold-start tracks (:class:`ColdStartFactors`).
+:class:`ALSModel` implements :class:`recsys.recommender.Recommender`; its scores come from
+the trained factors, and for cold-start tracks from factors projected from their content
+(:class:`ColdStartFactors`), so the playlist pipeline does not care which produced a
+candidate.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from recsys.matrix import InteractionMatrix
+from recsys.recommender import BlockRecommender
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +34,6 @@ ARTIFACT_FORMAT = 2
 READABLE_FORMATS = (1, 2)
 FACTORS_FILE = "factors.npz"
 METADATA_FILE = "model.json"
-
-
-class Recommender(Protocol):
-    """Scores tracks for listeners."""
-
-    @property
-    def user_ids(self) -> npt.NDArray[np.str_]: ...
-
-    @property
-    def track_ids(self) -> npt.NDArray[np.str_]: ...
-
-    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Scores of shape (len(user_rows), n_tracks) for the listeners at ``user_rows``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -67,31 +55,6 @@ class ALSParams:
             raise ValueError(f"regularization must be >= 0, got {self.regularization}")
         if self.alpha <= 0:
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
-
-
-@dataclass(frozen=True)
-class FactorScorer:
-    """Scores as dot products of listener factors and item factors (a :class:`Recommender`).
-
-    Attributes
-    ----------
-    user_factors : numpy.ndarray
-        float32 array of shape (n_users, factors).
-    item_factors : numpy.ndarray
-        float32 array of shape (n_tracks, factors).
-    user_ids, track_ids : numpy.ndarray
-        Unicode arrays naming the rows of the two factor arrays.
-    """
-
-    user_factors: npt.NDArray[np.float32]
-    item_factors: npt.NDArray[np.float32]
-    user_ids: npt.NDArray[np.str_]
-    track_ids: npt.NDArray[np.str_]
-
-    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Dot products of shape (len(user_rows), n_tracks), float32."""
-        result: npt.NDArray[np.float32] = self.user_factors[user_rows] @ self.item_factors.T
-        return result
 
 
 @dataclass(frozen=True)
@@ -130,8 +93,11 @@ class ColdStartFactors:
 
 
 @dataclass(frozen=True)
-class ALSModel:
-    """Trained factors with the id maps they belong to.
+class ALSModel(BlockRecommender):
+    """Trained factors with the id maps they belong to (a :class:`recsys.recommender.Recommender`).
+
+    Scores are dot products with :attr:`scoring_item_factors`: the trained factors, with
+    the rows of cold-start tracks replaced by the factors projected from their content.
 
     Attributes
     ----------
@@ -168,10 +134,20 @@ class ALSModel:
                     f"item_factors {self.item_factors.shape[1]}"
                 )
 
+    @classmethod
+    def fit(
+        cls, matrix: InteractionMatrix, params: ALSParams, *, show_progress: bool = False
+    ) -> ALSModel:
+        """Train on ``matrix`` (:func:`train_als`)."""
+        return train_als(matrix, params, show_progress=show_progress)
+
     def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Dot products with the trained item factors, shape (len(user_rows), n_tracks)."""
-        result: npt.NDArray[np.float32] = self.user_factors[user_rows] @ self.item_factors.T
+        """Dot products with :attr:`scoring_item_factors`, shape (len(user_rows), n_tracks)."""
+        result: npt.NDArray[np.float32] = self.user_factors[user_rows] @ self.scoring_item_factors.T
         return result
+
+    def item_vectors(self) -> npt.NDArray[np.float32]:
+        return self.scoring_item_factors
 
     @functools.cached_property
     def scoring_item_factors(self) -> npt.NDArray[np.float32]:
@@ -184,27 +160,22 @@ class ALSModel:
         factors[self.cold_start.cold_mask] = self.cold_start.factors
         return factors
 
-    def scorer(self, *, cold_start: bool = True) -> FactorScorer:
-        """A :class:`Recommender` over :attr:`scoring_item_factors` (``cold_start=True``) or
-        over the trained item factors only."""
-        items = self.scoring_item_factors if cold_start else self.item_factors
-        return FactorScorer(self.user_factors, items, self.user_ids, self.track_ids)
+    @functools.cached_property
+    def _unit_item_factors(self) -> npt.NDArray[np.float32]:
+        return super().unit_item_vectors()
+
+    def unit_item_vectors(self) -> npt.NDArray[np.float32]:
+        # Kept: the web app asks for similar tracks on every /tracks/{id}/similar request.
+        return self._unit_item_factors
 
     @functools.cached_property
     def _track_rows(self) -> dict[str, int]:
         return {str(track_id): row for row, track_id in enumerate(self.track_ids)}
 
-    @functools.cached_property
-    def _unit_item_factors(self) -> npt.NDArray[np.float32]:
-        factors = self.scoring_item_factors
-        norms = np.linalg.norm(factors, axis=1, keepdims=True)
-        unit: npt.NDArray[np.float32] = (factors / np.maximum(norms, 1e-12)).astype(np.float32)
-        return unit
-
     def similar_tracks(self, track_id: str, n: int = 10) -> list[tuple[str, float]]:
         """The ``n`` tracks nearest to ``track_id`` by cosine of item factors (cold-start
         tracks included through their projected factors), best first, without the track
-        itself.
+        itself (:meth:`similar_items` by id).
 
         Raises
         ------
@@ -214,15 +185,12 @@ class ALSModel:
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
         row = self._track_rows[track_id]
-        unit = self._unit_item_factors
-        similarity = unit @ unit[row]
-        similarity[row] = -np.inf
-        n = min(n, len(similarity) - 1)
-        if n <= 0:
-            return []
-        top = np.argpartition(-similarity, n - 1)[:n]
-        top = top[np.lexsort((top, -similarity[top]))]
-        return [(str(self.track_ids[i]), float(similarity[i])) for i in top]
+        columns, similarity = self.similar_items(np.array([row]), min(n, len(self.track_ids)))
+        return [
+            (str(self.track_ids[c]), float(s))
+            for c, s in zip(columns[0], similarity[0], strict=True)
+            if c >= 0
+        ]
 
     def save(self, directory: Path) -> Path:
         """Write ``factors.npz`` and ``model.json`` into ``directory`` (no pickle)."""

@@ -1,14 +1,12 @@
-"""Cold start: content features, content -> factor projection, folding in new listeners.
+"""Cold start: content features, the content -> factor projection, and the popular list.
 
 New tracks have no plays, so ALS gives them no factors. :func:`content_matrix` turns the
 catalog's embeddings (or, where missing, tags) into one dense feature matrix;
 :class:`ContentProjection` learns a ridge map from those features to the ALS item factors of
 well-played tracks; :func:`cold_item_factors` gives every barely-played track a projected
-factor vector so that it can be scored like any other track (:class:`ColdStartRecommender`).
-
-New listeners have no factors either: :func:`fold_in_users` solves the ALS least-squares
-problem for them against the trained item factors (what implicit's ``recalculate_user``
-does), and :func:`popular_diverse` is the list for listeners with no events at all.
+factor vector so that it can be scored like any other track (the model keeps them,
+:class:`recsys.als.ColdStartFactors`). New listeners have no history:
+:func:`popular_diverse` is their list.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -349,50 +346,6 @@ class ContentProjection:
         projected: npt.NDArray[np.float32] = (x @ self.weights + self.bias).astype(np.float32)
         return projected
 
-    def save(self, path: Path) -> Path:
-        """Write an ``.npz`` file (no pickle); returns ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
-            format=np.int64(PROJECTION_FORMAT),
-            weights=self.weights,
-            bias=self.bias,
-            regularization=np.float64(self.regularization),
-        )
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> ContentProjection:
-        """Read a file written by :meth:`save`.
-
-        Raises
-        ------
-        ValueError
-            If the file is missing or is not a projection of a format this code reads.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path} does not hold a content projection")
-        with np.load(path, allow_pickle=False) as arrays:
-            names = set(arrays.files)
-            if not {"format", "weights", "bias", "regularization"} <= names:
-                raise ValueError(f"{path} does not hold a content projection")
-            if int(arrays["format"]) != PROJECTION_FORMAT:
-                raise ValueError(
-                    f"{path}: projection format {int(arrays['format'])} is not supported"
-                )
-            weights = arrays["weights"].astype(np.float32)
-            bias = arrays["bias"].astype(np.float32)
-            regularization = float(arrays["regularization"])
-        if weights.ndim != 2 or bias.shape != (weights.shape[1],):
-            raise ValueError(
-                f"{path}: weights {weights.shape} and bias {bias.shape} do not fit together"
-            )
-        return cls(weights, bias, regularization)
-
 
 def cold_item_factors(
     item_factors: npt.NDArray[np.floating],
@@ -494,52 +447,6 @@ def cold_item_factors(
     return factors, cold
 
 
-@dataclass(frozen=True)
-class ColdStartRecommender:
-    """Scores only cold tracks, so that cold candidates come from a :class:`Recommender`.
-
-    Attributes
-    ----------
-    user_factors : numpy.ndarray
-        float32 array (n_users, factors): the ALS user factors (or folded-in ones).
-    item_factors : numpy.ndarray
-        float32 array (n_tracks, factors) from :func:`cold_item_factors`.
-    cold_mask : numpy.ndarray
-        bool array (n_tracks,): the tracks this recommender scores.
-    user_ids, track_ids : numpy.ndarray
-        Unicode arrays naming the rows and columns.
-    """
-
-    user_factors: npt.NDArray[np.float32]
-    item_factors: npt.NDArray[np.float32]
-    cold_mask: npt.NDArray[np.bool_]
-    user_ids: npt.NDArray[np.str_]
-    track_ids: npt.NDArray[np.str_]
-
-    def __post_init__(self) -> None:
-        if self.item_factors.shape[0] != len(self.track_ids):
-            raise ValueError(
-                f"item_factors has {self.item_factors.shape[0]} rows for "
-                f"{len(self.track_ids)} track_ids"
-            )
-        if self.cold_mask.shape != (len(self.track_ids),):
-            raise ValueError(
-                f"cold_mask has shape {self.cold_mask.shape}, expected ({len(self.track_ids)},)"
-            )
-        if self.user_factors.shape[0] != len(self.user_ids):
-            raise ValueError(
-                f"user_factors has {self.user_factors.shape[0]} rows for "
-                f"{len(self.user_ids)} user_ids"
-            )
-
-    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Scores of shape (len(user_rows), n_tracks), float32; -inf for tracks not cold."""
-        cold_columns = np.flatnonzero(self.cold_mask)
-        scores = np.full((len(user_rows), len(self.track_ids)), -np.inf, dtype=np.float32)
-        scores[:, cold_columns] = self.user_factors[user_rows] @ self.item_factors[cold_columns].T
-        return scores
-
-
 # --------------------------------------------------------------------------- listeners
 
 
@@ -598,113 +505,6 @@ def padded_rows(
     columns = np.where(present, user_items.indices[positions], 0).astype(np.int64)
     values = np.where(present, user_items.data[positions], 0.0).astype(np.float64)
     return columns, values, present
-
-
-def user_linear_systems(
-    item_factors: npt.NDArray[np.floating],
-    columns: npt.NDArray[np.int64],
-    confidence: npt.NDArray[np.float64],
-    present: npt.NDArray[np.bool_],
-    regularization: float,
-    gram: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """The implicit-ALS normal equations ``A_u x_u = b_u`` of a block of listeners.
-
-    ``A_u = Y^T Y + λI + Σ_j (|c_uj| - 1) y_j y_j^T`` and ``b_u = Σ_{c_uj > 0} c_uj y_j``:
-    confidence ``c`` already multiplied by alpha; a negative entry is a thumbs-down
-    (preference 0 held with confidence ``|c|``), as in implicit.
-
-    Parameters
-    ----------
-    item_factors : numpy.ndarray
-        float array (n_items, factors): Y.
-    columns, confidence, present : numpy.ndarray
-        (B, W) arrays from :func:`padded_rows` (confidence times alpha).
-    regularization : float
-        λ.
-    gram : numpy.ndarray
-        float64 array (factors, factors): Y^T Y over the items of the trained model.
-
-    Returns
-    -------
-    (A, b)
-        float64 arrays (B, factors, factors) and (B, factors).
-    """
-    factors = item_factors.shape[1]
-    vectors = np.asarray(item_factors, dtype=np.float64)[columns]  # (B, W, f)
-    weight = np.where(present, np.abs(confidence) - 1.0, 0.0)
-    target = np.where(present & (confidence > 0), confidence, 0.0)
-    systems = (vectors * weight[:, :, None]).transpose(0, 2, 1) @ vectors
-    systems += gram + regularization * np.eye(factors)
-    rhs = np.einsum("bw,bwf->bf", target, vectors)
-    return systems, rhs
-
-
-def fold_in_users(
-    model_item_factors: npt.NDArray[np.floating],
-    user_items: sp.csr_matrix,
-    regularization: float,
-    alpha: float,
-    *,
-    max_cells: int = DEFAULT_MAX_CELLS,
-) -> npt.NDArray[np.float32]:
-    """ALS user factors for listeners outside the model, from their events.
-
-    Solves, per listener, the same least-squares problem as one user half-step of implicit's
-    ALS (``AlternatingLeastSquares.recalculate_user`` with its Cholesky solver) against the
-    fixed item factors: ``x_u = A_u^-1 b_u`` with ``C = alpha * user_items`` (see
-    :func:`user_linear_systems`). Plays and thumbs-up count as positive confidence, a
-    thumbs-down (negative value) as a strong 0. A listener with no stored entries, or only
-    thumbs-down, gets a zero vector: fall back to :func:`popular_diverse` for them.
-
-    Parameters
-    ----------
-    model_item_factors : numpy.ndarray
-        float array (n_items, factors): the trained item factors (``ALSModel.item_factors``;
-        pass the trained ones, not cold-start projections, so that ``Y^T Y`` is the model's).
-    user_items : scipy.sparse.csr_matrix
-        Shape (n_new_users, n_items): confidence rows built like the training matrix.
-    regularization, alpha : float
-        The model's ``ALSParams.regularization`` and ``ALSParams.alpha``.
-    max_cells : int
-        Bound on listeners x longest history gathered at once (memory).
-
-    Returns
-    -------
-    numpy.ndarray
-        float32 array of shape (n_new_users, factors).
-
-    Notes
-    -----
-    Cost: one ``(f x f)`` Gram matrix, then per listener ``O(n_u f^2 + f^3)``, batched with
-    numpy (BLAS matmul and a batched solve); no Python loop over listeners.
-    """
-    item_factors = np.asarray(model_item_factors)
-    if item_factors.ndim != 2:
-        raise ValueError(f"model_item_factors must be 2-D, got shape {item_factors.shape}")
-    matrix = sp.csr_matrix(user_items)
-    if matrix.shape[1] != item_factors.shape[0]:
-        raise ValueError(
-            f"user_items has {matrix.shape[1]} columns for {item_factors.shape[0]} items"
-        )
-    if regularization < 0:
-        raise ValueError(f"regularization must be >= 0, got {regularization}")
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0, got {alpha}")
-    y = item_factors.astype(np.float64)
-    gram = y.T @ y
-    result = np.zeros((matrix.shape[0], item_factors.shape[1]), dtype=np.float32)
-    counts = np.diff(matrix.indptr).astype(np.int64)
-    with_events = np.flatnonzero(counts > 0)
-    for chunk in row_chunks(counts[with_events], max_cells):
-        rows = with_events[chunk]
-        columns, values, present = padded_rows(matrix, rows)
-        systems, rhs = user_linear_systems(
-            y, columns, alpha * values, present, regularization, gram
-        )
-        result[rows] = np.linalg.solve(systems, rhs[:, :, None])[:, :, 0]
-    log.debug("folded in %d listeners", matrix.shape[0])
-    return result
 
 
 def popular_diverse(

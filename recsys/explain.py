@@ -7,18 +7,11 @@ Warm tracks (scored by ALS) get one of two reasons:
 * "Popular with listeners like you": when no single played track is meaningful, i.e. the
   score comes from the listener's taste as a whole.
 
-Two ways to pick and judge the anchor (``method``):
-
-* ``"similarity"`` (default): X is the listener's played track nearest to the chosen one by
-  cosine of item factors; meaningful when the cosine is at least ``min_similarity``. On the
-  simulated world (64 factors) a cosine of 0.4 or more meant the same genre 88-100 % of the
-  time, below 0.3 only 43 %.
-* ``"contribution"``: implicit's ``AlternatingLeastSquares.explain`` (Hu, Koren and Volinsky
-  2008, section 5). The score of item i splits into one term per played track j,
-  ``s_uij = c_uj * y_i^T W_u y_j`` with ``W_u = (Y^T C_u Y + λI)^-1``; X has the largest
-  term and is meaningful when that term is at least ``min_share`` of the positive terms.
-  Faithful to the score, but on the simulated world its anchors agreed with the track's
-  genre less often (64 % against 74 % for the nearest track).
+X is the listener's played track nearest to the chosen one by cosine of item factors; it is
+meaningful when the cosine is at least ``min_similarity``. On the simulated world (64
+factors) a cosine of 0.4 or more meant the same genre 88-100 % of the time, below 0.3 only
+43 %. (implicit's ``explain``, the largest term of the score's split over played tracks, was
+tried too: its anchors agreed with the track's genre less often, 64 % against 74 %.)
 
 Cold-start tracks have no play history of their own, so their reason is the warm track the
 listener played that is most similar by content (or by projected factors when no content is
@@ -32,28 +25,23 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from recsys.coldstart import padded_rows, row_chunks, user_linear_systems
+from recsys.coldstart import padded_rows, row_chunks
 
 log = logging.getLogger(__name__)
 
 #: Longest reason string.
 MAX_REASON_CHARS = 120
-#: Item-factor cosine a played track needs to be named ("similarity" method).
+#: Item-factor cosine a played track needs to be named.
 DEFAULT_MIN_SIMILARITY = 0.4
 #: Content cosine a played track needs to be named for a cold track.
 DEFAULT_MIN_CONTENT_SIMILARITY = 0.5
-#: Share of the positive score terms one played track needs ("contribution" method).
-DEFAULT_MIN_SHARE = 0.15
 #: Padded (listeners x history) cells processed at once.
 DEFAULT_MAX_CELLS = 1 << 12
-
-Method = Literal["similarity", "contribution"]
 
 
 class Reason(IntEnum):
@@ -78,9 +66,8 @@ class Explanations:
         int64 array (B, L): the played track named in the reason, -1 when none.
     strength : numpy.ndarray
         float32 array (B, L): how strongly the best played track relates to the chosen one,
-        whether or not it was named: cosine (``"similarity"`` method, and every cold track)
-        or share of the positive score terms (``"contribution"`` method). NaN in the padding
-        and when the listener has no usable played track.
+        whether or not it was named: the cosine (of item factors, or of content for cold
+        tracks). NaN in the padding and when the listener has no usable played track.
     """
 
     kinds: npt.NDArray[np.int8]
@@ -95,12 +82,8 @@ def explain_anchors(
     cold_mask: npt.NDArray[np.bool_],
     *,
     content: npt.NDArray[np.floating] | None = None,
-    method: Method = "similarity",
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     min_content_similarity: float = DEFAULT_MIN_CONTENT_SIMILARITY,
-    min_share: float = DEFAULT_MIN_SHARE,
-    regularization: float | None = None,
-    alpha: float | None = None,
     max_cells: int = DEFAULT_MAX_CELLS,
 ) -> Explanations:
     """The reason kind and anchor track of every chosen track of a block of listeners.
@@ -123,18 +106,10 @@ def explain_anchors(
         float array (n_items, d) from :func:`recsys.coldstart.content_matrix`, for the
         similarity of cold tracks; without it, cold tracks use item-factor cosine and
         ``min_similarity``.
-    method : {"similarity", "contribution"}
-        How warm tracks pick and judge their anchor (see the module docstring).
     min_similarity : float
-        In [-1, 1]: item-factor cosine for a named warm anchor (``"similarity"``).
+        In [-1, 1]: item-factor cosine for a named warm anchor.
     min_content_similarity : float
         In [-1, 1]: content cosine for "New track similar to".
-    min_share : float
-        In (0, 1]: share of the positive score terms for a named anchor
-        (``"contribution"``).
-    regularization, alpha : float, optional
-        The ALS model's parameters; required by ``"contribution"``. ``Y^T Y`` in ``W_u`` is
-        taken over the rows that are not cold.
     max_cells : int
         Bound on listeners x longest history processed at once (memory).
 
@@ -145,9 +120,8 @@ def explain_anchors(
 
     Notes
     -----
-    Per listener ``O(n_u L f)`` for the similarities (``O(n_u L d)`` for cold tracks), plus
-    one ``f x f`` system per listener (``O(n_u f^2 + f^3)``) for ``"contribution"``; batched
-    over listeners with numpy. The chosen track itself is never its own anchor.
+    Per listener ``O(n_u L f)`` for the similarities (``O(n_u L d)`` for cold tracks),
+    batched over listeners with numpy. The chosen track itself is never its own anchor.
     """
     matrix = sp.csr_matrix(user_items)
     factors = np.asarray(item_factors, dtype=np.float64)
@@ -166,23 +140,12 @@ def explain_anchors(
         raise ValueError(f"cold_mask has shape {cold.shape}, expected ({n_items},)")
     if content is not None and (np.ndim(content) != 2 or np.shape(content)[0] != n_items):
         raise ValueError(f"content has shape {np.shape(content)}, expected ({n_items}, d)")
-    if method not in ("similarity", "contribution"):
-        raise ValueError(f"method must be 'similarity' or 'contribution', got {method!r}")
-    if method == "contribution":
-        if regularization is None or alpha is None:
-            raise ValueError("method='contribution' needs regularization and alpha")
-        if regularization < 0:
-            raise ValueError(f"regularization must be >= 0, got {regularization}")
-        if alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {alpha}")
     for name, value in (
         ("min_similarity", min_similarity),
         ("min_content_similarity", min_content_similarity),
     ):
         if not -1.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [-1, 1], got {value}")
-    if not 0.0 < min_share <= 1.0:
-        raise ValueError(f"min_share must be in (0, 1], got {min_share}")
 
     n_rows, length = picks.shape
     kinds = np.zeros((n_rows, length), dtype=np.int8)
@@ -199,10 +162,6 @@ def explain_anchors(
         cold_space, cold_threshold = unit_factors, min_similarity
     else:
         cold_space, cold_threshold = _unit_rows(np.asarray(content)), min_content_similarity
-    gram: npt.NDArray[np.float64] | None = None
-    if method == "contribution":
-        warm_factors = factors[~cold]
-        gram = warm_factors.T @ warm_factors
     counts = np.diff(matrix.indptr).astype(np.int64)
     with_events = np.flatnonzero(counts > 0)
     for chunk in row_chunks(counts[with_events], max_cells):
@@ -215,50 +174,21 @@ def explain_anchors(
             columns[:, :, None] != pick_rows[:, None, :]
         )
         warm_rows = present_pick[rows] & ~pick_cold[rows]
-        if gram is not None and regularization is not None and alpha is not None:
-            confidence = alpha * values
-            systems, _ = user_linear_systems(
-                factors, columns, confidence, present, regularization, gram
-            )
-            weighted = np.linalg.solve(systems, factors[pick_rows].transpose(0, 2, 1))
-            terms = (factors[columns] @ weighted) * np.where(liked, confidence, 0.0)[:, :, None]
-            positive_total = np.where(usable, np.maximum(terms, 0.0), 0.0).sum(axis=1)
-            best, best_term = _best(np.where(usable, terms, -np.inf))
-            share = np.divide(
-                best_term,
-                positive_total,
-                out=np.full_like(best_term, np.nan),
-                where=(positive_total > 0) & np.isfinite(best_term),
-            )
-            named = warm_rows & (best_term > 0) & (share >= min_share)
-            _store(
-                rows,
-                warm_rows,
-                named,
-                columns,
-                best,
-                share,
-                Reason.BECAUSE_YOU_PLAYED,
-                anchors,
-                kinds,
-                strength,
-            )
-        else:
-            cosine = unit_factors[columns] @ unit_factors[pick_rows].transpose(0, 2, 1)
-            best, best_cosine = _best(np.where(usable, cosine, -np.inf))
-            named = warm_rows & (best_cosine >= min_similarity)
-            _store(
-                rows,
-                warm_rows,
-                named,
-                columns,
-                best,
-                best_cosine,
-                Reason.BECAUSE_YOU_PLAYED,
-                anchors,
-                kinds,
-                strength,
-            )
+        cosine = unit_factors[columns] @ unit_factors[pick_rows].transpose(0, 2, 1)
+        best, best_cosine = _best(np.where(usable, cosine, -np.inf))
+        named = warm_rows & (best_cosine >= min_similarity)
+        _store(
+            rows,
+            warm_rows,
+            named,
+            columns,
+            best,
+            best_cosine,
+            Reason.BECAUSE_YOU_PLAYED,
+            anchors,
+            kinds,
+            strength,
+        )
 
         cold_rows = pick_cold[rows]
         if cold_rows.any():
@@ -385,12 +315,8 @@ def explain_block(
     cold_mask: npt.NDArray[np.bool_],
     *,
     content: npt.NDArray[np.floating] | None = None,
-    method: Method = "similarity",
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     min_content_similarity: float = DEFAULT_MIN_CONTENT_SIMILARITY,
-    min_share: float = DEFAULT_MIN_SHARE,
-    regularization: float | None = None,
-    alpha: float | None = None,
     max_chars: int = MAX_REASON_CHARS,
 ) -> list[list[str | None]]:
     """A reason string per chosen track: :func:`explain_anchors`, then
@@ -411,11 +337,7 @@ def explain_block(
         chosen,
         cold_mask,
         content=content,
-        method=method,
         min_similarity=min_similarity,
         min_content_similarity=min_content_similarity,
-        min_share=min_share,
-        regularization=regularization,
-        alpha=alpha,
     )
     return format_reasons(explanations, track_titles, max_chars)

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from recsys.als import Recommender
+from recsys.recommender import Recommender
 from recsys.rerank import mmr_rerank, popularity_prior, reserve_cold_slots
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,10 @@ class PlaylistRules:
     cold_slots: int = 0
     cold_min_score_ratio: float = 0.5
     artist_thumbs_down_limit: int = 0
+
+    def baseline(self) -> PlaylistRules:
+        """Only the length and the artist cap: how the baselines' lists are cut."""
+        return PlaylistRules(self.length, self.max_tracks_per_artist)
 
     def __post_init__(self) -> None:
         if self.length < 1:

@@ -8,7 +8,8 @@ artist-capped playlists on a validation split, never on a test fold) and keeps e
 ``tuned_params.json`` in the data directory (:func:`save_tuned_params`);
 ``benchmarks/quality.py`` runs the same search on its validation folds.
 
-Which parameters the weekly run trains with (:func:`resolve_als_params`), per parameter:
+Which parameters the weekly run trains with (:func:`jobs.training.resolve_als_params`),
+per parameter:
 
 1. a ``CRATEDIGGER_ALS_*`` variable that is set (or a keyword override of the settings);
 2. else ``DATA_DIR/tuned_params.json``, when it exists and ``CRATEDIGGER_USE_TUNED_PARAMS``
@@ -31,11 +32,10 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from recsys.als import ALSParams, train_als
+from recsys.als import ALSModel, ALSParams, train_als
 from recsys.evaluation import ndcg_at_k
 from recsys.matrix import InteractionMatrix
-from recsys.playlist import PlaylistRules, generate_playlists
-from recsys.settings import Settings
+from recsys.pipeline import PlaylistPipeline
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ SEARCH_SEED = 20261116
 TUNED_PARAMS_FILE = "tuned_params.json"
 #: The ALS parameters a search sets; ``random_seed`` stays the settings' own.
 TUNED_FIELDS = ("factors", "regularization", "alpha", "iterations")
-_SETTING_OF = {name: f"als_{name}" for name in (*TUNED_FIELDS, "random_seed")}
 
 
 @dataclass(frozen=True)
@@ -206,13 +205,10 @@ def playlist_ndcg_objective(
     known: sp.csr_matrix,
     test_rows: sp.csr_matrix,
     eval_users: npt.NDArray[np.int64],
-    track_artist: npt.NDArray[np.int64],
-    rules: PlaylistRules,
-    *,
-    block_size: int = 2048,
+    pipeline_of: Callable[[ALSModel], PlaylistPipeline],
 ) -> Callable[[ALSParams], float]:
-    """An objective: train ALS on ``train`` and score NDCG@``rules.length`` of the
-    artist-capped playlists of ``eval_users`` against ``test_rows``.
+    """An objective: train ALS on ``train`` and score NDCG@length of the playlists that
+    ``pipeline_of(model)`` builds for ``eval_users`` against ``test_rows``.
 
     Parameters
     ----------
@@ -224,29 +220,16 @@ def playlist_ndcg_objective(
         (len(eval_users), n_tracks), binary: each evaluated listener's held-out tracks.
     eval_users : numpy.ndarray
         int64 rows of the evaluated listeners.
-    track_artist : numpy.ndarray
-        int64 (n_tracks,): artist number of each track.
-    rules : PlaylistRules
-        Length and artist cap (no re-ranking: the search compares models, not re-rankers).
+    pipeline_of : callable
+        The playlist pipeline over a trained model.
     """
     if test_rows.shape != (len(eval_users), train.shape[1]):
         raise ValueError(
             f"test_rows has shape {test_rows.shape}, expected ({len(eval_users)}, {train.shape[1]})"
         )
-    eligible = np.diff(train.user_items.tocsc().indptr) > 0
 
     def objective(params: ALSParams) -> float:
-        model = train_als(train, params)
-        blocks = generate_playlists(
-            model,
-            known,
-            track_artist,
-            rules,
-            user_rows=eval_users,
-            eligible=eligible,
-            block_size=block_size,
-        )
-        columns = np.concatenate([block.track_columns for block in blocks], axis=0)
+        columns = pipeline_of(train_als(train, params)).columns(eval_users, known)
         return ndcg_at_k(columns, test_rows)
 
     return objective
@@ -325,58 +308,3 @@ def load_tuned_params(path: Path) -> TunedParams:
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path} does not hold tuned ALS parameters: {exc}") from None
     return TunedParams(params, score, default_score, metric, payload)
-
-
-def tuned_params_path(settings: Settings) -> Path:
-    """Where ``cratedigger tune`` saves, and the weekly run reads, the tuned parameters."""
-    return settings.data_dir / TUNED_PARAMS_FILE
-
-
-@dataclass(frozen=True)
-class ResolvedParams:
-    """The ALS parameters of a run and where each one came from.
-
-    Attributes
-    ----------
-    params : ALSParams
-    sources : dict
-        Field name -> ``"environment"``, ``"tuned"`` or ``"default"``.
-    tuned_file : str or None
-        The tuned parameters' file when it supplied at least one parameter.
-    """
-
-    params: ALSParams
-    sources: dict[str, str]
-    tuned_file: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sources": self.sources, "tuned_file": self.tuned_file}
-
-
-def resolve_als_params(settings: Settings) -> ResolvedParams:
-    """The ALS parameters of the weekly run, by the precedence of this module's docstring.
-
-    Raises
-    ------
-    ValueError
-        If the tuned parameters' file exists, is to be used, and cannot be read.
-    """
-    explicit = settings.model_fields_set
-    values = {name: getattr(settings, setting) for name, setting in _SETTING_OF.items()}
-    sources = {
-        name: "environment" if setting in explicit else "default"
-        for name, setting in _SETTING_OF.items()
-    }
-    path = tuned_params_path(settings)
-    used_file: str | None = None
-    if settings.use_tuned_params and path.is_file():
-        tuned = load_tuned_params(path)
-        for name in TUNED_FIELDS:
-            if sources[name] == "default":
-                values[name] = getattr(tuned.params, name)
-                sources[name] = "tuned"
-                used_file = str(path)
-    params = ALSParams(**values)
-    if used_file is not None:
-        log.info("ALS parameters %s (tuned ones from %s)", sources, used_file)
-    return ResolvedParams(params, sources, used_file)

@@ -10,10 +10,10 @@ import scipy.sparse as sp
 
 from jobs.generation import build_playlists, listener_plan
 from jobs.training import load_training_data, train_week, week_paths
-from recsys.als import FactorScorer
 from recsys.playlist import PlaylistRules, generate_playlists, mask_disliked_artists
 from recsys.settings import Settings
 from tests.test_playlist_quality import WEEK, quality_settings, stage_two_groups  # noqa: F401
+from tests.worlds import factor_model
 
 #: Six tracks of three artists (0, 0, 1, 1, 2, 2).
 ARTISTS = np.array([0, 0, 1, 1, 2, 2], dtype=np.int64)
@@ -56,7 +56,7 @@ def test_generation_leaves_out_the_disliked_artist_only_when_asked() -> None:
     # which also makes them known. Artist 0's third track (6) would otherwise lead.
     artists = np.array([0, 0, 1, 1, 2, 2, 0], dtype=np.int64)
     items = np.array([[9.0], [9.0], [2.0], [1.5], [1.0], [0.5], [8.0]], dtype=np.float32)
-    scorer = FactorScorer(
+    scorer = factor_model(
         np.ones((1, 1), np.float32), items, np.array(["u"]), np.array(list("abcdefg"))
     )
     down = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0, 0]], dtype=np.float32))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 
 from recsys.explain import (
     MAX_REASON_CHARS,
@@ -119,42 +118,6 @@ def test_a_stricter_threshold_turns_named_reasons_into_the_fallback() -> None:
     assert strict.kinds[0].tolist() == [Reason.LISTENERS_LIKE_YOU, Reason.BECAUSE_YOU_PLAYED]
 
 
-def test_contribution_method_agrees_with_implicit_explain() -> None:
-    from implicit.cpu.als import AlternatingLeastSquares
-
-    rng = np.random.default_rng(0)
-    n_users, n_items = 150, 50
-    dense = (rng.random((n_users, n_items)) < 0.12) * rng.uniform(0.3, 3.0, (n_users, n_items))
-    dense[rng.random((n_users, n_items)) < 0.01] = -2.0
-    user_items = sp.csr_matrix(dense.astype(np.float32))
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(
-            factors=6, regularization=0.2, alpha=3.0, iterations=5, random_state=0
-        )
-        model.fit(user_items, show_progress=False)
-    users = np.array([3, 17, 42, 99])
-    chosen = np.stack([rng.choice(np.flatnonzero(dense[u] == 0), 5, replace=False) for u in users])
-    explanations = explain_anchors(
-        user_items[users],
-        model.item_factors,
-        chosen,
-        np.zeros(n_items, dtype=bool),
-        method="contribution",
-        regularization=0.2,
-        alpha=3.0,
-        min_share=1e-9,
-    )
-    for row, user in enumerate(users):
-        for slot, item in enumerate(chosen[row]):
-            _, contributions, _ = model.explain(user, user_items, item, N=n_items)
-            best_item, best_score = contributions[0]
-            positive_total = sum(score for _, score in contributions if score > 0)
-            assert explanations.anchors[row, slot] == best_item
-            np.testing.assert_allclose(
-                explanations.strength[row, slot], best_score / positive_total, rtol=1e-4
-            )
-
-
 def test_reason_text_keeps_given_titles_and_stays_short() -> None:
     long_title = "A" * 200 + " — Somebody"
     text = reason_text(Reason.BECAUSE_YOU_PLAYED, long_title)
@@ -171,10 +134,7 @@ def test_reason_text_keeps_given_titles_and_stays_short() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "contribution"}, "regularization and alpha"),
-        ({"method": "magic"}, "method"),
         ({"min_similarity": 2.0}, "min_similarity"),
-        ({"min_share": 0.0}, "min_share"),
         ({"chosen": np.array([[9]])}, "chosen"),
         ({"cold_mask": np.zeros(3, dtype=bool)}, "cold_mask"),
     ],

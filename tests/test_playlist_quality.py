@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from jobs.generation import build_playlists, listener_plan
 from jobs.training import TrainingData, load_training_data, train_week, week_paths
-from recsys.als import ALSModel, FactorScorer
+from recsys.als import ALSModel
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.migrate import upgrade
@@ -33,7 +33,7 @@ from recsys.playlist import (
     select_with_artist_cap,
 )
 from recsys.settings import Settings
-from tests.worlds import publish_week_playlists
+from tests.worlds import factor_model, publish_week_playlists
 
 WEEK = dt.date(2026, 11, 16)
 SEEN = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
@@ -370,7 +370,7 @@ def _random_instance(seed: int, n_users: int = 300, n_tracks: int = 400, factors
     known.data[:] = rng.choice([-2.0, 1.0, 3.0], size=known.nnz)  # thumbs-down included
     eligible = rng.random(n_tracks) < 0.85
     cold = ~eligible & (rng.random(n_tracks) < 0.7)
-    scorer = FactorScorer(
+    scorer = factor_model(
         users, items, np.arange(n_users).astype(str), np.arange(n_tracks).astype(str)
     )
     popularity = rng.integers(0, 500, n_tracks).astype(np.float64)
@@ -453,7 +453,7 @@ def test_cold_tracks_need_the_listeners_own_share_of_the_weakest_personal_score(
         [[1.0, 0.0], [0.9, 0.0], [0.8, 0.0], [0.7, 0.0], [0.5, 0.0], [0.3, 0.0]],
         dtype=np.float32,
     )
-    scorer = FactorScorer(users, items, np.array(["u0", "u1"]), np.arange(6).astype(str))
+    scorer = factor_model(users, items, np.array(["u0", "u1"]), np.arange(6).astype(str))
     known = sp.csr_matrix((2, 6), dtype=np.float32)
     artists = np.arange(6, dtype=np.int64)
     cold = np.array([False] * 4 + [True] * 2)
@@ -482,7 +482,7 @@ def test_diversity_spreads_a_playlist_over_more_styles() -> None:
     users = np.full((50, styles), 0.3, dtype=np.float32)
     users[:, 0] = 1.0
     users += 0.05 * rng.standard_normal(users.shape).astype(np.float32)
-    scorer = FactorScorer(users, items, np.arange(50).astype(str), np.arange(n_tracks).astype(str))
+    scorer = factor_model(users, items, np.arange(50).astype(str), np.arange(n_tracks).astype(str))
     known = sp.csr_matrix((50, n_tracks), dtype=np.float32)
     artists = np.arange(n_tracks, dtype=np.int64)
 

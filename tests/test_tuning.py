@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.als import ALSParams
+from jobs.training import resolve_als_params, tuned_params_path
+from recsys.als import ALSModel, ALSParams
 from recsys.matrix import InteractionMatrix
+from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
 from recsys.settings import Settings
 from recsys.tuning import (
@@ -22,10 +24,8 @@ from recsys.tuning import (
     load_tuned_params,
     playlist_ndcg_objective,
     random_search,
-    resolve_als_params,
     save_tuned_params,
     search_grid,
-    tuned_params_path,
 )
 
 SMALL_SPACE = {
@@ -116,9 +116,12 @@ def _two_groups() -> tuple[InteractionMatrix, sp.csr_matrix, sp.csr_matrix, np.n
 
 def test_the_playlist_objective_rewards_a_model_that_learns_the_groups() -> None:
     matrix, known, test, users = _two_groups()
-    objective = playlist_ndcg_objective(
-        matrix, known, test, users, np.arange(40, dtype=np.int64), PlaylistRules(length=5)
-    )
+    listeners = np.asarray((known > 0).sum(axis=0), dtype=np.int64).ravel()
+
+    def pipeline_of(model: ALSModel) -> PlaylistPipeline:
+        return PlaylistPipeline(PlaylistRules(length=5), model, np.arange(40), listeners)
+
+    objective = playlist_ndcg_objective(matrix, known, test, users, pipeline_of)
     learns = objective(ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=10))
     flattened = objective(ALSParams(factors=2, regularization=100.0, alpha=0.01, iterations=1))
     assert 0.0 <= flattened < learns <= 1.0
@@ -126,9 +129,7 @@ def test_the_playlist_objective_rewards_a_model_that_learns_the_groups() -> None
     # 3 among 30 for a model that ranks every unheard track alike.
     assert learns > 1.5 * flattened and learns > 0.3
     with pytest.raises(ValueError, match="test_rows has shape"):
-        playlist_ndcg_objective(
-            matrix, known, test[:10], users, np.arange(40), PlaylistRules(length=5)
-        )
+        playlist_ndcg_objective(matrix, known, test[:10], users, pipeline_of)
 
 
 # -------------------------------------------------------------------- tuned parameters

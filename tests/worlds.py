@@ -145,3 +145,18 @@ def publish_week_playlists(session: Any, week: dt.date, model_version: str, play
     repository.publish_week(session, run.id)
     repository.end_weekly_run(session, run.id, "succeeded")
     return int(run.id)
+
+
+def factor_model(user_factors: Any, item_factors: Any, user_ids: Any, track_ids: Any) -> Any:
+    """An :class:`recsys.als.ALSModel` of given factors (a known-answer recommender)."""
+    from recsys.als import ALSModel, ALSParams
+
+    items = np.asarray(item_factors, dtype=np.float32)
+    return ALSModel(
+        np.asarray(user_factors, dtype=np.float32),
+        items,
+        np.asarray(user_ids, dtype=str),
+        np.asarray(track_ids, dtype=str),
+        ALSParams(factors=items.shape[1]),
+        fingerprint="given factors",
+    )

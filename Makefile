@@ -26,6 +26,7 @@ test: $(STAMP) lint typecheck
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python benchmarks/import_graph.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

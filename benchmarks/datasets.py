@@ -9,9 +9,10 @@ reported numbers use) and a *validation* fold carved out of the test fold's trai
   are listener-artist play counts without timestamps, so both folds hold out 10 random
   artists per listener (:func:`recsys.evaluation.leave_k_out`, seeded). Listener tags on
   artists become the item x tag matrix for content models.
-* :func:`load_simulated` runs :func:`jobs.simulate.simulate_world` into a temporary folder,
-  reads the Parquet files with pyarrow, drops the simulator's bad rows with the rules of the
-  Spark job (``jobs/aggregate.py``), and splits in time like the weekly run: train on events
+* :func:`load_simulated` runs :func:`lab.simulate.simulate_world` into a temporary folder,
+  reads the Parquet files with pyarrow, drops the simulator's bad rows with the contract's
+  rules as the Spark job does (:func:`validate_events`, checked against it by
+  ``tests/test_contract.py``), and splits in time like the weekly run: train on events
   before a Monday cut-off two weeks before the end, test on the tracks each listener first
   played after it (:func:`recsys.evaluation.time_split`). The validation fold repeats this
   two weeks earlier on the events before the test cut-off.
@@ -27,9 +28,12 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import math
+import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
@@ -44,7 +49,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script: make recsys and jobs importable
     sys.path.insert(0, str(REPO_ROOT))
 
-from recsys.contract import COMPLETED_MS, EARLIEST_EVENT, ID_PATTERN, MAX_MS_PLAYED  # noqa: E402
+from recsys.contract import (  # noqa: E402
+    EARLIEST_EVENT,
+    ID_COLUMNS,
+    ID_PATTERN,
+    TABLES,
+    Check,
+    Rule,
+    is_completed,
+)
 from recsys.evaluation import Split, leave_k_out, time_split  # noqa: E402
 
 DEFAULT_HETREC = REPO_ROOT.parent / "shared" / "datasets" / "hetrec2011-lastfm-2k"
@@ -312,11 +325,171 @@ def _read_table(folder: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _to_us(column: pd.Series) -> npt.NDArray[np.int64]:
-    values = pd.to_datetime(column, utc=True)
-    naive = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    result: npt.NDArray[np.int64] = naive.to_numpy("datetime64[us]").astype(np.int64)
-    return result
+# ------------------------------------------------- the contract's event rules, in pandas
+#
+# A copy of the Spark job's validation for the frames pyarrow reads from the contract's
+# Parquet files, and for text in the forms the contract writes; tests/test_contract.py
+# checks that both give every row the same reason.
+
+#: What Spark's casts trim from text before parsing it: ASCII control characters and space.
+_CAST_BLANKS = "".join(map(chr, range(33)))
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+#: A decimal number as Java's Double.parseDouble (Spark's cast of text) reads it.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?")
+#: An ISO 8601 date, or date and time; an offset only after the seconds, as Spark reads it.
+_TIME_TEXT = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})(?:[T ]([0-9]{2}):([0-9]{2})"
+    r"(?::([0-9]{2})(?:\.([0-9]*))?(Z|[+-][0-9]{2}:[0-9]{2})?)?)?"
+)
+
+
+def _text(series: pd.Series) -> pd.Series:
+    return series.astype(pd.StringDtype("python"))
+
+
+def _is_text(series: pd.Series) -> bool:
+    return pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)
+
+
+def _time_text_us(text: str) -> int | None:
+    """Microseconds since the epoch of a text time (UTC without an offset), or None."""
+    match = _TIME_TEXT.fullmatch(text.strip(_CAST_BLANKS))
+    if match is None:
+        return None
+    *parts, fraction, zone = match.groups()
+    try:
+        year, month, day, hour, minute, second = (int(p or 0) for p in parts)
+        moment = dt.datetime(year, month, day, hour, minute, second, tzinfo=dt.UTC)
+        offset = dt.timedelta(0)
+        if zone not in (None, "Z"):
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if minutes > 59 or hours * 60 + minutes > 18 * 60:  # Java's offsets: +-18:00
+                return None
+            offset = (1 if zone[0] == "+" else -1) * dt.timedelta(hours=hours, minutes=minutes)
+        return _us(moment - offset) + int((fraction or "").ljust(6, "0")[:6])
+    except (ValueError, OverflowError):
+        return None
+
+
+def _times_us(series: pd.Series) -> pd.Series:
+    """Int64 microseconds since the epoch; NA where ``series`` holds no time."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        utc = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
+        us = utc.dt.tz_localize(None).to_numpy("datetime64[us]").astype(np.int64)
+        return pd.Series(pd.array(us, dtype="Int64"), index=series.index).mask(series.isna())
+    times = [None if text is pd.NA else _time_text_us(text) for text in _text(series)]
+    return pd.Series(pd.array(times, dtype="Int64"), index=series.index)
+
+
+def _whole_float(number: float, low: int, high: int) -> int | None:
+    """``number`` if it is whole and (as a float) within [low, high], as Spark casts it."""
+    if math.isfinite(number) and number % 1 == 0 and float(low) <= number <= float(high):
+        return min(int(number), high)  # float(2**63 - 1) is 2**63, cast to 2**63 - 1
+    return None
+
+
+def _whole_text(text: str, low: int, high: int) -> int | None:
+    """Spark's ``_integer``: an integer in [low, high], or a finite whole decimal in it."""
+    text = text.strip(_CAST_BLANKS)
+    if _INTEGER_TEXT.fullmatch(text) and low <= int(text) <= high:
+        return int(text)
+    if _DECIMAL_TEXT.fullmatch(text):
+        return _whole_float(float(text.rstrip("fFdD")), low, high)
+    return None
+
+
+def _whole_numbers(series: pd.Series, arrow_type: pa.DataType) -> pd.Series:
+    """Int64: ``series`` as whole numbers in ``arrow_type``'s range; NA where not one."""
+    info = np.iinfo(arrow_type.to_pandas_dtype())
+    low, high = int(info.min), int(info.max)
+    if pd.api.types.is_integer_dtype(series):
+        fits = series.notna() & (series >= low) & (series <= high)
+        return series.astype("Int64").where(fits.astype(bool), pd.NA)
+    if _is_text(series):
+        values = [None if t is pd.NA else _whole_text(t, low, high) for t in _text(series)]
+    else:
+        values = [_whole_float(float(x), low, high) for x in series.to_numpy(np.float64)]
+    return pd.Series(pd.array(values, dtype="Int64"), index=series.index)
+
+
+def validate_events(
+    frame: pd.DataFrame,
+    kind: str,
+    *,
+    track_ids: pd.Index,
+    user_ids: pd.Index | None,
+    cutoff: dt.datetime,
+    earliest: dt.datetime = EARLIEST_EVENT,
+) -> tuple[pd.DataFrame, npt.NDArray[np.object_]]:
+    """The pandas copy of ``jobs.aggregate.validate_events``: the rules of the contract's
+    ``plays`` or ``thumbs`` table (``recsys.contract.PLAYS``, ``THUMBS``), in their order.
+
+    ``frame`` holds the table's columns as pyarrow reads its Parquet files (a NaN is a
+    missing value, as pandas reads a Parquet null), or as text. Text is read as Spark reads
+    the forms the contract writes (ISO 8601 times with seconds and an offset or none, a date
+    alone; integers and whole decimals); Spark also reads forms outside the contract (a year
+    alone, one-digit months, zone names, hexadecimal floats), which this copy calls invalid.
+    A pandas frame has no malformed records.
+
+    Returns
+    -------
+    (valid, reasons)
+        ``valid``: the rows without a reason, ids trimmed, the amount as int64 and the time
+        as int64 microseconds since the epoch in ``us``. ``reasons``: object (len(frame),),
+        each row's reason (a ``QuarantineReason`` value) or None.
+    """
+    if kind not in ("plays", "thumbs"):
+        raise ValueError(f"kind must be 'plays' or 'thumbs', got {kind!r}")
+    table = TABLES[kind]
+    time, amount = table.time_column, table.columns[-1]
+    ids = {name: _text(frame[name]).str.strip(" ") for name in ID_COLUMNS if name in frame}
+    parsed = {
+        time: _times_us(frame[time]),
+        amount: _whole_numbers(frame[amount], table.required.field(amount).type),
+    }
+    known = {"track_id": track_ids, "user_id": user_ids}
+
+    def failing(rule: Rule) -> pd.Series:
+        name = rule.column or ""
+        match rule.check:
+            case Check.MALFORMED:
+                return pd.Series(False, index=frame.index)
+            case Check.BLANK if _is_text(frame[name]):
+                return (_text(frame[name]).str.strip(" ") == "").fillna(True)
+            case Check.BLANK:
+                return frame[name].isna()
+            case Check.NOT_AN_ID:
+                return ~ids[name].str.fullmatch(ID_PATTERN)
+            case Check.UNPARSABLE:
+                return parsed[name].isna()
+            case Check.OUT_OF_RANGE if rule.values is not None:
+                return ~parsed[name].isin(rule.values)
+            case Check.OUT_OF_RANGE:
+                assert rule.bounds is not None  # a Rule has bounds or values
+                return (parsed[name] < rule.bounds[0]) | (parsed[name] > rule.bounds[1])
+            case Check.AFTER_CUTOFF:
+                return parsed[name] >= _us(cutoff)
+            case Check.BEFORE_EARLIEST:
+                return parsed[name] < _us(earliest)
+            case Check.UNKNOWN if known[name] is None:
+                return pd.Series(False, index=frame.index)
+            case Check.UNKNOWN:
+                return ~ids[name].isin(known[name])
+        raise AssertionError(rule.check)
+
+    reasons = np.full(len(frame), None, dtype=object)
+    ok = np.ones(len(frame), dtype=bool)
+    for rule in table.rules:
+        # As Spark's chain of when(): a comparison with no value (NA) does not fail.
+        fails = failing(rule).fillna(False).to_numpy(dtype=bool) & ok
+        reasons[fails] = rule.reason.value
+        ok &= ~fails
+    valid = frame.loc[ok].assign(
+        **{name: values[ok] for name, values in ids.items()},
+        **{amount: parsed[amount][ok].to_numpy(dtype=np.int64)},
+        us=parsed[time][ok].to_numpy(dtype=np.int64),
+    )
+    return valid.reset_index(drop=True), reasons
 
 
 def clean_events(
@@ -326,49 +499,22 @@ def clean_events(
     track_ids: pd.Index,
     user_ids: pd.Index | None,
     cutoff: dt.datetime,
+    earliest: dt.datetime = EARLIEST_EVENT,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Drop the rows the Spark job quarantines, then exact duplicates (as it does).
-
-    Rules, first failing one named (``jobs/aggregate.py``: ``validate_events``): missing or
-    invalid ids, missing time, ``ms_played`` outside [0, 24 h] (plays) or a value other than
-    +1/-1 (thumbs), time at or after ``cutoff``, time before 2000, unknown track, unknown
-    listener.
+    """Drop the rows the Spark job quarantines (:func:`validate_events`), then exact
+    duplicates (as it does).
 
     Returns
     -------
-    (valid rows with ``us`` = int64 microseconds since the epoch, dropped count per reason)
+    (valid rows as :func:`validate_events` gives them, dropped count per reason and
+    ``"duplicate"``)
     """
-    time_column, amount = ("played_at", "ms_played") if kind == "plays" else ("rated_at", "value")
-    us = _to_us(frame[time_column])
-    amount_values = pd.to_numeric(frame[amount], errors="coerce")
-    id_ok_user = frame["user_id"].astype("string").str.fullmatch(ID_PATTERN).fillna(False)
-    id_ok_track = frame["track_id"].astype("string").str.fullmatch(ID_PATTERN).fillna(False)
-    missing_time = frame[time_column].isna().to_numpy()
-    if kind == "plays":
-        bad_amount = ~amount_values.between(0, MAX_MS_PLAYED).to_numpy()
-    else:
-        bad_amount = ~amount_values.isin([1, -1]).to_numpy()
-    checks = [
-        ("invalid_user_id", ~id_ok_user.to_numpy(dtype=bool)),
-        ("invalid_track_id", ~id_ok_track.to_numpy(dtype=bool)),
-        ("missing_timestamp", missing_time),
-        ("ms_played_out_of_range" if kind == "plays" else "invalid_thumb_value", bad_amount),
-        ("timestamp_after_cutoff", us >= _us(cutoff)),
-        ("timestamp_before_earliest", us < _us(EARLIEST_EVENT)),
-        ("unknown_track", ~frame["track_id"].isin(track_ids).to_numpy()),
-    ]
-    if user_ids is not None:
-        checks.append(("unknown_user", ~frame["user_id"].isin(user_ids).to_numpy()))
-    dropped: dict[str, int] = {}
-    bad = np.zeros(len(frame), dtype=bool)
-    for reason, failing in checks:
-        first = failing & ~bad
-        if first.any():
-            dropped[reason] = int(first.sum())
-        bad |= failing
-    valid = frame.loc[~bad].assign(us=us[~bad])
+    valid, reasons = validate_events(
+        frame, kind, track_ids=track_ids, user_ids=user_ids, cutoff=cutoff, earliest=earliest
+    )
+    dropped = dict(Counter(reason for reason in reasons if reason is not None))
     before = len(valid)
-    valid = valid.drop_duplicates(subset=["user_id", "track_id", "us", amount])
+    valid = valid.drop_duplicates(subset=["user_id", "track_id", "us", TABLES[kind].columns[-1]])
     if before != len(valid):
         dropped["duplicate"] = before - len(valid)
     return valid.reset_index(drop=True), dropped
@@ -451,7 +597,7 @@ def load_simulated(
     Parameters
     ----------
     users, tracks, seed, end, weeks
-        Passed to :func:`jobs.simulate.simulate_world` (``end`` must be a Monday 00:00 UTC).
+        Passed to :func:`lab.simulate.simulate_world` (``end`` must be a Monday 00:00 UTC).
     test_weeks : int
         The test cut-off is ``end - test_weeks`` weeks (a Monday); later first plays are test
         items.
@@ -459,7 +605,7 @@ def load_simulated(
         The validation fold uses only events before the test cut-off and cuts
         ``validation_weeks`` weeks earlier.
     """
-    from jobs.simulate import GENRE_WORDS, SUBGENRE_PREFIXES, simulate_world
+    from lab.simulate import GENRE_WORDS, SUBGENRE_PREFIXES, simulate_world
 
     if end.weekday() != 0 or end.time() != dt.time(0) or end.tzinfo is None:
         raise ValueError(f"end must be a Monday 00:00 UTC, got {end.isoformat()}")
@@ -489,10 +635,7 @@ def load_simulated(
     )
     duration = catalog_tracks["duration_ms"].to_numpy(dtype=np.float64)
     play_col = track_index.get_indexer(plays["track_id"]).astype(np.int64)
-    # A play is completed at ms_played >= min(30 s, duration / 2) (recsys.contract).
-    completed = plays["ms_played"].to_numpy(dtype=np.float64) >= np.minimum(
-        COMPLETED_MS, duration[play_col] / 2
-    )
+    completed = is_completed(plays["ms_played"].to_numpy(), duration[play_col])
     events = _Events(
         play_row=user_index.get_indexer(plays["user_id"]).astype(np.int64),
         play_col=play_col,
@@ -519,7 +662,7 @@ def load_simulated(
         shape=(len(track_index), len(tag_of)),
     )
     embeddings = np.stack(catalog_tracks["embedding"].to_numpy()).astype(np.float32)
-    # The simulator's first tag of every track is its genre's name (jobs.simulate docstring).
+    # The simulator's first tag of every track is its genre's name (lab.simulate docstring).
     genre_words = list(GENRE_WORDS)
     first_tags = [tags[0] if len(tags) else "" for tags in tag_lists]
     item_genre = np.array(
@@ -572,12 +715,12 @@ def simulated_taste(
     (users, n_moods) over moods.
 
     Rebuilt from the simulator's random streams: each chunk of listeners draws its tastes
-    first (:func:`jobs.simulate.draw_tastes`) from ``SeedSequence(seed, spawn_key=
-    (_STREAM_CHUNK, chunk))``. This depends on ``jobs.simulate`` internals and serves only as
+    first (:func:`lab.simulate.draw_tastes`) from ``SeedSequence(seed, spawn_key=
+    (_STREAM_CHUNK, chunk))``. This depends on ``lab.simulate`` internals and serves only as
     an oracle ceiling in the benchmark, which checks it against the genres listeners
     actually played before using it.
     """
-    from jobs import simulate
+    from lab import simulate
 
     n_genres = min(len(simulate.GENRE_WORDS), max(8, tracks // 1000))
     chunk = 5000  # simulate_world's default chunk_users, used by load_simulated

@@ -78,6 +78,7 @@ from benchmarks.datasets import (  # noqa: E402
 )
 from jobs.generation import playlist_rules  # noqa: E402
 from recsys.als import ALSParams, train_als  # noqa: E402
+from recsys.contract import ConfidenceParams, confidence  # noqa: E402
 from recsys.evaluation import evaluate, ndcg_at_k, ndcg_per_user  # noqa: E402
 from recsys.matrix import InteractionMatrix  # noqa: E402
 from recsys.pipeline import PlaylistPipeline  # noqa: E402
@@ -98,9 +99,7 @@ log = logging.getLogger("quality")
 LISTENBRAINZ_PARAMS: dict[str, Any] = {"rank": 100, "maxIter": 10, "regParam": 0.1, "alpha": 3.0}
 SEARCH_SPACE = {name: list(values) for name, values in TUNING_SPACE.items()}
 BOOTSTRAP_SEED = 7
-SKIP_WEIGHT = 0.25
-THUMB_UP_BOOST = 2.0
-THUMB_DOWN_CONFIDENCE = 2.0
+SKIP_WEIGHT = ConfidenceParams().skip_weight
 BLOCK = 1024
 METRIC_COLUMNS = (
     ("ndcg", "NDCG"),
@@ -120,9 +119,8 @@ METRIC_COLUMNS = (
 
 
 def _project_confidence(completed: np.ndarray, skips: np.ndarray, thumb: np.ndarray) -> np.ndarray:
-    """``jobs/aggregate.py``'s formula with its default weights."""
-    positive = np.log1p(completed + SKIP_WEIGHT * skips) + np.where(thumb == 1, THUMB_UP_BOOST, 0)
-    return np.where(thumb == -1, -THUMB_DOWN_CONFIDENCE, positive)
+    """The contract's formula (``recsys.contract.confidence``) with its default weights."""
+    return confidence(completed, skips, thumb)
 
 
 def _bm25(features: PairFeatures) -> np.ndarray:

@@ -136,9 +136,9 @@ def seed(database_url: str, args: argparse.Namespace) -> Seeded:
     tokens, written through the repository functions the weekly run uses."""
     from sqlalchemy import insert, text
 
+    from migrations import upgrade
     from recsys.db import repository
     from recsys.db.engine import make_engine, make_session_factory
-    from recsys.db.migrate import upgrade
     from recsys.db.models import Feedback, ModelVersion
     from recsys.db.tokens import create_token
 

@@ -60,11 +60,13 @@ def main() -> int:
     from jobs import weekly
     from jobs.celery import create_celery
     from jobs.db import sessions
-    from jobs.simulate import simulate_world
+    from lab.simulate import simulate_world
+    from migrations import upgrade
     from recsys.db.models import JobRun
     from recsys.settings import load_settings
 
     settings = load_settings()
+    upgrade(database_url)  # the weekly run only checks the schema
     world = work / "world"
     simulate_world(
         world,

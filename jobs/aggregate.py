@@ -1,18 +1,13 @@
 """PySpark aggregation: raw events and catalog -> validated catalog + one row per (listener, track).
 
-``extract_*`` read files, ``transform_*`` are pure DataFrame -> DataFrame functions (tested on
-small frames), ``load_*`` write, and :func:`run_aggregation` wires them. :func:`main` is the
-``spark-submit`` entry point; it sets no master, so the same file runs on a laptop
-(``cratedigger aggregate``) and on a cluster (``spark-submit jobs/aggregate.py ...``).
+``extract_*`` read files, ``validate_*`` and ``transform_*`` are pure DataFrame -> DataFrame
+functions (tested on small frames), ``load_*`` write, and :func:`run_aggregation` wires them.
+The tables, their validation rules and the confidence formula are the data contract's
+(:mod:`recsys.contract`); this module runs them on Spark.
 
-Confidence of a (listener, track) pair, from its plays and latest thumb::
-
-    thumb = -1:  confidence = -thumb_down_confidence      (preference 0, held strongly)
-    otherwise:   confidence = ln(1 + completed + skip_weight * skips)
-                              + (thumb_up_boost if thumb = +1 else 0)
-
-A play is completed when ``ms_played >= min(30 000, duration_ms / 2)``; every other play
-is a skip. ALS multiplies the confidence by ``alpha``.
+:func:`main` is the ``spark-submit`` entry point; it sets no master, so the same file runs on
+a laptop (``cratedigger aggregate``) and on a cluster (``spark-submit jobs/aggregate.py ...``),
+with the defaults of the settings (``CRATEDIGGER_*``) in both.
 
 A file that cannot be read at all (a truncated ``.gz``, a CSV file without a header line, a
 ``.parquet`` file that is not Parquet) is an :class:`InputError` whose message is one line
@@ -31,39 +26,47 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial, reduce
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, assert_never
 from urllib.parse import unquote, urlparse
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
 from pyspark.errors import PySparkException
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_type
 
 from recsys.contract import (
-    ARTIST_COLUMNS,
+    ARTISTS,
     COMPLETED_MS,
     EARLIEST_EVENT,
     EVENT_FORMATS,
+    ID_COLUMNS,
     ID_PATTERN,
-    MAX_MS_PLAYED,
-    PLAY_COLUMNS,
-    THUMB_COLUMNS,
-    TRACK_COLUMNS,
-    USER_COLUMNS,
+    PLAYS,
+    TABLES,
+    THUMBS,
+    TRACKS,
+    USERS,
+    Check,
+    ConfidenceParams,
+    Rule,
+    TableSpec,
 )
-from recsys.contract import (
-    QuarantineReason as R,
-)
+from recsys.contract import QuarantineReason as R
+from recsys.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,9 @@ class InputError(ValueError):
         self.path = path
 
 
+_CONFIDENCE = ConfidenceParams()
+
+
 @dataclass(frozen=True)
 class AggregationParams:
     """What one aggregation counts.
@@ -97,7 +103,8 @@ class AggregationParams:
     cutoff : datetime.datetime
         Only events strictly before this instant count (timezone-aware).
     skip_weight, thumb_up_boost, thumb_down_confidence : float
-        Confidence weights (see the module doc).
+        Confidence weights: :attr:`confidence`, defaults and ranges of
+        :class:`recsys.contract.ConfidenceParams`.
     earliest_event_at : datetime.datetime
         Events before this instant are quarantined as ``timestamp_before_earliest``.
     unreadable_files : str
@@ -107,13 +114,14 @@ class AggregationParams:
     """
 
     cutoff: dt.datetime
-    skip_weight: float = 0.25
-    thumb_up_boost: float = 2.0
-    thumb_down_confidence: float = 2.0
+    skip_weight: float = _CONFIDENCE.skip_weight
+    thumb_up_boost: float = _CONFIDENCE.thumb_up_boost
+    thumb_down_confidence: float = _CONFIDENCE.thumb_down_confidence
     earliest_event_at: dt.datetime = EARLIEST_EVENT
     unreadable_files: str = "fail"
 
     def __post_init__(self) -> None:
+        _ = self.confidence  # ConfidenceParams raises ValueError naming a weight out of range
         if self.cutoff.tzinfo is None:
             raise ValueError("cutoff must be timezone-aware (UTC)")
         if self.earliest_event_at.tzinfo is None:
@@ -127,6 +135,19 @@ class AggregationParams:
             raise ValueError(
                 f"unreadable_files must be 'fail' or 'quarantine', got {self.unreadable_files!r}"
             )
+
+    @property
+    def confidence(self) -> ConfidenceParams:
+        return ConfidenceParams(self.skip_weight, self.thumb_up_boost, self.thumb_down_confidence)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, cutoff: dt.datetime, **overrides: Any
+    ) -> AggregationParams:
+        """The params for the run of ``cutoff``: every other field is the setting of its name
+        (``CRATEDIGGER_*``), or its value in ``overrides``."""
+        names = [f.name for f in fields(cls) if f.name != "cutoff"]
+        return cls(cutoff, **({name: getattr(settings, name) for name in names} | overrides))
 
 
 @dataclass(frozen=True)
@@ -180,18 +201,22 @@ class AggregationSummary:
 # ---------------------------------------------------------------------------------- extract
 
 
+_COMPRESSION_NAMES = {".gz": "gzip", ".bz2": "bzip2", ".snappy": "Snappy", ".zst": "Zstandard"}
+_FORMAT_NAMES = {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet"}
+_FORMATS = {
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+
+
 def _format_of(path: Path) -> str | None:
     name = path.name.lower()
-    for suffix in (".gz", ".bz2", ".snappy", ".zst"):
+    for suffix in _COMPRESSION_NAMES:
         name = name.removesuffix(suffix)
-    for fmt, suffixes in (
-        ("parquet", (".parquet",)),
-        ("csv", (".csv",)),
-        ("jsonl", (".jsonl", ".ndjson", ".json")),
-    ):
-        if name.endswith(suffixes):
-            return fmt
-    return None
+    return next((fmt for suffix, fmt in _FORMATS.items() if name.endswith(suffix)), None)
 
 
 def list_files(path: Path) -> dict[str, list[Path]]:
@@ -259,10 +284,6 @@ def _os_error(exc: OSError) -> str:
 def _one_line(text: str, limit: int = 300) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-_COMPRESSION_NAMES = {".gz": "gzip", ".bz2": "bzip2", ".snappy": "Snappy", ".zst": "Zstandard"}
-_FORMAT_NAMES = {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet"}
 
 
 def _file_type(path: Path) -> str:
@@ -352,9 +373,6 @@ def _parquet_schema_key(path: Path) -> tuple[tuple[str, str], ...]:
         If the file is not Parquet, or holds a column of a type Spark cannot read (Spark then
         refuses the whole file, whichever columns are asked for).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     _check_opens(path)
     try:
         schema = pq.read_schema(path)
@@ -398,9 +416,17 @@ def _read_parquet(spark: SparkSession, names: Sequence[str], *, nanos: bool) -> 
             spark.conf.set(_NANOS_AS_LONG, previous)
 
 
-def _empty_raw(spark: SparkSession, columns: Sequence[str]) -> DataFrame:
-    fields = [T.StructField(name, T.StringType()) for name in (*columns, CORRUPT, "source_file")]
-    return spark.createDataFrame([], T.StructType(fields))
+def _text_schema(*names: str) -> T.StructType:
+    return T.StructType([T.StructField(name, T.StringType()) for name in names])
+
+
+def _empty_raw(
+    spark: SparkSession, columns: Sequence[str], typed: Mapping[str, T.DataType] | None = None
+) -> DataFrame:
+    """No rows, in the form of :func:`extract_table`."""
+    fields = [T.StructField(name, (typed or {}).get(name, T.StringType())) for name in columns]
+    schema = T.StructType(fields + _text_schema(CORRUPT, "source_file").fields)
+    return spark.createDataFrame([], schema)
 
 
 _Checked = TypeVar("_Checked")
@@ -474,10 +500,6 @@ def extract_table(
             for file, names_in_header in _readable(files, header_of, skip, on_unreadable):
                 by_header[tuple(names_in_header)].append(str(file))
             for header, names in by_header.items():
-                schema = T.StructType(
-                    [T.StructField(name, T.StringType()) for name in header]
-                    + [T.StructField(CORRUPT, T.StringType())]
-                )
                 # The schema is these files' own header, so applying it by position is applying
                 # it by name (enforceSchema: Spark's own header check would fail on a header
                 # with spaces or a byte order mark). RFC 4180, as Python's csv module and every
@@ -488,35 +510,28 @@ def extract_table(
                 # plays, 95 MB: 0.8x the time; 8M, 380 MB: 0.77x): only a cluster reading a
                 # few huge CSV files loses parallelism. Without column pruning, a line of the
                 # wrong length is malformed even when the header has columns this job skips.
-                frames.append(
-                    spark.read.options(columnPruning="false")
-                    .csv(
-                        names,
-                        header=True,
-                        schema=schema,
-                        enforceSchema=True,
-                        escape='"',
-                        mode="PERMISSIVE",
-                        columnNameOfCorruptRecord=CORRUPT,
-                        multiLine=True,
-                    )
-                    .withColumn("source_file", F.col("_metadata.file_path"))
+                csv_files = spark.read.options(columnPruning="false").csv(
+                    names,
+                    header=True,
+                    schema=_text_schema(*header, CORRUPT),
+                    enforceSchema=True,
+                    escape='"',
+                    mode="PERMISSIVE",
+                    columnNameOfCorruptRecord=CORRUPT,
+                    multiLine=True,
                 )
+                frames.append(_normalise(csv_files, columns, typed))
         elif fmt == "jsonl":
             names = [str(f) for f, _ in _readable(files, _check_opens, skip, on_unreadable)]
             if not names:
                 continue
             # Every column as text, list columns too: a typed read would turn a whole line
             # into a corrupt record when one optional value (an embedding) has another type.
-            schema = T.StructType(
-                [T.StructField(name, T.StringType()) for name in columns]
-                + [T.StructField(CORRUPT, T.StringType())]
+            schema = _text_schema(*columns, CORRUPT)
+            json_files = spark.read.json(
+                names, schema=schema, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT
             )
-            frames.append(
-                spark.read.json(
-                    names, schema=schema, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT
-                ).withColumn("source_file", F.col("_metadata.file_path"))
-            )
+            frames.append(_normalise(json_files, columns, typed))
         else:
             # Files whose column types differ (int32 and int64, or a number and a string)
             # cannot be read as one dataset: Spark refuses to merge their schemas. Each group
@@ -544,14 +559,10 @@ def extract_table(
                     # Spark reads INT96 times (which Arrow also calls nanoseconds) as times.
                     if isinstance(frame.schema[name].dataType, T.LongType):
                         frame = frame.withColumn(name, _micros_from_nanos(name))
-                frames.append(
-                    frame.withColumn(CORRUPT, F.lit(None).cast("string")).withColumn(
-                        "source_file", F.col("_metadata.file_path")
-                    )
-                )
+                frames.append(_normalise(frame, columns, typed, corrupt=False))
     if not frames:
-        frames.append(_empty_raw(spark, columns))
-    return reduce(DataFrame.unionByName, [_normalise(f, columns, typed) for f in frames])
+        return _empty_raw(spark, columns, typed)
+    return reduce(DataFrame.unionByName, frames)
 
 
 def _micros_from_nanos(name: str) -> Column:
@@ -559,8 +570,12 @@ def _micros_from_nanos(name: str) -> Column:
     return F.expr(f"timestamp_micros((`{name}` - pmod(`{name}`, 1000)) div 1000)")
 
 
-def _normalise(frame: DataFrame, columns: Sequence[str], typed: dict[str, T.DataType]) -> DataFrame:
-    """``columns`` as text (or their ``typed`` type), ``_corrupt_record``, ``source_file``.
+def _normalise(
+    frame: DataFrame, columns: Sequence[str], typed: dict[str, T.DataType], *, corrupt: bool = True
+) -> DataFrame:
+    """``columns`` as text (or their ``typed`` type), ``_corrupt_record`` (null without
+    ``corrupt``: Parquet has none, and a column of that name is not Spark's) and
+    ``source_file``, the file of each row.
 
     Text is made valid UTF-8 (U+FFFD for invalid bytes): a JSON line that is not UTF-8 keeps
     its raw bytes as the corrupt record, and a Parquet string column may hold any bytes; the
@@ -582,8 +597,10 @@ def _normalise(frame: DataFrame, columns: Sequence[str], typed: dict[str, T.Data
         else:
             # A list column of another element type (e.g. double): cast what can be cast.
             selected.append(F.expr(f"try_cast(`{name}` AS {wanted.simpleString()})").alias(name))
-    corrupt = F.make_valid_utf8(F.col(CORRUPT)).alias(CORRUPT)
-    return frame.select(*selected, corrupt, F.col("source_file"))
+    record = F.make_valid_utf8(F.col(CORRUPT)) if corrupt else F.lit(None).cast("string")
+    return frame.select(
+        *selected, record.alias(CORRUPT), F.col("_metadata.file_path").alias("source_file")
+    )
 
 
 def find_catalog_file(data_dir: Path, name: str, *, required: bool = True) -> Path | None:
@@ -617,10 +634,6 @@ def _blank(column: Column) -> Column:
 _ID_REGEX = ID_PATTERN.removesuffix("$") + r"\z"
 
 
-def _bad_id(column: Column) -> Column:
-    return ~column.rlike(_ID_REGEX)
-
-
 def _integer(name: str, sql_type: str) -> Column:
     """The text column ``name`` as a whole number: ``1000``, `` 1000 ``, ``1000.0`` and ``1e3``
     are 1000; ``12.5``, ``NaN``, ``Infinity``, text and values out of range are null.
@@ -637,107 +650,126 @@ def _integer(name: str, sql_type: str) -> Column:
     )
 
 
+def _parsed(field: pa.Field) -> Column | None:
+    """The text column ``field`` as its contract type, null where it is not a value of it;
+    None for text and list columns, which are kept as read."""
+    if pa.types.is_string(field.type) or pa.types.is_list(field.type):
+        return None
+    sql_type = from_arrow_type(field.type).simpleString().upper()
+    if pa.types.is_integer(field.type):
+        return _integer(field.name, sql_type)
+    return F.expr(f"try_cast(trim(`{field.name}`) AS {sql_type})")
+
+
+def _instant(moment: dt.datetime | None, name: str) -> Column:
+    if moment is None:
+        raise ValueError(f"{name} is required by the rules of an events table")
+    # Aware datetimes: PySpark converts a naive one with the Python process's local time
+    # zone, which would move the limit by the host's UTC offset.
+    return F.lit(moment.astimezone(dt.UTC)).cast("timestamp")
+
+
 def _quarantine(frame: DataFrame, kind: str, fields: Sequence[str]) -> DataFrame:
+    """The :data:`QUARANTINE_COLUMNS` of ``frame``'s rows; the record holds ``fields``."""
     record = F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(n) for n in fields])))
-    user = F.col("user_id") if "user_id" in frame.columns else F.lit(None).cast("string")
-    track = F.col("track_id") if "track_id" in frame.columns else F.lit(None).cast("string")
+    ids = [
+        (F.col(name) if name in frame.columns else F.lit(None)).cast("string").alias(name)
+        for name in ("user_id", "track_id")
+    ]
     return frame.select(
-        F.lit(kind).alias("kind"),
-        F.col("reason"),
-        F.col("source_file"),
-        user.cast("string").alias("user_id"),
-        track.cast("string").alias("track_id"),
-        record.alias("record"),
+        F.lit(kind).alias("kind"), "reason", "source_file", *ids, record.alias("record")
     )
 
 
-def _split(frame: DataFrame, reason: Column) -> tuple[DataFrame, DataFrame]:
+def validate_table(
+    raw: DataFrame,
+    table: TableSpec,
+    known: Mapping[str, DataFrame | None],
+    *,
+    unique: bool = False,
+    cutoff: dt.datetime | None = None,
+    earliest: dt.datetime | None = None,
+) -> tuple[DataFrame, DataFrame]:
+    """Split raw rows by ``table``'s rules: (valid rows with ``table``'s columns in their
+    contract types, then the carried ones; quarantine rows with the first failing reason).
+
+    Ids are trimmed of spaces and typed columns parsed before the rules run; a quarantined
+    row's record holds its text columns as read.
+
+    Parameters
+    ----------
+    known : mapping of str to DataFrame or None
+        For each column of a ``Check.UNKNOWN`` rule: the rows keyed by it that its value
+        must be in (their other columns are carried to the valid rows); None: any value.
+    unique : bool
+        One row per id (the first column): the first by the other text columns and the
+        file; the others are quarantined as ``duplicate_id``.
+    cutoff, earliest : datetime.datetime, optional
+        The limits of the ``AFTER_CUTOFF`` and ``BEFORE_EARLIEST`` rules.
+    """
+    frame = raw
+    parsed: dict[str, Column] = {}
+    for column in table.schema:
+        if column.name in ID_COLUMNS:
+            frame = frame.withColumn(column.name, F.trim(F.col(column.name)))
+        elif (value := _parsed(column)) is not None:
+            frame = frame.withColumn(f"_{column.name}", value)
+            parsed[column.name] = F.col(f"_{column.name}")
+    carried: list[str] = []
+    for name, rows in known.items():
+        if rows is not None:
+            carried += [c for c in rows.columns if c != name]
+            frame = frame.join(rows.withColumn(f"_known_{name}", F.lit(True)), name, "left")
+
+    def failing(rule: Rule) -> Column:
+        name = rule.column or ""
+        match rule.check:
+            case Check.MALFORMED:
+                return F.col(CORRUPT).isNotNull()
+            case Check.BLANK:
+                return _blank(F.col(name))
+            case Check.NOT_AN_ID:
+                return ~F.col(name).rlike(_ID_REGEX)
+            case Check.UNPARSABLE:
+                return parsed[name].isNull()
+            case Check.OUT_OF_RANGE if rule.values is not None:
+                return ~parsed[name].isin(*rule.values)
+            case Check.OUT_OF_RANGE:
+                assert rule.bounds is not None  # a Rule has bounds or values
+                low, high = rule.bounds
+                return (parsed[name] < low) | (parsed[name] > high)
+            case Check.AFTER_CUTOFF:
+                return parsed[name] >= _instant(cutoff, "cutoff")
+            case Check.BEFORE_EARLIEST:
+                return parsed[name] < _instant(earliest, "earliest")
+            case Check.UNKNOWN:
+                return F.lit(False) if known[name] is None else F.col(f"_known_{name}").isNull()
+        assert_never(rule.check)
+
+    first, *others = table.rules
+    reason = reduce(
+        lambda chain, rule: chain.when(failing(rule), rule.reason.value),
+        others,
+        F.when(failing(first), first.reason.value),
+    )
     tagged = frame.withColumn("reason", reason)
-    return tagged.where(F.col("reason").isNull()).drop("reason"), tagged.where(
-        F.col("reason").isNotNull()
-    )
-
-
-def _dedupe_by_id(frame: DataFrame, key: str, order: Sequence[str]) -> tuple[DataFrame, DataFrame]:
-    """Keep one row per ``key`` (the first by ``order``); the others are ``duplicate_id``."""
-    rank = F.row_number().over(
-        Window.partitionBy(key).orderBy(*[F.col(c).asc_nulls_last() for c in order])
-    )
-    ranked = frame.withColumn("_rank", rank)
-    kept = ranked.where(F.col("_rank") == 1).drop("_rank")
-    extra = (
-        ranked.where(F.col("_rank") > 1)
-        .drop("_rank")
-        .withColumn("reason", F.lit(R.DUPLICATE_ID.value))
-    )
-    return kept, extra
-
-
-def transform_artists(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Validated artists (``artist_id``, ``name``) and quarantined rows."""
-    artist_id, name = F.trim(F.col("artist_id")), F.col("name")
-    reason = (
-        F.when(F.col(CORRUPT).isNotNull(), R.MALFORMED_RECORD.value)
-        .when(_blank(artist_id), R.MISSING_ARTIST_ID.value)
-        .when(_bad_id(artist_id), R.INVALID_ARTIST_ID.value)
-        .when(_blank(name), R.MISSING_NAME.value)
-    )
-    valid, bad = _split(raw.withColumn("artist_id", artist_id), reason)
-    valid, duplicates = _dedupe_by_id(valid, "artist_id", ["name", "source_file"])
-    quarantine = _quarantine(bad.unionByName(duplicates), "artists", ARTIST_COLUMNS)
-    return valid.select("artist_id", "name"), quarantine
-
-
-def transform_tracks(raw: DataFrame, artists: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Validated tracks whose artist exists, and quarantined rows."""
-    track_id, artist_id = F.trim(F.col("track_id")), F.trim(F.col("artist_id"))
-    duration = _integer("duration_ms", "BIGINT")
-    known_artists = artists.select("artist_id", F.lit(True).alias("_artist_known"))
-    frame = (
-        raw.withColumn("track_id", track_id)
-        .withColumn("artist_id", artist_id)
-        .withColumn("_duration", duration)
-        .join(known_artists, "artist_id", "left")
-    )
-    reason = (
-        F.when(F.col(CORRUPT).isNotNull(), R.MALFORMED_RECORD.value)
-        .when(_blank(F.col("track_id")), R.MISSING_TRACK_ID.value)
-        .when(_bad_id(F.col("track_id")), R.INVALID_TRACK_ID.value)
-        .when(_blank(F.col("title")), R.MISSING_TITLE.value)
-        .when(_blank(F.col("artist_id")), R.MISSING_ARTIST_ID.value)
-        .when(
-            F.col("_duration").isNull()
-            | (F.col("_duration") <= 0)
-            | (F.col("_duration") > MAX_MS_PLAYED),
-            R.INVALID_DURATION.value,
+    valid = tagged.where(F.col("reason").isNull()).drop("reason")
+    bad = tagged.where(F.col("reason").isNotNull())
+    if unique:
+        key = table.names[0]
+        order = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != key]
+        rank = F.row_number().over(
+            Window.partitionBy(key).orderBy(
+                *[F.col(c).asc_nulls_last() for c in (*order, "source_file")]
+            )
         )
-        .when(F.col("_artist_known").isNull(), R.UNKNOWN_ARTIST.value)
-    )
-    valid, bad = _split(frame, reason)
-    valid, duplicates = _dedupe_by_id(valid, "track_id", ["title", "artist_id", "source_file"])
-    columns = [*TRACK_COLUMNS, "released_at", "embedding", "tags"]
-    quarantine = _quarantine(
-        bad.unionByName(duplicates).withColumn("duration_ms", F.col("duration_ms").cast("string")),
-        "tracks",
-        TRACK_COLUMNS,
-    )
-    valid = valid.withColumn("duration_ms", F.col("_duration")).withColumn(
-        "released_at", F.expr("try_cast(released_at AS DATE)")
-    )
-    return valid.select(*columns), quarantine
-
-
-def transform_users(raw: DataFrame) -> tuple[DataFrame, DataFrame]:
-    user_id = F.trim(F.col("user_id"))
-    reason = (
-        F.when(F.col(CORRUPT).isNotNull(), R.MALFORMED_RECORD.value)
-        .when(_blank(user_id), R.MISSING_USER_ID.value)
-        .when(_bad_id(user_id), R.INVALID_USER_ID.value)
-    )
-    valid, bad = _split(raw.withColumn("user_id", user_id), reason)
-    valid, duplicates = _dedupe_by_id(valid, "user_id", ["display_name", "source_file"])
-    quarantine = _quarantine(bad.unionByName(duplicates), "users", ("user_id", "display_name"))
-    return valid.select("user_id", "display_name"), quarantine
+        ranked = valid.withColumn("_rank", rank)
+        valid = ranked.where(F.col("_rank") == 1).drop("_rank")
+        duplicates = ranked.where(F.col("_rank") > 1).drop("_rank")
+        bad = bad.unionByName(duplicates.withColumn("reason", F.lit(R.DUPLICATE_ID.value)))
+    record = [f.name for f in table.schema if not pa.types.is_list(f.type)]
+    columns = [parsed[n].alias(n) if n in parsed else F.col(n) for n in table.names]
+    return valid.select(*columns, *carried), _quarantine(bad, table.name, record)
 
 
 def validate_events(
@@ -755,80 +787,42 @@ def validate_events(
 
     Valid plays have ``user_id, track_id, event_at, ms_played, duration_ms``; valid thumbs
     ``user_id, track_id, event_at, value``. Quarantined rows carry the first failing
-    ``reason``: structure and missing fields first, then malformed values, ranges, time
-    limits, and last the catalog look-ups (unknown track, then unknown user).
+    ``reason`` of the table's rules (``recsys.contract.PLAYS``, ``THUMBS``): structure and
+    missing fields first, then malformed values, ranges, time limits, and last the catalog
+    look-ups (unknown track, then unknown user).
     """
-    if kind == "plays":
-        time_column, amount_column, fields = "played_at", "ms_played", PLAY_COLUMNS
-        missing_amount, invalid_amount = R.MISSING_MS_PLAYED, R.INVALID_MS_PLAYED
-        amount_type = "BIGINT"
-    elif kind == "thumbs":
-        time_column, amount_column, fields = "rated_at", "value", THUMB_COLUMNS
-        missing_amount, invalid_amount = R.MISSING_VALUE, R.INVALID_THUMB_VALUE
-        amount_type = "INT"
-    else:
+    if kind not in ("plays", "thumbs"):
         raise ValueError(f"kind must be 'plays' or 'thumbs', got {kind!r}")
-    # The catalog is small next to the events: broadcasting it avoids shuffling every event.
-    catalog = F.broadcast(
-        tracks.select("track_id", "duration_ms", F.lit(True).alias("_track_known"))
-    )
-    frame = (
-        raw.withColumn("user_id", F.trim(F.col("user_id")))
-        .withColumn("track_id", F.trim(F.col("track_id")))
-        .withColumn("event_at", F.expr(f"try_cast(trim(`{time_column}`) AS TIMESTAMP)"))
-        .withColumn("_amount", _integer(amount_column, amount_type))
-        .join(catalog, "track_id", "left")
-    )
-    if users is not None:
-        frame = frame.join(
-            users.select("user_id", F.lit(True).alias("_user_known")), "user_id", "left"
-        )
-        unknown_user = F.col("_user_known").isNull()
-    else:
-        unknown_user = F.lit(False)
-    # Aware datetimes: PySpark converts a naive one with the Python process's local time
-    # zone, which would move both limits by the host's UTC offset.
-    cutoff_literal = F.lit(cutoff.astimezone(dt.UTC)).cast("timestamp")
-    earliest_literal = F.lit(earliest.astimezone(dt.UTC)).cast("timestamp")
-    amount = F.col("_amount")
-    if kind == "plays":
-        amount_out_of_range = (amount < 0) | (amount > MAX_MS_PLAYED)
-        range_reason = R.MS_PLAYED_OUT_OF_RANGE.value
-    else:
-        amount_out_of_range = ~amount.isin(1, -1)
-        range_reason = R.INVALID_THUMB_VALUE.value
-    reason = (
-        F.when(F.col(CORRUPT).isNotNull(), R.MALFORMED_RECORD.value)
-        .when(_blank(F.col("user_id")), R.MISSING_USER_ID.value)
-        .when(_blank(F.col("track_id")), R.MISSING_TRACK_ID.value)
-        .when(_blank(F.col(time_column)), R.MISSING_TIMESTAMP.value)
-        .when(_blank(F.col(amount_column)), missing_amount.value)
-        .when(_bad_id(F.col("user_id")), R.INVALID_USER_ID.value)
-        .when(_bad_id(F.col("track_id")), R.INVALID_TRACK_ID.value)
-        .when(F.col("event_at").isNull(), R.INVALID_TIMESTAMP.value)
-        .when(amount.isNull(), invalid_amount.value)
-        .when(amount_out_of_range, range_reason)
-        .when(F.col("event_at") >= cutoff_literal, R.TIMESTAMP_AFTER_CUTOFF.value)
-        .when(F.col("event_at") < earliest_literal, R.TIMESTAMP_BEFORE_EARLIEST.value)
-        .when(F.col("_track_known").isNull(), R.UNKNOWN_TRACK.value)
-        .when(unknown_user, R.UNKNOWN_USER.value)
-    )
-    valid, bad = _split(frame, reason)
-    quarantine = _quarantine(bad, kind, fields)
-    if kind == "plays":
-        valid = valid.select(
-            "user_id", "track_id", "event_at", amount.alias("ms_played"), "duration_ms"
-        )
-    else:
-        valid = valid.select("user_id", "track_id", "event_at", amount.alias("value"))
-    return valid, quarantine
+    table = TABLES[kind]
+    catalog = tracks.select("track_id", *(["duration_ms"] if kind == "plays" else []))
+    known = {
+        # The catalog is small next to the events: broadcasting it avoids shuffling them.
+        "track_id": F.broadcast(catalog),
+        "user_id": None if users is None else users.select("user_id"),
+    }
+    valid, quarantine = validate_table(raw, table, known, cutoff=cutoff, earliest=earliest)
+    return valid.withColumnRenamed(table.time_column, "event_at"), quarantine
+
+
+def confidence_column(params: ConfidenceParams) -> Column:
+    """The confidence of rows with integer columns ``completed``, ``skips`` and ``thumb``.
+
+    The Spark twin of :func:`recsys.contract.confidence` (the formula of its module doc);
+    ``tests/test_contract.py`` checks that the two agree.
+    """
+    completed, skips, thumb = F.col("completed"), F.col("skips"), F.col("thumb")
+    positive = F.log1p(completed + F.lit(params.skip_weight) * skips) + F.when(
+        thumb == 1, F.lit(params.thumb_up_boost)
+    ).otherwise(F.lit(0.0))
+    confidence = F.when(thumb == -1, F.lit(-params.thumb_down_confidence)).otherwise(positive)
+    return confidence.cast("double")
 
 
 def transform_interactions(
     plays: DataFrame, thumbs: DataFrame, params: AggregationParams
 ) -> DataFrame:
     """One row per (listener, track) with counts, latest thumb, the first and last event time
-    and confidence (see the module doc)."""
+    and confidence (:func:`confidence_column`)."""
     completed = F.col("ms_played") >= F.least(F.lit(COMPLETED_MS), F.col("duration_ms") / 2)
     played = plays.groupBy("user_id", "track_id").agg(
         F.count(F.lit(1)).alias("plays"),
@@ -854,23 +848,16 @@ def transform_interactions(
     joined = played.join(rated, ["user_id", "track_id"], "full")
     plays_n = F.coalesce(F.col("plays"), F.lit(0)).cast("int")
     completed_n = F.coalesce(F.col("completed"), F.lit(0)).cast("int")
-    thumb = F.coalesce(F.col("thumb"), F.lit(0)).cast("int")
-    skips = plays_n - completed_n
-    positive = F.log1p(completed_n + F.lit(params.skip_weight) * skips) + F.when(
-        thumb == 1, F.lit(params.thumb_up_boost)
-    ).otherwise(F.lit(0.0))
-    confidence = F.when(thumb == -1, F.lit(-params.thumb_down_confidence)).otherwise(positive)
     return joined.select(
         "user_id",
         "track_id",
         plays_n.alias("plays"),
         completed_n.alias("completed"),
-        skips.alias("skips"),
-        thumb.alias("thumb"),
+        (plays_n - completed_n).alias("skips"),
+        F.coalesce(F.col("thumb"), F.lit(0)).cast("int").alias("thumb"),
         F.least("first_played_at", "first_rated_at").alias("first_event_at"),
         F.greatest("last_played_at", "last_rated_at").alias("last_event_at"),
-        confidence.cast("double").alias("confidence"),
-    )
+    ).withColumn("confidence", confidence_column(params.confidence))
 
 
 # ------------------------------------------------------------------------------------ load
@@ -934,28 +921,14 @@ def _aggregate(
     summary = AggregationSummary(cutoff=params.cutoff.isoformat())
     cached: list[DataFrame] = []
     try:
-        artists_raw = extract_table(spark, _required(data_dir, "artists"), ARTIST_COLUMNS)
-        artists, artists_bad = transform_artists(artists_raw)
-        artists = artists.cache()
-        tracks_raw = extract_table(
-            spark,
-            _required(data_dir, "tracks"),
-            (*TRACK_COLUMNS, "released_at", "embedding", "tags"),
-            required=TRACK_COLUMNS,
-            typed={"embedding": T.ArrayType(T.FloatType()), "tags": T.ArrayType(T.StringType())},
-        )
-        tracks, tracks_bad = transform_tracks(tracks_raw, artists)
-        tracks = tracks.cache()
+        artists, artists_bad = _catalog(spark, data_dir, ARTISTS)
+        known_artists = {"artist_id": artists.select("artist_id")}  # a track's artist exists
+        tracks, tracks_bad = _catalog(spark, data_dir, TRACKS, known_artists)
         cached += [artists, tracks]
-        users_file = find_catalog_file(data_dir, "users", required=False)
         users: DataFrame | None = None
         quarantine_parts = [artists_bad, tracks_bad]
-        if users_file is not None:
-            users_raw = extract_table(
-                spark, users_file, (*USER_COLUMNS, "display_name"), required=USER_COLUMNS
-            )
-            users, users_bad = transform_users(users_raw)
-            users = users.cache()
+        if find_catalog_file(data_dir, USERS.name, required=False) is not None:
+            users, users_bad = _catalog(spark, data_dir, USERS)
             cached.append(users)
             quarantine_parts.append(users_bad)
 
@@ -966,8 +939,8 @@ def _aggregate(
         if extra_thumbs is not None:
             thumb_folders.append(Path(os.path.abspath(extra_thumbs)))
         for kind, folders, columns in (
-            ("plays", [plays_dir], PLAY_COLUMNS),
-            ("thumbs", thumb_folders, THUMB_COLUMNS),
+            ("plays", [plays_dir], PLAYS.columns),
+            ("thumbs", thumb_folders, THUMBS.columns),
         ):
             # Parsed once: the valid and the quarantined branch both read this cache.
             raw, summary.events_read[kind], left_out = _extract_events(
@@ -1140,10 +1113,25 @@ def _file_uri(path: Path | None) -> str | None:
     return None if path is None else "file:" + path.absolute().as_uri().removeprefix("file://")
 
 
-def _required(data_dir: Path, name: str) -> Path:
-    path = find_catalog_file(data_dir, name)
-    assert path is not None
-    return path
+def _catalog(
+    spark: SparkSession,
+    data_dir: Path,
+    table: TableSpec,
+    known: Mapping[str, DataFrame | None] | None = None,
+) -> tuple[DataFrame, DataFrame]:
+    """The catalog table's valid rows, one per id and cached, and its quarantine rows.
+
+    Raises
+    ------
+    InputError
+        If the table's file is missing or cannot be read.
+    """
+    path = find_catalog_file(data_dir, table.name)
+    assert path is not None  # required: not found raises
+    typed = {f.name: from_arrow_type(f.type) for f in table.schema if pa.types.is_list(f.type)}
+    raw = extract_table(spark, path, table.names, required=table.columns, typed=typed)
+    valid, quarantine = validate_table(raw, table, known or {}, unique=True)
+    return valid.cache(), quarantine
 
 
 def _count(frame: DataFrame) -> int:
@@ -1159,8 +1147,33 @@ def _utc_instant(text: str) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, AggregationParams]:
-    """The spark-submit arguments and the AggregationParams they give."""
+#: The spark-submit options whose default is the setting of the same name.
+_SETTING_OPTIONS: dict[str, dict[str, Any]] = {
+    "skip_weight": {"type": float},
+    "thumb_up_boost": {"type": float},
+    "thumb_down_confidence": {"type": float},
+    "earliest_event_at": {"type": _utc_instant},
+    "unreadable_files": {"choices": UNREADABLE_MODES},
+}
+
+
+def parse_arguments(
+    argv: Sequence[str] | None, settings: Settings | None = None
+) -> tuple[argparse.Namespace, AggregationParams]:
+    """The spark-submit arguments and the AggregationParams they give.
+
+    Every option defaults to ``settings`` (default: :func:`recsys.settings.load_settings`,
+    the ``CRATEDIGGER_*`` environment), as ``cratedigger aggregate`` reads them; a flag
+    overrides its setting.
+
+    Raises
+    ------
+    recsys.settings.ConfigError
+        If ``settings`` is None and a ``CRATEDIGGER_*`` variable is invalid.
+    SystemExit
+        If an argument is missing or invalid (argparse's usage message, status 2).
+    """
+    settings = settings or load_settings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="data directory (contract layout)")
     parser.add_argument("--out", type=Path, required=True, help="output folder (local or mounted)")
@@ -1168,43 +1181,44 @@ def parse_arguments(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Agg
     parser.add_argument(
         "--cutoff", type=_utc_instant, required=True, help="ISO time; only earlier events count"
     )
-    parser.add_argument("--skip-weight", type=float, default=0.25)
-    parser.add_argument("--thumb-up-boost", type=float, default=2.0)
-    parser.add_argument("--thumb-down-confidence", type=float, default=2.0)
-    parser.add_argument(
-        "--earliest-event-at",
-        type=_utc_instant,
-        default=EARLIEST_EVENT,
-        help="ISO time; earlier events are quarantined (default: 2000-01-01T00:00:00Z)",
-    )
-    parser.add_argument(
-        "--unreadable-files",
-        choices=UNREADABLE_MODES,
-        default="fail",
-        help="a file that cannot be read: fail the run naming it (default), or quarantine "
-        "the whole file (events files) and go on",
-    )
+    for name, option in _SETTING_OPTIONS.items():
+        setting = f"{ENV_PREFIX}{name.upper()}, now {getattr(settings, name)}"
+        described = Settings.model_fields[name].description or name.replace("_", " ")
+        help_text = f"{described} (default: {setting})".replace("%", "%%")
+        parser.add_argument("--" + name.replace("_", "-"), **option, help=help_text)
     parser.add_argument(
         "--feedback-thumbs", type=Path, default=None, help="folder of the web app's thumbs"
     )
     args = parser.parse_args(argv)
-    params = AggregationParams(
-        cutoff=args.cutoff,
-        skip_weight=args.skip_weight,
-        thumb_up_boost=args.thumb_up_boost,
-        thumb_down_confidence=args.thumb_down_confidence,
-        earliest_event_at=args.earliest_event_at,
-        unreadable_files=args.unreadable_files,
-    )
+    given = {name: value for name in _SETTING_OPTIONS if (value := getattr(args, name)) is not None}
+    try:
+        params = AggregationParams.from_settings(settings, args.cutoff, **given)
+    except ValueError as exc:
+        parser.error(str(exc))
     return args, params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``spark-submit jobs/aggregate.py --data DIR --out DIR --quarantine DIR --cutoff ISO``."""
-    args, params = parse_arguments(argv)
+    """``spark-submit jobs/aggregate.py --data DIR --out DIR --quarantine DIR --cutoff ISO``.
+
+    The master is spark-submit's; every other setting comes from the ``CRATEDIGGER_*``
+    environment as for ``cratedigger aggregate`` (:func:`parse_arguments`; shuffle
+    partitions: ``CRATEDIGGER_SPARK_SHUFFLE_PARTITIONS``). Returns the exit status: 2 when a
+    variable is invalid (the message names it, on standard error).
+    """
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args, params = parse_arguments(argv, settings)
     from jobs.spark import get_spark
 
-    spark = get_spark(None, app_name="cratedigger-aggregate")
+    spark = get_spark(
+        None,
+        app_name="cratedigger-aggregate",
+        shuffle_partitions=settings.spark_shuffle_partitions,
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     summary = run_aggregation(
         spark,
@@ -1227,13 +1241,12 @@ __all__: list[Any] = [
     "AggregationPaths",
     "AggregationSummary",
     "InputError",
+    "confidence_column",
     "extract_table",
     "list_files",
     "parse_arguments",
     "run_aggregation",
-    "transform_artists",
     "transform_interactions",
-    "transform_tracks",
-    "transform_users",
     "validate_events",
+    "validate_table",
 ]

@@ -16,8 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.formats import THUMB_SCHEMA
-from recsys.contract import week_cutoff
+from recsys.contract import THUMBS, week_cutoff
 from recsys.db.feedback import feedback_before
 from recsys.settings import Settings
 
@@ -40,7 +39,7 @@ def export_feedback(settings: Settings, week_start: dt.date, aggregation: str) -
     partial = folder / "thumbs.parquet.partial"
     cutoff = week_cutoff(week_start)
     written = 0
-    with sessions(settings)() as session, pq.ParquetWriter(partial, THUMB_SCHEMA) as writer:
+    with sessions(settings)() as session, pq.ParquetWriter(partial, THUMBS.schema) as writer:
         for batch in feedback_before(session, cutoff):
             users, tracks, rated, values = zip(*batch, strict=True)
             writer.write_table(
@@ -49,11 +48,11 @@ def export_feedback(settings: Settings, week_start: dt.date, aggregation: str) -
                         "user_id": pa.array(users, pa.string()),
                         "track_id": pa.array(tracks, pa.string()),
                         "rated_at": pa.array(
-                            [_utc(t) for t in rated], THUMB_SCHEMA.field("rated_at").type
+                            [_utc(t) for t in rated], THUMBS.schema.field("rated_at").type
                         ),
-                        "value": pa.array(values, THUMB_SCHEMA.field("value").type),
+                        "value": pa.array(values, THUMBS.schema.field("value").type),
                     },
-                    schema=THUMB_SCHEMA,
+                    schema=THUMBS.schema,
                 )
             )
             written += len(batch)

@@ -1,6 +1,6 @@
 """Offline quality of the shipped configuration on a week's aggregates: evaluation and tuning.
 
-``cratedigger evaluate`` and ``cratedigger tune`` (``jobs/cli_quality.py``) call these
+``cratedigger evaluate`` and ``cratedigger tune`` (``cli/quality.py``) call these
 functions; the validation gate (``jobs/gate.py``) uses the same time split.
 
 Splits of the week's aggregates (one row per listener and track, :func:`week_split`):

@@ -151,14 +151,7 @@ def aggregate_week(
             shutil.rmtree(folder)
     paths.root.mkdir(parents=True, exist_ok=True)
     spark = get_spark(settings.spark_master, shuffle_partitions=settings.spark_shuffle_partitions)
-    params = AggregationParams(
-        cutoff=week_cutoff(week_start),
-        skip_weight=settings.skip_weight,
-        thumb_up_boost=settings.thumb_up_boost,
-        thumb_down_confidence=settings.thumb_down_confidence,
-        earliest_event_at=settings.earliest_event_at,
-        unreadable_files=settings.unreadable_files,
-    )
+    params = AggregationParams.from_settings(settings, week_cutoff(week_start))
     feedback, thumbs = export_feedback(settings, week_start, aggregation)
     summary = run_aggregation(spark, data_dir, paths, params, extra_thumbs=feedback)
     if manual:

@@ -36,7 +36,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from jobs import lease
-from jobs.db import sessions
+from jobs.db import require_schema, sessions
 from jobs.errors import describe_error
 from jobs.generation import build_playlists, listener_plan
 from jobs.training import (
@@ -51,7 +51,6 @@ from jobs.training import (
     train_week,
 )
 from recsys.db import repository
-from recsys.db.migrate import upgrade
 from recsys.db.models import ModelVersion, WeeklyRun, WeekPublication
 from recsys.db.repository import RunNotActive
 from recsys.settings import Settings
@@ -113,7 +112,7 @@ def start_run(
     first (:mod:`jobs.lease`); raises ``RunAlreadyActive`` if a live one holds the week.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    require_schema(settings)
     with sessions(settings).begin() as session:
         run = repository.start_weekly_run(
             session,

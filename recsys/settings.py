@@ -17,6 +17,8 @@ import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.contract import EARLIEST_EVENT, ConfidenceParams
+
 ENV_PREFIX = "CRATEDIGGER_"
 
 
@@ -26,6 +28,13 @@ class ConfigError(ValueError):
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("cratedigger", appauthor=False))
+
+
+def _confidence_field(name: str, description: str) -> Any:
+    """A confidence weight: default and range from :class:`recsys.contract.ConfidenceParams`."""
+    low, high = ConfidenceParams.RANGES[name]
+    default = getattr(ConfidenceParams(), name)
+    return Field(default=default, ge=low, le=high, description=description)
 
 
 class Settings(BaseSettings):
@@ -47,7 +56,7 @@ class Settings(BaseSettings):
         "default: DATA_DIR/source.",
     )
     earliest_event_at: dt.datetime = Field(
-        default=dt.datetime(2000, 1, 1, tzinfo=dt.UTC),
+        default=EARLIEST_EVENT,
         description="Events before this time are quarantined (timestamp_before_earliest).",
     )
     unreadable_files: Literal["fail", "quarantine"] = Field(
@@ -92,11 +101,13 @@ class Settings(BaseSettings):
     generate_block_size: int = Field(
         default=2048, ge=1, le=1_000_000, description="Listeners scored per matrix product."
     )
-    skip_weight: float = Field(
-        default=0.25, ge=0.0, le=1.0, description="Weight of a skipped play."
+    skip_weight: float = _confidence_field("skip_weight", "Weight of a skipped play.")
+    thumb_up_boost: float = _confidence_field(
+        "thumb_up_boost", "Confidence a latest thumb up adds to a listened track."
     )
-    thumb_up_boost: float = Field(default=2.0, ge=0.0, le=100.0)
-    thumb_down_confidence: float = Field(default=2.0, ge=0.0, le=100.0)
+    thumb_down_confidence: float = _confidence_field(
+        "thumb_down_confidence", "Size of the negative confidence of a track thumbed down last."
+    )
     # Cold start, re-ranking and the playlist of listeners without history.
     cold_min_plays: int = Field(
         default=5,
@@ -293,6 +304,11 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def confidence(self) -> ConfidenceParams:
+        """``skip_weight``, ``thumb_up_boost`` and ``thumb_down_confidence`` as one object."""
+        return ConfidenceParams(self.skip_weight, self.thumb_up_boost, self.thumb_down_confidence)
 
 
 # Read by the test suite and CI, not by the service.

@@ -96,7 +96,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
-    from recsys.db.migrate import upgrade
+    from migrations import upgrade
 
     upgrade(database_url)
     return database_url

@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     assert separator == "--", "usage: python -m tests.faultrun POINT -- ARGS..."
     import jobs.gate
     import jobs.training
-    from jobs.cli import cli
+    from cli.main import cli
     from recsys.db import repository
 
     if point == "train":

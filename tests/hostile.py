@@ -302,6 +302,22 @@ THUMBS_CSV: list[tuple[list[str], R | str | None]] = [
 ]
 
 
+def text_events(kind: str, *, longest: int = 1000) -> list[tuple[tuple[str, ...], R | None]]:
+    """The hostile CSV rows of ``kind`` (``plays``: :data:`PLAYS_CSV`, ``thumbs``:
+    :data:`THUMBS_CSV`) as the text of the contract's columns, with the reason validation
+    gives them (a duplicate is a valid row); rows with a field over ``longest`` characters
+    are left out."""
+    if kind == "plays":
+        rows = [((u, t, at, ms), reason) for (u, _, t, at, ms), reason in PLAYS_CSV]
+    else:
+        rows = [(tuple(fields), reason) for fields, reason in THUMBS_CSV]
+    return [
+        (fields, None if reason == DUPLICATE else R(reason) if reason else None)
+        for fields, reason in rows
+        if max(map(len, fields)) <= longest
+    ]
+
+
 def _write_thumbs(h: Hostile) -> None:
     thumbs = h.data / "events" / "thumbs"
     _csv_rows(

@@ -19,7 +19,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -37,6 +37,7 @@ from jobs.aggregate import (
     InputError,
     extract_table,
     list_files,
+    main,
     parse_arguments,
     run_aggregation,
     transform_interactions,
@@ -44,6 +45,7 @@ from jobs.aggregate import (
 )
 from recsys.contract import PLAY_COLUMNS, THUMB_COLUMNS
 from recsys.contract import QuarantineReason as R
+from recsys.settings import ConfigError, load_settings
 from tests.worlds import World, write_rows
 
 CUTOFF = dt.datetime(2026, 11, 16, tzinfo=dt.UTC)
@@ -1083,6 +1085,84 @@ def test_spark_submit_arguments_give_the_params(tmp_path: Path) -> None:
         unreadable_files="quarantine",
     )
     assert parse_arguments(args[:8])[1] == AggregationParams(CUTOFF)
+
+
+def test_spark_submit_takes_its_defaults_from_the_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import jobs.aggregate
+    import jobs.spark
+
+    for name, value in {
+        "SKIP_WEIGHT": "0.5",
+        "THUMB_UP_BOOST": "3",
+        "THUMB_DOWN_CONFIDENCE": "4.5",
+        "EARLIEST_EVENT_AT": "2020-01-01T00:00:00",  # no offset: UTC
+        "UNREADABLE_FILES": "quarantine",
+        "SPARK_SHUFFLE_PARTITIONS": "3",
+    }.items():
+        monkeypatch.setenv(f"CRATEDIGGER_{name}", value)
+    required = [
+        *("--data", str(tmp_path / "data"), "--out", str(tmp_path / "out")),
+        *("--quarantine", str(tmp_path / "q"), "--cutoff", "2026-11-16"),
+    ]
+    from_environment = AggregationParams(
+        CUTOFF,
+        skip_weight=0.5,
+        thumb_up_boost=3.0,
+        thumb_down_confidence=4.5,
+        earliest_event_at=utc(2020, 1, 1),
+        unreadable_files="quarantine",
+    )
+    assert parse_arguments(required)[1] == from_environment
+    # As `cratedigger aggregate` builds them, and a flag overrides its variable.
+    assert AggregationParams.from_settings(load_settings(), CUTOFF) == from_environment
+    flags = [*required, "--skip-weight", "0.1", "--unreadable-files", "fail"]
+    assert parse_arguments(flags)[1] == replace(
+        from_environment, skip_weight=0.1, unreadable_files="fail"
+    )
+
+    # main() runs with them, and with the shuffle partitions of the settings.
+    calls: dict[str, Any] = {}
+
+    def get_spark(master: str | None, **options: Any) -> str:
+        calls["spark"] = (master, options)
+        return "session"
+
+    def run(spark: Any, data: Path, paths: AggregationPaths, params: AggregationParams, **kw: Any):
+        calls["run"] = (spark, data, paths, params, kw)
+        return AggregationSummary(cutoff=params.cutoff.isoformat())
+
+    monkeypatch.setattr(jobs.spark, "get_spark", get_spark)
+    monkeypatch.setattr(jobs.aggregate, "run_aggregation", run)
+    assert main(required) == 0
+    assert calls["spark"] == (None, {"app_name": "cratedigger-aggregate", "shuffle_partitions": 3})
+    assert calls["run"] == (
+        "session",
+        tmp_path / "data",
+        AggregationPaths(tmp_path / "out", tmp_path / "q"),
+        from_environment,
+        {"extra_thumbs": None},
+    )
+    assert json.loads(capsys.readouterr().out)["cutoff"] == CUTOFF.isoformat()
+
+
+def test_spark_submit_names_an_invalid_variable_or_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    required = [
+        *("--data", str(tmp_path), "--out", str(tmp_path / "o"), "--quarantine", "q"),
+        *("--cutoff", "2026-11-16"),
+    ]
+    with pytest.raises(SystemExit) as exited:
+        parse_arguments([*required, "--thumb-up-boost", "101"])
+    assert exited.value.code == 2
+    assert "thumb_up_boost must be between 0.0 and 100.0, got 101.0" in capsys.readouterr().err
+    monkeypatch.setenv("CRATEDIGGER_SKIP_WEIGHT", "2")
+    with pytest.raises(ConfigError, match="CRATEDIGGER_SKIP_WEIGHT"):
+        parse_arguments(required)
+    assert main(required) == 2
+    assert "CRATEDIGGER_SKIP_WEIGHT" in capsys.readouterr().err
 
 
 @pytest.mark.spark

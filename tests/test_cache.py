@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
+from migrations import upgrade
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
-from recsys.db.migrate import upgrade
 from recsys.db.tokens import authenticate, revoke_token
 from recsys.settings import Settings
 from tests.webworld import TRACKS, WEEK, build_web_world

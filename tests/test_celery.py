@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from migrations import upgrade
 from recsys.db.models import JobRun, Playlist, PlaylistTrack, WeeklyRun, WeekPublication
 from recsys.settings import Settings
 from tests.conftest import unavailable
@@ -39,7 +40,7 @@ def redis_server() -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from jobs.simulate import simulate_world
+    from lab.simulate import simulate_world
 
     out = tmp_path_factory.mktemp("celery") / "world"
     simulate_world(
@@ -185,6 +186,7 @@ class Env:
 
 @pytest.fixture
 def env(tmp_path: Path, postgres_url: str, redis_server: str, world: Path) -> Iterator[Env]:
+    upgrade(postgres_url)  # as the deployment's migrate step: the workers never migrate
     environment = Env(tmp_path, postgres_url, redis_server, world)
     yield environment
     environment.close()

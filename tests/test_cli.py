@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from cli.main import cli
 
 COMMANDS = [
     ["simulate"],
@@ -73,9 +73,9 @@ def test_db_commands_migrate_up_and_down(tmp_path: Path, monkeypatch) -> None:
     runner = CliRunner()
     assert "empty" in runner.invoke(cli, ["db", "current"]).output
     assert runner.invoke(cli, ["db", "upgrade"]).exit_code == 0
-    from recsys.db.migrate import head_revision
+    from migrations import head_revision
 
-    head = head_revision(f"sqlite:///{tmp_path / 'cratedigger.db'}")
+    head = head_revision()
     assert head is not None and head >= "0002"
     assert runner.invoke(cli, ["db", "current"]).stdout.strip() == head
     assert runner.invoke(cli, ["db", "downgrade", "base"]).exit_code == 0

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
+from cli.main import cli
 from jobs.training import load_training_data, train_week, week_paths
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import ModelVersion
@@ -160,7 +160,7 @@ def test_tune_saves_parameters_that_the_weekly_training_then_uses(
     payload = json.loads(path.read_text())
     payload["params"].update({"factors": 3, "regularization": 0.5, "alpha": 7.0})
     path.write_text(json.dumps(payload))
-    from recsys.db.migrate import upgrade
+    from migrations import upgrade
 
     upgrade(staged.database_url)
     model = train_week(staged, WEEK, load_training_data(staged, WEEK))

@@ -10,10 +10,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 
+from migrations import downgrade, head_revision, upgrade
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
-from recsys.db.migrate import current_revision, downgrade, head_revision, upgrade
 from recsys.db.models import Base, ModelVersion, Playlist, PlaylistTrack
+from recsys.db.schema import current_revision
 
 WEEK = dt.date(2026, 11, 16)
 TABLES = {
@@ -32,7 +33,7 @@ TABLES = {
 def test_upgrade_creates_the_models_schema_and_downgrade_removes_it(database_url: str) -> None:
     engine = make_engine(database_url)
     upgrade(database_url)
-    assert current_revision(engine) == head_revision(database_url)
+    assert current_revision(engine) == head_revision()
     assert set(inspect(engine).get_table_names()) >= TABLES
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
+from migrations import upgrade
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import JobRun, Playlist, WeeklyRun, WeekPublication
 from recsys.settings import Settings
@@ -206,7 +207,7 @@ def _environment(state: Path, database_url: str) -> dict[str, str]:
 
 
 def _deploy(tmp: Path, database_url: str) -> Deployment:
-    from jobs.simulate import simulate_world
+    from lab.simulate import simulate_world
 
     world = tmp / "world"
     simulate_world(
@@ -371,6 +372,7 @@ def test_runs_held_elsewhere_are_respected_cancelled_by_force_or_abandoned_when_
 
 @pytest.mark.postgres
 def test_a_postgresql_restart_mid_generation_is_survived(postgres_url: str, tmp_path: Path) -> None:
+    upgrade(postgres_url)  # as the deployment's migrate step (only SQLite is made by the CLI)
     deployment = _deploy(tmp_path, postgres_url)
     deployment.env["CRATEDIGGER_GENERATE_CHUNK_SIZE"] = "10"
     assert deployment.run_week(FIRST_WEEK) == 0, deployment.outputs[-1]
@@ -413,6 +415,7 @@ def test_the_root_cause_is_what_is_recorded_not_a_later_write_failure(
     (data / "catalog").mkdir(parents=True)  # no events/plays: the aggregation refuses it
     settings.data_dir.mkdir(parents=True)
     settings.runs_dir.write_text("not a folder")  # and the run report cannot be written
+    upgrade(settings.database_url)
     with pytest.raises(InputError, match="events/plays"):
         run_in_process(settings, data, FIRST_WEEK)
     engine = make_engine(settings.database_url)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.feedback import export_feedback
-from jobs.formats import THUMB_SCHEMA
+from recsys.contract import THUMBS
 from recsys.db import feedback, repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.settings import Settings
@@ -39,7 +39,7 @@ def test_export_writes_the_thumbs_before_the_cutoff(web_world, tmp_path) -> None
     folder, written = export_feedback(settings, NEXT_WEEK, "run-1")
     assert written == 2
     table = pq.read_table(folder / "thumbs.parquet")
-    assert table.schema == THUMB_SCHEMA
+    assert table.schema == THUMBS.schema
     assert table.to_pylist() == [
         {"user_id": "u1", "track_id": "t01", "rated_at": inside, "value": -1},
         {

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from jobs.training import week_paths
 from jobs.weekly import run_in_process
+from migrations import upgrade
 from recsys.contract import week_start_of
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import Playlist, PlaylistTrack, Track
@@ -44,6 +45,7 @@ def test_each_group_gets_only_its_own_tracks_and_reruns_replace(
     settings = settings.model_copy(
         update={"playlist_length": 6, "max_tracks_per_artist": 2, "als_factors": 2}
     )
+    upgrade(settings.database_url)
     report = run_in_process(settings, data, WEEK)
     playlists = _playlists(settings)
 
@@ -75,7 +77,7 @@ def test_each_group_gets_only_its_own_tracks_and_reruns_replace(
 
 @pytest.mark.spark
 def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatch) -> None:
-    from jobs.cli import cli
+    from cli.main import cli
 
     monkeypatch.setenv("CRATEDIGGER_DATA_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("CRATEDIGGER_SPARK_MASTER", "local[2]")

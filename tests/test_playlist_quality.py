@@ -20,10 +20,10 @@ import scipy.sparse as sp
 
 from jobs.generation import build_playlists, listener_plan
 from jobs.training import TrainingData, load_training_data, train_week, week_paths
+from migrations import upgrade
 from recsys.als import ALSModel
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
-from recsys.db.migrate import upgrade
 from recsys.db.models import ModelVersion
 from recsys.playlist import (
     POPULAR_REASON,

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.simulate import SimulationSummary, simulate_world
+from lab.simulate import SimulationSummary, simulate_world
 from recsys.contract import (
     ARTIST_COLUMNS,
     EARLIEST_EVENT,

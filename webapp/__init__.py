@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from recsys.db.engine import make_engine, make_session_factory
-from recsys.db.migrate import is_up_to_date
+from recsys.db.schema import is_up_to_date
 from recsys.settings import ConfigError, Settings, load_settings
 from webapp import security
 from webapp.cache import ReadCache

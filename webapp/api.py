@@ -17,7 +17,7 @@ from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 from recsys.als import ALSModel
 from recsys.contract import is_valid_id, parse_week
 from recsys.db import feedback, repository
-from recsys.db.migrate import is_up_to_date
+from recsys.db.schema import is_up_to_date
 from recsys.db.tokens import Principal, checked_digest, touch_token
 from webapp import db_session, db_transaction, read_cache, settings_of
 from webapp.auth import (

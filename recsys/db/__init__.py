@@ -1,1 +1,2 @@
-"""Persistence: SQLAlchemy models, engine set-up, Alembic migrations and repositories."""
+"""Persistence: SQLAlchemy models, engine set-up, the schema revision check and repositories
+(the migrations themselves live in ``migrations/``)."""

@@ -1,92 +1,39 @@
-"""The ``cratedigger`` command line.
+"""The ``cratedigger`` command: the composition root over ``jobs``, ``webapp`` and ``lab``.
 
-This module is the composition root: it is the one place in ``jobs/`` that also imports
-``webapp`` (for ``serve`` and ``demo``), and only inside those commands.
+Each command loads the settings (:func:`cli.options.command_settings`), calls one function of
+``jobs`` (or ``lab`` for the simulator, ``webapp`` for the server, ``migrations`` for
+``db``) and prints what it did. The shared options live in :mod:`cli.options`, ``evaluate``
+and ``tune`` in :mod:`cli.quality`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
-from tqdm import tqdm
 
-from jobs.cli_quality import register as register_quality_commands
-from recsys.contract import is_valid_id, parse_week, week_start_of
+from cli.options import (
+    WEEK_HELP,
+    command_settings,
+    data_option,
+    friendly_errors,
+    port_option,
+    progress,
+    week_option,
+)
+from cli.quality import evaluate, tune
+from recsys.contract import is_valid_id, week_start_of
 from recsys.db.tokens import create_token
-from recsys.settings import ConfigError, Settings, load_settings
+from recsys.settings import Settings
 
 if TYPE_CHECKING:
     from jobs.lease import Lease
     from recsys.db.models import WeeklyRun
 
 log = logging.getLogger("cratedigger")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _settings(*, migrate: bool = False) -> Settings:
-    """Load the settings and set up logging; ``migrate`` brings the database schema to head
-    first, so that every command works on a fresh data directory."""
-    from recsys.logs import configure_logging
-
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_level, settings.log_format)
-    if migrate:
-        from recsys.db.migrate import upgrade
-
-        upgrade(settings.database_url)
-    return settings
-
-
-def _friendly_errors(command: F) -> F:
-    """Turn input and configuration errors into a one-line message and exit status 1."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from jobs.aggregate import InputError
-        from recsys.db.repository import RunAlreadyActive, RunNotActive
-
-        try:
-            return command(*args, **kwargs)
-        except (
-            ConfigError,
-            InputError,
-            ValueError,
-            FileNotFoundError,
-            RunAlreadyActive,
-            RunNotActive,
-        ) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _week_option(help_text: str) -> Callable[[F], F]:
-    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date:
-        if value is None:
-            return week_start_of(dt.datetime.now(dt.UTC))
-        try:
-            return parse_week(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return click.option("--week", metavar="YYYY-MM-DD", callback=convert, help=help_text)
-
-
-_WEEK_HELP = "Monday (UTC) of the week; default: the current week."
-
-
-def _progress(total: int, name: str) -> tqdm:
-    return tqdm(total=total, desc=name, unit="chunk", dynamic_ncols=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -111,13 +58,7 @@ def cli() -> None:
     show_default=True,
     help="Weeks of listening before --end.",
 )
-@click.option(
-    "--end",
-    "end_week",
-    metavar="YYYY-MM-DD",
-    default=None,
-    help="Monday the simulated events end before; default: this week's Monday.",
-)
+@week_option("Monday the simulated events end before; default: this week's Monday.", "--end")
 @click.option(
     "--corrupt-fraction",
     type=click.FloatRange(0, 0.5),
@@ -131,28 +72,27 @@ def cli() -> None:
     required=True,
     help="New data directory to write.",
 )
-@_friendly_errors
+@friendly_errors
 def simulate(
     users: int,
     tracks: int,
     seed: int,
     weeks: int,
-    end_week: str | None,
+    end: dt.date,
     corrupt_fraction: float,
     out: Path,
 ) -> None:
     """Write a simulated listening world in the data contract's format."""
-    from jobs.simulate import simulate_world
+    from lab.simulate import simulate_world
 
-    _settings()
-    week = parse_week(end_week) if end_week else week_start_of(dt.datetime.now(dt.UTC))
-    end = dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC)
+    command_settings()
+    end_at = dt.datetime.combine(end, dt.time(), tzinfo=dt.UTC)
     summary = simulate_world(
         out,
         users=users,
         tracks=tracks,
         seed=seed,
-        end=end,
+        end=end_at,
         weeks=weeks,
         corrupt_fraction=corrupt_fraction,
         progress=True,
@@ -160,26 +100,20 @@ def simulate(
     click.echo(
         f"wrote {summary.plays:,} plays and {summary.thumbs:,} thumbs of {summary.users:,} "
         f"listeners over {summary.tracks:,} tracks ({summary.new_tracks:,} new, never played) "
-        f"to {out}; events end before {end.isoformat()}"
+        f"to {out}; events end before {end_at.isoformat()}"
     )
 
 
 @cli.command()
-@click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Data directory (catalog/ and events/).",
-)
-@_week_option(_WEEK_HELP)
-@_friendly_errors
+@data_option("Data directory (catalog/ and events/).", required=True)
+@week_option()
+@friendly_errors
 def aggregate(data_dir: Path, week: dt.date) -> None:
     """Validate and aggregate events before the week (Spark), quarantine bad rows,
     and load the catalog into the database."""
     from jobs.training import aggregate_week, load_catalog
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     summary = aggregate_week(settings, data_dir, week)
     load_catalog(settings, week, summary["aggregation"])
     click.echo(
@@ -189,26 +123,26 @@ def aggregate(data_dir: Path, week: dt.date) -> None:
 
 
 @cli.command()
-@_week_option(_WEEK_HELP)
-@_friendly_errors
+@week_option()
+@friendly_errors
 def train(week: dt.date) -> None:
     """Train ALS on the week's aggregates and record the model version."""
     from jobs.training import load_training_data, train_week
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     model = train_week(settings, week, load_training_data(settings, week), show_progress=True)
     click.echo(f"model {model.metadata['version']} saved under {settings.models_dir}")
 
 
 @cli.command()
-@_week_option(_WEEK_HELP)
-@_friendly_errors
+@week_option()
+@friendly_errors
 def generate(week: dt.date) -> None:
     """Build and publish the week's playlists with the week's newest model (no gate)."""
     from jobs.weekly import generate_and_publish
 
-    settings = _settings(migrate=True)
-    report = generate_and_publish(settings, week, progress=_progress)
+    settings = command_settings(database=True)
+    report = generate_and_publish(settings, week, progress=progress)
     click.echo(
         f"run #{report.run_id}: {report.playlists:,} playlists "
         f"({report.playlist_tracks:,} tracks) published for the week of {week}"
@@ -216,18 +150,14 @@ def generate(week: dt.date) -> None:
 
 
 @cli.command("run-week")
+@data_option("Data directory (catalog/ and events/); default: CRATEDIGGER_SOURCE_DIR.")
+@week_option(WEEK_HELP + " Only events before it are used.")
 @click.option(
-    "--data",
-    "data_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Data directory (catalog/ and events/); default: CRATEDIGGER_SOURCE_DIR.",
+    "--via-celery",
+    is_flag=True,
+    help="Send the run to the Celery workers and follow it.",
 )
-@_week_option(_WEEK_HELP + " Only events before it are used.")
-@click.option(
-    "--via-celery", is_flag=True, help="Send the run to the Celery workers and follow it."
-)
-@_friendly_errors
+@friendly_errors
 def run_week_command(data_dir: Path | None, week: dt.date, via_celery: bool) -> None:
     """Aggregate, train, gate, generate and publish the week's playlists.
 
@@ -235,20 +165,21 @@ def run_week_command(data_dir: Path | None, week: dt.date, via_celery: bool) -> 
     steps and this command follows the run until it ends. Running a week again builds it
     anew and publishes it in place of the previous run, without duplicates.
     """
+    from jobs.db import SchemaOutdated
     from jobs.errors import describe_error
     from jobs.weekly import GateRejected, run_in_process
     from recsys.db.repository import RunAlreadyActive
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     source = data_dir or settings.events_source
     if via_celery:
         _run_via_celery(settings, source, week)
         return
     try:
-        report = run_in_process(settings, source, week, progress=_progress)
+        report = run_in_process(settings, source, week, progress=progress)
     except GateRejected as exc:
         raise click.ClickException(f"{exc}; nothing was published") from None
-    except (KeyboardInterrupt, click.ClickException, RunAlreadyActive):
+    except (KeyboardInterrupt, click.ClickException, RunAlreadyActive, SchemaOutdated):
         raise
     except Exception as exc:
         # The run is marked failed with this same line; the traceback is for -v readers.
@@ -319,39 +250,39 @@ def _print_report(report: Any) -> None:
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@port_option
 @click.option(
     "--dev",
     is_flag=True,
     help="Make a throwaway secret key when CRATEDIGGER_SECRET_KEY is unset "
     "(sign-ins end when the server stops).",
 )
-@_friendly_errors
+@friendly_errors
 def serve(host: str, port: int, dev: bool) -> None:
     """Serve the pages and the JSON API with Flask's server (gunicorn in production: see
     the README)."""
     from webapp import create_app
 
-    _settings(migrate=True)
+    command_settings(database=True)
     create_app(dev=dev).run(host=host, port=port)
 
 
 @cli.command()
 @click.option("--users", type=click.IntRange(10, 100_000), default=500, show_default=True)
 @click.option("--tracks", type=click.IntRange(200, 1_000_000), default=5000, show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@port_option
 @click.option("--no-serve", is_flag=True, help="Stop after the weekly run.")
-@_friendly_errors
+@friendly_errors
 def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
     """Simulate a small world, run this week, and serve the pages."""
     import shutil
 
-    from jobs.simulate import simulate_world
     from jobs.weekly import run_in_process
+    from lab.simulate import simulate_world
     from recsys.db import repository
     from recsys.db.engine import make_engine, make_session_factory
 
-    settings = _settings()
+    settings = command_settings(database=True)
     week = week_start_of(dt.datetime.now(dt.UTC))
     world = settings.data_dir / "demo-world"
     if world.exists():
@@ -365,11 +296,10 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
         end=dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC),
         progress=True,
     )
-    _settings(migrate=True)
     # A demo world is small and popularity-heavy; the gate still measures and reports the
     # model against popularity, but the demo publishes so that there is something to see.
     settings = settings.model_copy(update={"gate_min_vs_popular": 0.0, "gate_min_vs_previous": 0.0})
-    report = run_in_process(settings, world, week, trigger="demo", progress=_progress)
+    report = run_in_process(settings, world, week, trigger="demo", progress=progress)
     _print_report(report)
     engine = make_engine(settings.database_url)
     with make_session_factory(engine).begin() as session:
@@ -398,14 +328,14 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
 
 @cli.command()
 @click.option("--limit", type=click.IntRange(1, 1000), default=5, show_default=True)
-@_friendly_errors
+@friendly_errors
 def status(limit: int) -> None:
     """Show the latest weekly runs, who holds the running ones, and their steps."""
     from jobs.db import sessions
     from jobs.lease import Lease
     from recsys.db import repository
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     lease = Lease.of(settings)
     now = dt.datetime.now(dt.UTC)
     with sessions(settings)() as session:
@@ -456,7 +386,7 @@ def _lease_line(run: WeeklyRun, lease: Lease, now: dt.datetime) -> str:
     is_flag=True,
     help="End the run now, even if its owner still works on it: the week is free at once.",
 )
-@_friendly_errors
+@friendly_errors
 def cancel(run_id: int, force: bool) -> None:
     """Cancel a running weekly run: its remaining steps do nothing and nothing is published.
 
@@ -466,7 +396,7 @@ def cancel(run_id: int, force: bool) -> None:
     from jobs.lease import Lease
     from recsys.db import repository
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     with sessions(settings).begin() as session:
         run = repository.request_cancel(
             session, run_id, force=force, dead_reason=Lease.of(settings).dead_reason
@@ -480,13 +410,13 @@ def cancel(run_id: int, force: bool) -> None:
 
 @cli.command()
 @click.option("--user", "user_id", required=True, help="Listener id.")
-@_week_option(_WEEK_HELP)
-@_friendly_errors
+@week_option()
+@friendly_errors
 def regenerate(user_id: str, week: dt.date) -> None:
     """Rebuild one listener's playlist of a published week with that week's model."""
     from jobs.weekly import regenerate_listener
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     written = regenerate_listener(settings, user_id, week)
     click.echo(f"{user_id}: {written} tracks for the week of {week}")
 
@@ -500,7 +430,7 @@ def tokens() -> None:
 @click.option("--user", "user_id", help="Listener the token belongs to.")
 @click.option("--operator", is_flag=True, help="An operator token (operator pages and API).")
 @click.option("--label", default="", help="What the token is for, shown by `tokens list`.")
-@_friendly_errors
+@friendly_errors
 def tokens_create(user_id: str | None, operator: bool, label: str) -> None:
     """Create a token and print it. It is shown only this once; only its hash is stored."""
     from recsys.db.engine import make_engine, make_session_factory
@@ -509,7 +439,7 @@ def tokens_create(user_id: str | None, operator: bool, label: str) -> None:
         raise click.UsageError("give exactly one of --user U and --operator")
     if user_id is not None and not is_valid_id(user_id):
         raise click.BadParameter(f"{user_id!r} is not a listener id", param_hint="--user")
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine).begin() as session:
@@ -525,13 +455,13 @@ def tokens_create(user_id: str | None, operator: bool, label: str) -> None:
 
 
 @tokens.command("list")
-@_friendly_errors
+@friendly_errors
 def tokens_list() -> None:
     """List tokens (prefix, owner, dates); never the tokens themselves."""
     from recsys.db.engine import make_engine, make_session_factory
     from recsys.db.tokens import list_tokens
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     engine = make_engine(settings.database_url)
     with make_session_factory(engine)() as session:
         for row in list_tokens(session):
@@ -547,13 +477,13 @@ def tokens_list() -> None:
 
 @tokens.command("revoke")
 @click.argument("token_id", type=click.IntRange(1))
-@_friendly_errors
+@friendly_errors
 def tokens_revoke(token_id: int) -> None:
     """Revoke a token by its number; its API use and web sign-ins end at once."""
     from recsys.db.engine import make_engine, make_session_factory
     from recsys.db.tokens import revoke_token
 
-    settings = _settings(migrate=True)
+    settings = command_settings(database=True)
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine).begin() as session:
@@ -572,39 +502,40 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.argument("revision", default="head")
-@_friendly_errors
+@friendly_errors
 def db_upgrade(revision: str) -> None:
     """Migrate the database to REVISION (default: head)."""
-    from recsys.db.migrate import upgrade
+    from migrations import upgrade
 
-    upgrade(_settings().database_url, revision)
+    upgrade(command_settings().database_url, revision)
     click.echo(f"database at {revision}")
 
 
 @db.command("downgrade")
 @click.argument("revision")
-@_friendly_errors
+@friendly_errors
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (e.g. base)."""
-    from recsys.db.migrate import downgrade
+    from migrations import downgrade
 
-    downgrade(_settings().database_url, revision)
+    downgrade(command_settings().database_url, revision)
     click.echo(f"database at {revision}")
 
 
 @db.command("current")
-@_friendly_errors
+@friendly_errors
 def db_current() -> None:
     """Print the database's schema revision."""
     from recsys.db.engine import make_engine
-    from recsys.db.migrate import current_revision
+    from recsys.db.schema import current_revision
 
-    engine = make_engine(_settings().database_url)
+    engine = make_engine(command_settings().database_url)
     click.echo(current_revision(engine) or "empty (no migration applied)")
     engine.dispose()
 
 
-register_quality_commands(cli, _settings, _friendly_errors, _week_option)
+cli.add_command(evaluate)
+cli.add_command(tune)
 
 
 def main() -> None:

@@ -1,0 +1,2 @@
+"""The ``cratedigger`` command line (:mod:`cli.main`): the composition root over ``jobs``,
+``webapp``, ``lab`` and ``migrations``."""

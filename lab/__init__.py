@@ -1,0 +1,2 @@
+"""Research code the product does not run: the listening-world simulator (:mod:`lab.simulate`),
+used by ``cratedigger simulate`` and ``demo``, the tests and the benchmarks."""

@@ -47,7 +47,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.formats import PLAY_SCHEMA, THUMB_SCHEMA
+from recsys.contract import PLAYS, THUMBS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = 20110501
@@ -245,10 +245,10 @@ def convert_hetrec(source: Path, out: Path) -> dict[str, int | str]:
             pa.array(played_us[order].astype("datetime64[us]"), pa.timestamp("us", tz="UTC")),
             pa.array(np.full(len(order), DURATION_MS, dtype=np.int64)),
         ],
-        schema=PLAY_SCHEMA,
+        schema=PLAYS.schema,
     )
     pq.write_table(plays, plays_dir / "part-00000.parquet")
-    pq.write_table(THUMB_SCHEMA.empty_table(), thumbs_dir / "part-00000.parquet")
+    pq.write_table(THUMBS.schema.empty_table(), thumbs_dir / "part-00000.parquet")
 
     return {
         "users": len(user_ids),

@@ -31,8 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from jobs.formats import PLAY_SCHEMA, THUMB_SCHEMA
-from recsys.contract import MAX_MS_PLAYED
+from recsys.contract import MAX_MS_PLAYED, PLAYS, THUMBS
 
 logger = logging.getLogger(__name__)
 
@@ -543,7 +542,7 @@ def _write_chunk_events(
             _timestamps(us[order]),
             pa.array(ms[order], pa.int64()),
         ],
-        schema=PLAY_SCHEMA,
+        schema=PLAYS.schema,
     )
     _write(plays, root / "events" / "plays" / f"part-{index:05d}.parquet")
 
@@ -562,7 +561,7 @@ def _write_chunk_events(
             _timestamps(t_us[order]),
             pa.array(t_value[order], pa.int32()),
         ],
-        schema=THUMB_SCHEMA,
+        schema=THUMBS.schema,
     )
     _write(thumbs, root / "events" / "thumbs" / f"part-{index:05d}.parquet")
     return plays.num_rows, thumbs.num_rows

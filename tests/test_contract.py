@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-import jobs.formats
 from benchmarks import datasets
 from jobs.aggregate import (
     CORRUPT,
@@ -65,9 +64,6 @@ def test_the_column_tuples_derive_from_the_schemas() -> None:
     assert contract.PLAYS.time_column == "played_at" and contract.THUMBS.time_column == "rated_at"
     with pytest.raises(ValueError, match="table 'artists' has no timestamp column"):
         _ = contract.ARTISTS.time_column
-    # The job's event files: the same schema objects.
-    assert jobs.formats.PLAY_SCHEMA is contract.PLAYS.schema
-    assert jobs.formats.THUMB_SCHEMA is contract.THUMBS.schema
     assert contract.THUMBS.schema.field("value").type == pa.int32()
     with pytest.raises(ValueError, match="invalid_duration: an out_of_range rule needs bounds"):
         contract.Rule(R.INVALID_DURATION, contract.Check.OUT_OF_RANGE, "duration_ms")

@@ -76,7 +76,7 @@ from benchmarks.datasets import (  # noqa: E402
     load_hetrec,
     load_simulated,
 )
-from jobs.generation import playlist_rules  # noqa: E402
+from jobs.week import PlaylistPolicy  # noqa: E402
 from recsys.als import ALSParams, train_als  # noqa: E402
 from recsys.contract import ConfidenceParams, confidence  # noqa: E402
 from recsys.evaluation import evaluate, ndcg_at_k, ndcg_per_user  # noqa: E402
@@ -401,11 +401,10 @@ def ours(
 
 
 def shipped_rules(k: int, cap: int = 2, **changes: float) -> PlaylistRules:
-    """The weekly run's rules (the settings' defaults, :func:`jobs.generation.playlist_rules`)
+    """The weekly run's rules (the settings' defaults, :meth:`jobs.week.PlaylistPolicy.of`)
     for lists of ``k``."""
-    return replace(
-        playlist_rules(Settings.model_construct()), length=k, max_tracks_per_artist=cap, **changes
-    )
+    rules = PlaylistPolicy.of(Settings.model_construct()).rules
+    return replace(rules, length=k, max_tracks_per_artist=cap, **changes)
 
 
 def playlists(

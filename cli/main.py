@@ -111,11 +111,13 @@ def simulate(
 def aggregate(data_dir: Path, week: dt.date) -> None:
     """Validate and aggregate events before the week (Spark), quarantine bad rows,
     and load the catalog into the database."""
-    from jobs.training import aggregate_week, load_catalog
+    from jobs.db import sessions
+    from jobs.week import Storage, load_catalog
+    from jobs.weekly import aggregate as aggregate_week
 
     settings = command_settings(database=True)
     summary = aggregate_week(settings, data_dir, week)
-    load_catalog(settings, week, summary["aggregation"])
+    load_catalog(sessions(settings), Storage.of(settings).paths(week, summary["aggregation"]))
     click.echo(
         f"{summary['interactions']:,} interactions of {summary['users']:,} listeners; "
         f"quarantined {summary['quarantined_total']:,} rows: {summary['quarantined']}"
@@ -127,10 +129,19 @@ def aggregate(data_dir: Path, week: dt.date) -> None:
 @friendly_errors
 def train(week: dt.date) -> None:
     """Train ALS on the week's aggregates and record the model version."""
-    from jobs.training import load_training_data, train_week
+    from jobs.db import sessions
+    from jobs.training import ResolvedParams, train_week
+    from jobs.week import Week
 
     settings = command_settings(database=True)
-    model = train_week(settings, week, load_training_data(settings, week), show_progress=True)
+    resolved = ResolvedParams.of(settings)
+    model = train_week(
+        Week.of(settings, week),
+        resolved,
+        sessions(settings),
+        settings.models_dir,
+        show_progress=True,
+    )
     click.echo(f"model {model.metadata['version']} saved under {settings.models_dir}")
 
 

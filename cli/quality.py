@@ -86,16 +86,17 @@ def _split(
     """Aggregate ``--data`` when given, then split the week's aggregates (two bar steps);
     ``options``: the values of :func:`_split_options` by name."""
     from jobs.quality import week_split
+    from jobs.week import Storage
 
     if options["data_dir"] is not None:
-        from jobs.training import aggregate_week
+        from jobs.weekly import aggregate
 
         bar.set_postfix_str("aggregate (Spark)")
-        aggregate_week(settings, options["data_dir"], week)
+        aggregate(settings, options["data_dir"], week)
     bar.update(1)
     bar.set_postfix_str("split")
     split = week_split(
-        settings,
+        Storage.of(settings).paths(week),
         week,
         method=options["method"],
         holdout_days=options["holdout_days"],
@@ -152,7 +153,7 @@ def evaluate(week: dt.date, json_out: Path | None, **split_options: Any) -> None
             bar.set_postfix_str(name)
             bar.update(1)
 
-        result = evaluate_week(settings, week, split, step=step)
+        result = evaluate_week(settings, split, step=step)
     params = result["params"]
     click.echo(
         f"{result['split']}: {result['listeners']:,} listeners, "

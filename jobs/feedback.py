@@ -12,34 +12,30 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recsys.contract import THUMBS, week_cutoff
 from recsys.db.feedback import feedback_before
-from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def export_feedback(settings: Settings, week_start: dt.date, aggregation: str) -> tuple[Path, int]:
-    """Write the thumbs given before the week's cut-off into the feedback folder of the
-    week's aggregation ``aggregation`` (:func:`jobs.training.feedback_folder`).
+def export_feedback(db: Any, folder: Path, week_start: dt.date) -> tuple[Path, int]:
+    """Write the thumbs of the database ``db`` (a session factory) given before the week's
+    cut-off into ``folder``, an aggregation's feedback folder (:meth:`jobs.week.Storage.feedback`).
 
-    Returns the folder and the number of thumbs written. The folder is replaced whole
+    Returns the folder and the number of thumbs written. The file is replaced whole
     (written to a temporary file, then renamed), so a reader never sees half a file.
     """
-    from jobs.db import sessions
-    from jobs.training import feedback_folder
-
-    folder = feedback_folder(settings, week_start, aggregation)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "thumbs.parquet"
     partial = folder / "thumbs.parquet.partial"
     cutoff = week_cutoff(week_start)
     written = 0
-    with sessions(settings)() as session, pq.ParquetWriter(partial, THUMBS.schema) as writer:
+    with db() as session, pq.ParquetWriter(partial, THUMBS.schema) as writer:
         for batch in feedback_before(session, cutoff):
             users, tracks, rated, values = zip(*batch, strict=True)
             writer.write_table(

@@ -1,6 +1,6 @@
-"""Playlists of a chunk of listeners: which listeners get which kind of playlist, the
-settings' rules, and the shipped :class:`recsys.pipeline.PlaylistPipeline` over a week's
-model and catalog."""
+"""Playlists of a chunk of listeners, as the database stores them: the shipped
+:class:`recsys.pipeline.PlaylistPipeline` (:meth:`jobs.week.PlaylistPolicy.pipeline`) over a
+week's model and catalog, with a reason per track."""
 
 from __future__ import annotations
 
@@ -9,66 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from jobs.training import TrainingData
+from jobs.week import PlaylistPolicy, TrainingData
 from recsys.als import ALSModel
 from recsys.db import repository
-from recsys.pipeline import PlaylistPipeline
-from recsys.playlist import POPULAR_REASON, PlaylistRules
-from recsys.recommender import Recommender
-from recsys.settings import Settings
-
-
-def eligible_listener_rows(settings: Settings, data: TrainingData) -> np.ndarray:
-    """Model rows of the listeners who get a personal playlist, in a fixed order."""
-    history = np.diff(data.known.indptr)
-    return np.flatnonzero(history >= settings.min_user_interactions).astype(np.int64)
-
-
-def newcomer_ids(settings: Settings, data: TrainingData) -> np.ndarray:
-    """Listeners of the users table without usable history (no events the model learnt
-    from, or fewer than ``min_user_interactions``), sorted; they get a popular playlist.
-    Empty when ``popular_for_new_listeners`` is off."""
-    if not settings.popular_for_new_listeners:
-        return np.empty(0, dtype=str)
-    history = np.diff(data.known.indptr)
-    too_short = data.matrix.user_ids[history < settings.min_user_interactions]
-    return np.union1d(data.outsider_ids, too_short).astype(str)
-
-
-def listener_plan(settings: Settings, data: TrainingData) -> tuple[np.ndarray, np.ndarray]:
-    """(personal model rows, newcomer ids): the fixed list of listeners that chunks cut,
-    personal ones first."""
-    return eligible_listener_rows(settings, data), newcomer_ids(settings, data)
-
-
-def playlist_rules(settings: Settings) -> PlaylistRules:
-    return PlaylistRules(
-        length=settings.playlist_length,
-        max_tracks_per_artist=settings.max_tracks_per_artist,
-        diversity=settings.mmr_diversity,
-        popularity_penalty=settings.popularity_penalty,
-        pool_factor=settings.rerank_pool_factor,
-        cold_slots=settings.cold_slots,
-        cold_min_score_ratio=settings.cold_min_score_ratio,
-        artist_thumbs_down_limit=settings.artist_thumbs_down_limit,
-    )
-
-
-def pipeline_for(
-    settings: Settings,
-    model: Recommender,
-    track_artist: np.ndarray,
-    track_listeners: np.ndarray,
-) -> PlaylistPipeline:
-    """The shipped pipeline (the settings' rules) over ``model`` and a week's catalog arrays:
-    what the weekly run publishes and what the gate and ``evaluate`` measure."""
-    return PlaylistPipeline(
-        playlist_rules(settings),
-        model,
-        np.asarray(track_artist, dtype=np.int64),
-        np.asarray(track_listeners, dtype=np.int64),
-        block_size=settings.generate_block_size,
-    )
+from recsys.playlist import POPULAR_REASON
 
 
 @dataclass
@@ -82,7 +26,7 @@ class BuiltPlaylists:
 
 
 def build_playlists(
-    settings: Settings,
+    policy: PlaylistPolicy,
     model: ALSModel,
     data: TrainingData,
     user_rows: np.ndarray,
@@ -91,8 +35,8 @@ def build_playlists(
     """Personal playlists (with a reason per track) of the listeners at ``user_rows``, and
     popular playlists of the ``newcomers`` (ids of listeners without usable history)."""
     built = BuiltPlaylists()
-    length = settings.playlist_length
-    pipeline = pipeline_for(settings, model, data.track_artist, data.track_listeners)
+    length = policy.rules.length
+    pipeline = policy.pipeline(model, data.track_artist, data.track_listeners)
     # A thumbs-down is the only negative confidence (jobs/aggregate.py).
     blocks = pipeline.personal(
         np.asarray(user_rows, dtype=np.int64), data.known, thumbs_down=data.matrix.user_items < 0

@@ -26,10 +26,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.db import sessions
 from recsys.db import repository
 from recsys.db.models import WeeklyRun
 from recsys.settings import Settings
@@ -106,13 +106,10 @@ class Lease:
         return None
 
 
-class LeaseLost(RuntimeError):
-    """The run is no longer ours: it was abandoned, cancelled or has ended."""
-
-
 @contextmanager
-def holding(settings: Settings, run_id: int, owner: str) -> Iterator[threading.Event]:
-    """Renew the run's lease every ``run_heartbeat_seconds`` while the body runs.
+def holding(db: Any, run_id: int, owner: str, every: float) -> Iterator[threading.Event]:
+    """Renew the run's lease every ``every`` seconds (``run_heartbeat_seconds``) while the
+    body runs, in the database ``db`` (a session factory).
 
     Yields an event that is set when a renewal finds the run no longer held by ``owner``
     (it was abandoned or cancelled by force): the steps then stop at their next check.
@@ -122,9 +119,9 @@ def holding(settings: Settings, run_id: int, owner: str) -> Iterator[threading.E
     stop = threading.Event()
 
     def renew() -> None:
-        while not stop.wait(settings.run_heartbeat_seconds):
+        while not stop.wait(every):
             try:
-                with sessions(settings).begin() as session:
+                with db.begin() as session:
                     held = repository.renew_lease(session, run_id, owner)
             except SQLAlchemyError as exc:
                 log.warning("could not renew the lease of weekly run #%d: %s", run_id, exc)

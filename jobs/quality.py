@@ -1,7 +1,9 @@
-"""Offline quality of the shipped configuration on a week's aggregates: evaluation and tuning.
+"""Offline quality of the shipped configuration on a week's aggregates: the validation
+gate's holdout metrics, evaluation and tuning.
 
-``cratedigger evaluate`` and ``cratedigger tune`` (``cli/quality.py``) call these
-functions; the validation gate (``jobs/gate.py``) uses the same time split.
+``cratedigger evaluate`` and ``cratedigger tune`` (``cli/quality.py``) call
+:func:`evaluate_week` and :func:`tune_week`; the weekly run's gate step calls
+:func:`holdout_metrics`, which uses the same time split.
 
 Splits of the week's aggregates (one row per listener and track, :func:`week_split`):
 
@@ -25,18 +27,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-from jobs.generation import playlist_rules
-from jobs.training import resolve_als_params, tuned_params_path
+from jobs.training import ResolvedParams, attach_cold_start
+from jobs.week import PlaylistPolicy, Storage
 from recsys.als import ALSModel, ALSParams, train_als
 from recsys.contract import week_cutoff
-from recsys.evaluation import evaluate, leave_k_out, time_split
+from recsys.evaluation import evaluate, leave_k_out, ndcg_at_k, recall_at_k, time_split
 from recsys.matrix import InteractionMatrix
 from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
@@ -52,6 +54,9 @@ from recsys.tuning import (
     random_search,
     save_tuned_params,
 )
+
+if TYPE_CHECKING:
+    from jobs.aggregate import AggregationPaths
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +83,8 @@ class WeekSplit:
         int64 (n_tracks,): training listeners with a positive confidence per track.
     description : str
         The split in words, for reports.
-    aggregation : str
-        The week's aggregation folder the split was read from (``jobs.training.week_paths``).
+    source : AggregationPaths or None
+        The aggregation the split was read from (its catalog gives the cold-start content).
     """
 
     user_ids: np.ndarray
@@ -90,7 +95,7 @@ class WeekSplit:
     track_artist: np.ndarray
     listeners: np.ndarray
     description: str
-    aggregation: str
+    source: AggregationPaths | None = None
 
     @property
     def test_rows(self) -> sp.csr_matrix:
@@ -110,7 +115,7 @@ class WeekSplit:
 
 
 def week_split(
-    settings: Settings,
+    paths: AggregationPaths,
     week_start: dt.date,
     *,
     method: str = "time",
@@ -118,10 +123,8 @@ def week_split(
     k_out: int = 10,
     seed: int = 0,
     validation: bool = False,
-    aggregation: str | None = None,
 ) -> WeekSplit:
-    """Split the week's aggregation ``aggregation`` (default: its newest) as described in
-    the module.
+    """Split the week's aggregation at ``paths`` as described in the module.
 
     Raises
     ------
@@ -129,23 +132,19 @@ def week_split(
         If ``method`` is unknown, ``holdout_days`` or ``k_out`` is below 1, or the week has
         no aggregates (the message says how to make them).
     """
-    from jobs.training import resolve_aggregation, week_paths
-
     if method not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {method!r}")
     if holdout_days < 1 or k_out < 1:
         raise ValueError(f"holdout_days and k_out must be >= 1, got {holdout_days}, {k_out}")
-    aggregation = resolve_aggregation(settings, week_start, aggregation)
-    root = week_paths(settings, week_start, aggregation).root
-    if not (root / "interactions").exists():
+    if not paths.interactions.exists():
         raise ValueError(
-            f"no aggregates for the week of {week_start} in {settings.data_dir}; pass --data "
-            "DIR, or run `cratedigger aggregate --data DIR --week W` first"
+            f"no aggregates for the week of {week_start} in {paths.root}; pass --data DIR, or "
+            "run `cratedigger aggregate --data DIR --week W` first"
         )
     table = pq.read_table(
-        root / "interactions", columns=["user_id", "track_id", "confidence", "first_event_at"]
+        paths.interactions, columns=["user_id", "track_id", "confidence", "first_event_at"]
     )
-    tracks = pq.read_table(root / "tracks", columns=["track_id", "artist_id"])
+    tracks = pq.read_table(paths.tracks, columns=["track_id", "artist_id"])
     users = table.column("user_id").to_numpy(zero_copy_only=False).astype(str)
     items = table.column("track_id").to_numpy(zero_copy_only=False).astype(str)
     confidence = table.column("confidence").to_numpy().astype(np.float32)
@@ -202,7 +201,7 @@ def week_split(
         track_artist=track_artist.astype(np.int64),
         listeners=listeners,
         description=description,
-        aggregation=aggregation,
+        source=paths,
     )
 
 
@@ -225,31 +224,68 @@ def popular_lists(split: WeekSplit, rules: PlaylistRules, block: int = 2048) -> 
     return pipeline.columns(split.eval_users, split.train)
 
 
-def split_playlists(settings: Settings, model: ALSModel, split: WeekSplit) -> np.ndarray:
+def split_playlists(policy: PlaylistPolicy, model: ALSModel, split: WeekSplit) -> np.ndarray:
     """int64 (len(eval_users), length): the evaluated listeners' playlists from ``model``,
-    built by the pipeline the weekly run publishes with (:func:`jobs.generation.pipeline_for`)."""
-    from jobs.generation import pipeline_for
-
-    pipeline = pipeline_for(settings, model, split.track_artist, split.listeners)
+    built by the pipeline the weekly run publishes with (:meth:`PlaylistPolicy.pipeline`)."""
+    pipeline = policy.pipeline(model, split.track_artist, split.listeners)
     # A thumbs-down is the only negative confidence (jobs/aggregate.py).
     return pipeline.columns(split.eval_users, split.train, thumbs_down=split.train < 0)
 
 
 def shipped_lists(
-    settings: Settings, week_start: dt.date, split: WeekSplit, params: ALSParams
+    policy: PlaylistPolicy, split: WeekSplit, params: ALSParams
 ) -> tuple[ALSModel, np.ndarray]:
-    """Train ``params`` on the split, with cold-start factors from the week's content, and
-    build the evaluated listeners' playlists the way the weekly run does."""
-    from jobs.training import attach_cold_start
-
+    """Train ``params`` on the split, with cold-start factors from the content of the
+    split's aggregation, and build the evaluated listeners' playlists the way the weekly
+    run does."""
     model = train_als(split.matrix(), params)
-    model = attach_cold_start(settings, week_start, model, split.listeners, split.aggregation)
-    return model, split_playlists(settings, model, split)
+    if split.source is not None:
+        model = attach_cold_start(model, split.listeners, split.source, policy)
+    return model, split_playlists(policy, model, split)
+
+
+def holdout_metrics(
+    paths: AggregationPaths,
+    week_start: dt.date,
+    policy: PlaylistPolicy,
+    params: ALSParams,
+    holdout_days: int,
+) -> dict[str, Any]:
+    """NDCG@K and recall@K of the week's model kind and of popularity on the last
+    ``holdout_days`` of the week's aggregation at ``paths``: what the validation gate decides on.
+
+    The week's model is judged the way the product is used: a model of the same kind
+    (``params``) is trained on the pairs a listener first met before ``week start -
+    holdout_days`` and must rank the tracks each listener discovered (first played
+    positively) in those last days, in the playlists of the ``policy``'s pipeline (cold-start
+    slots from the same content, the same re-ranking and artist cap). The same split scores
+    the most-popular baseline. The held-out pairs' confidence is as aggregated at the week's
+    cut-off (counts are not split by time); only pairs first met before the holdout cut-off
+    enter the model.
+    """
+    split = week_split(paths, week_start, holdout_days=holdout_days)
+    holdout_cutoff = week_cutoff(week_start) - dt.timedelta(days=holdout_days)
+    result: dict[str, Any] = {
+        "holdout_cutoff": holdout_cutoff.isoformat(),
+        "holdout_listeners": len(split.eval_users),
+    }
+    if len(split.eval_users) == 0 or split.train.nnz == 0:
+        return result
+    k, truth = policy.rules.length, split.test_rows
+    recommended = {
+        "model": shipped_lists(policy, split, params)[1],
+        "popular": popular_lists(split, policy.rules),
+    }
+    for name, columns in recommended.items():
+        result[name] = {
+            f"ndcg@{k}": ndcg_at_k(columns, truth),
+            f"recall@{k}": recall_at_k(columns, truth),
+        }
+    return result
 
 
 def evaluate_week(
     settings: Settings,
-    week_start: dt.date,
     split: WeekSplit,
     *,
     step: Callable[[str], None] | None = None,
@@ -263,13 +299,13 @@ def evaluate_week(
         :func:`recsys.evaluation.evaluate` of its lists.
     """
     _require_listeners(split)
-    resolved = resolve_als_params(settings)
-    rules = playlist_rules(settings)
+    resolved = ResolvedParams.of(settings)
+    policy = PlaylistPolicy.of(settings)
     lists: dict[str, np.ndarray] = {}
-    _, lists["shipped"] = shipped_lists(settings, week_start, split, resolved.params)
+    _, lists["shipped"] = shipped_lists(policy, split, resolved.params)
     if step is not None:
         step("shipped configuration")
-    lists["most popular"] = popular_lists(split, rules)
+    lists["most popular"] = popular_lists(split, policy.rules)
     if step is not None:
         step("most popular")
     methods = {
@@ -311,18 +347,13 @@ def tune_week(
     (tuned, path)
     """
     _require_listeners(split)
-    untuned = resolve_als_params(settings.model_copy(update={"use_tuned_params": False}))
+    untuned = ResolvedParams.of(settings.model_copy(update={"use_tuned_params": False}))
     # The search compares models, not re-rankers: the pipeline cuts with length and cap only.
-    rules = playlist_rules(settings).baseline()
+    policy = PlaylistPolicy.of(settings)
+    baseline = replace(policy, rules=policy.rules.baseline())
 
     def pipeline_of(model: ALSModel) -> PlaylistPipeline:
-        return PlaylistPipeline(
-            rules,
-            model,
-            split.track_artist,
-            split.listeners,
-            block_size=settings.generate_block_size,
-        )
+        return baseline.pipeline(model, split.track_artist, split.listeners)
 
     objective = playlist_ndcg_objective(
         split.matrix(), split.train, split.test_rows, split.eval_users, pipeline_of
@@ -355,6 +386,6 @@ def tune_week(
             "trials": [trial.to_dict() for trial in results],
         },
     )
-    path = save_tuned_params(tuned_params_path(settings), tuned)
+    path = save_tuned_params(Storage.of(settings).tuned_params, tuned)
     log.info("tuned parameters %s (score %.4f) saved to %s", best.params, best.score, path)
     return tuned, path

@@ -10,12 +10,14 @@ run's id together with the chunk's ``job_runs`` row in one transaction (a retrie
 replaces its own rows), and :func:`step_publish` switches the week to the run in one
 transaction. Until then readers keep seeing the previously published run.
 
-Chunks cut one fixed list of listeners (:func:`jobs.generation.listener_plan`): first every
-listener with a personal playlist (model rows, in order), then the listeners of the users
-table without usable history, who get a popular playlist (sorted by id). The list depends
-only on the week's aggregates and settings, so a retried chunk rebuilds exactly its own
-listeners. Training data and training live in :mod:`jobs.training`, playlist building in
-:mod:`jobs.generation`.
+The steps are the only functions of ``jobs/`` below the command line and the Celery tasks
+that read the settings: each reads them once into typed objects (:class:`StepContext`,
+:class:`jobs.week.Storage`, :class:`jobs.week.PlaylistPolicy`, the ALS parameters) and opens
+the run's :class:`jobs.week.Week` once per process. Chunks cut the week's one fixed list of
+listeners (:meth:`jobs.week.PlaylistPolicy.plan`): first every listener with a personal
+playlist (model rows, in order), then the listeners of the users table without usable
+history, who get a popular playlist (sorted by id). The list depends only on the week's
+aggregates and settings, so a retried chunk rebuilds exactly its own listeners.
 """
 
 from __future__ import annotations
@@ -38,21 +40,14 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from jobs import lease
 from jobs.db import require_schema, sessions
 from jobs.errors import describe_error
-from jobs.generation import build_playlists, listener_plan
-from jobs.training import (
-    LEGACY_AGGREGATION,
-    aggregate_week,
-    cached_model,
-    cached_training_data,
-    load_catalog,
-    load_training_data,
-    remove_aggregations,
-    resolve_aggregation,
-    train_week,
-)
+from jobs.generation import build_playlists
+from jobs.training import ResolvedParams, cached_model, train_week
+from jobs.week import LEGACY_AGGREGATION, PlaylistPolicy, Storage, Week, load_catalog, open_week
+from recsys.contract import week_cutoff
 from recsys.db import repository
 from recsys.db.models import ModelVersion, WeeklyRun, WeekPublication
 from recsys.db.repository import RunNotActive
+from recsys.gate import GateDecision, GateThresholds, decide
 from recsys.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -129,14 +124,23 @@ def start_run(
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step knows of its run, read when the step begins."""
+    """What a step knows of its run, read when the step begins, and the settings it needs
+    as typed objects."""
 
     run_id: int
     week_start: dt.date
     data_dir: Path
     model_version: str | None
-    #: The run's aggregation folder (``jobs.training.week_paths``), once it has one.
+    #: The run's aggregation folder (:meth:`jobs.week.Storage.paths`), once it has one.
     aggregation: str | None
+    #: The database's session factory.
+    db: Any
+    storage: Storage
+    policy: PlaylistPolicy
+
+    def week(self) -> Week:
+        """The run's week, opened once per process and aggregation."""
+        return open_week(self.storage, self.policy, self.week_start, self.aggregation)
 
 
 class _Outcome:
@@ -155,7 +159,8 @@ def _step(
     """Record a step: running, then succeeded (the body may finish it inside its own
     transaction) or failed with the error, in one line. A cancelled, abandoned or ended
     run does nothing. The run's lease is renewed while the step runs."""
-    with sessions(settings).begin() as session:
+    db = sessions(settings)
+    with db.begin() as session:
         run = repository.get_weekly_run(session, run_id)
         if run is None:
             raise ValueError(f"no weekly run #{run_id}")
@@ -173,27 +178,28 @@ def _step(
             data_dir=Path(run.data_dir),
             model_version=run.model_version,
             aggregation=run.aggregation,
+            db=db,
+            storage=Storage.of(settings),
+            policy=PlaylistPolicy.of(settings),
         )
         owner = run.owner or ""
     outcome = _Outcome()
-    with lease.holding(settings, run_id, owner):
+    with lease.holding(db, run_id, owner, settings.run_heartbeat_seconds):
         try:
             yield context, outcome
         except Exception as exc:
-            _record_failure(settings, run_id, name, chunk, exc)
+            _record_failure(db, run_id, name, chunk, exc)
             raise
     if not outcome.finished:
-        with sessions(settings).begin() as session:
+        with db.begin() as session:
             repository.finish_step(session, run_id, name, chunk=chunk, counts=outcome.counts)
 
 
-def _record_failure(
-    settings: Settings, run_id: int, name: str, chunk: int, exc: BaseException
-) -> None:
+def _record_failure(db: Any, run_id: int, name: str, chunk: int, exc: BaseException) -> None:
     """Mark the step failed; if even that fails (the database is away, the disk is full),
     log it and let the original error through: the run's lease expires by itself."""
     try:
-        with sessions(settings).begin() as session:
+        with db.begin() as session:
             repository.finish_step(
                 session, run_id, name, chunk=chunk, status="failed", error=describe_error(exc)
             )
@@ -207,17 +213,58 @@ def _record_failure(
         )
 
 
+def aggregate(
+    settings: Settings, data_dir: Path, week_start: dt.date, aggregation: str | None = None
+) -> dict[str, Any]:
+    """Run the Spark aggregation of ``data_dir`` for the week on ``settings.spark_master``
+    into the week's folder ``aggregation`` (replaced whole if it exists), with the web
+    app's thumbs given before the cut-off.
+
+    Without ``aggregation`` (the ``aggregate``, ``evaluate`` and ``tune`` commands), into
+    a new ``cli-<time>`` folder, which then replaces the week's earlier ``cli-`` ones; the
+    folders of weekly runs are left alone.
+    """
+    import shutil
+
+    from jobs.aggregate import AggregationParams, run_aggregation
+    from jobs.feedback import export_feedback
+    from jobs.spark import get_spark
+
+    manual = aggregation is None
+    if aggregation is None:
+        aggregation = f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"
+    storage = Storage.of(settings)
+    paths = storage.paths(week_start, aggregation)
+    for folder in (paths.root, paths.quarantine):
+        if folder.exists():  # a retried step starts again from nothing
+            shutil.rmtree(folder)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    spark = get_spark(settings.spark_master, shuffle_partitions=settings.spark_shuffle_partitions)
+    params = AggregationParams.from_settings(settings, week_cutoff(week_start))
+    feedback, thumbs = export_feedback(
+        sessions(settings), storage.feedback(week_start, aggregation), week_start
+    )
+    summary = run_aggregation(spark, data_dir, paths, params, extra_thumbs=feedback)
+    if manual:
+        storage.remove(week_start, {aggregation}, prefix="cli-")
+    return asdict(summary) | {
+        "quarantined_total": summary.quarantined_total,
+        "web_thumbs_exported": thumbs,
+        "aggregation": aggregation,
+    }
+
+
 def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
     """Spark aggregation of the run's data directory into the run's own aggregation
     folder, then the catalog into the database."""
     aggregation = f"run-{run_id}"
     with _step(settings, run_id, "aggregate") as (step, outcome):
-        with sessions(settings).begin() as session:
+        with step.db.begin() as session:
             run = repository.get_weekly_run(session, run_id)
             assert run is not None
             run.aggregation = aggregation
-        summary = aggregate_week(settings, step.data_dir, step.week_start, aggregation)
-        catalog = load_catalog(settings, step.week_start, aggregation)
+        summary = aggregate(settings, step.data_dir, step.week_start, aggregation)
+        catalog = load_catalog(step.db, step.storage.paths(step.week_start, aggregation))
         outcome.counts = {
             "events_read": summary["events_read"],
             "duplicates_dropped": summary["duplicates_dropped"],
@@ -236,38 +283,55 @@ def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
 def step_train(settings: Settings, run_id: int, *, show_progress: bool = False) -> str:
     """Train and record the week's model; returns its version."""
     with _step(settings, run_id, "train") as (step, outcome):
-        data = load_training_data(settings, step.week_start, step.aggregation)
+        week = step.week()
         model = train_week(
-            settings,
-            step.week_start,
-            data,
-            aggregation=step.aggregation,
+            week,
+            ResolvedParams.of(settings),
+            step.db,
+            settings.models_dir,
             show_progress=show_progress,
         )
         version = str(model.metadata["version"])
-        with sessions(settings).begin() as session:
+        with step.db.begin() as session:
             run = repository.get_weekly_run(session, run_id)
             assert run is not None
             run.model_version = version
         outcome.counts = {
             "model_version": version,
-            "listeners": int(data.matrix.shape[0]),
-            "interactions": int(data.matrix.user_items.nnz),
+            "listeners": int(week.data.matrix.shape[0]),
+            "interactions": int(week.data.matrix.user_items.nnz),
         }
     return version
 
 
 def step_gate(settings: Settings, run_id: int) -> dict[str, Any]:
     """Compare the run's model with the previous published model and with popularity on a
-    recent holdout; a model that falls below either is not published (GateRejected)."""
-    from jobs.gate import evaluate_for_gate
+    recent holdout (:func:`jobs.quality.holdout_metrics`); a model that falls below either
+    is not published (GateRejected)."""
+    from jobs.quality import holdout_metrics
 
     with _step(settings, run_id, "gate") as (step, outcome):
         assert step.model_version is not None, "the gate runs after training"
-        decision, metrics = evaluate_for_gate(
-            settings, step.week_start, step.model_version, step.aggregation
+        metrics = holdout_metrics(
+            step.storage.paths(step.week_start, step.aggregation),
+            step.week_start,
+            step.policy,
+            ResolvedParams.of(settings).params,
+            settings.gate_holdout_days,
         )
-        with sessions(settings).begin() as session:
+        with step.db.begin() as session:
+            if "model" in metrics:
+                thresholds = GateThresholds(
+                    metric=f"ndcg@{step.policy.rules.length}",
+                    min_vs_popular=settings.gate_min_vs_popular,
+                    min_vs_previous=settings.gate_min_vs_previous,
+                )
+                previous = repository.published_model_before(session, step.week_start)
+                before = (previous.metrics or {}).get("model") if previous is not None else None
+                decision = decide(metrics["model"], metrics["popular"], before, thresholds)
+            else:
+                decision = GateDecision(True, "no holdout listeners: nothing to compare, published")
+            log.info("gate for %s: %s", step.model_version, decision.reason)
             model = session.get(ModelVersion, step.model_version)
             assert model is not None
             model.metrics = metrics
@@ -293,33 +357,26 @@ def plan_chunks(settings: Settings, run_id: int) -> int:
         if run is None:
             raise ValueError(f"no weekly run #{run_id}")
         week_start, aggregation = run.week_start, run.aggregation
-    data = cached_training_data(settings, week_start, aggregation)
-    personal, newcomers = listener_plan(settings, data)
-    return max(1, -(-(len(personal) + len(newcomers)) // settings.generate_chunk_size))
+    return Week.of(settings, week_start, aggregation).n_chunks
 
 
 def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str, int]:
     """Write the playlists of one chunk of listeners, idempotently."""
     with _step(settings, run_id, "generate", chunk) as (step, outcome):
-        data = cached_training_data(settings, step.week_start, step.aggregation)
-        with sessions(settings)() as session:
+        week = step.week()
+        with step.db() as session:
             model_row = session.get(ModelVersion, step.model_version)
             assert model_row is not None
             artifact = model_row.artifact_path
-        model = cached_model(artifact)
-        personal, newcomers = listener_plan(settings, data)
-        size = settings.generate_chunk_size
-        first, stop = chunk * size, (chunk + 1) * size
-        chunk_rows = personal[first:stop]
-        chunk_newcomers = newcomers[max(0, first - len(personal)) : max(0, stop - len(personal))]
-        built = build_playlists(settings, model, data, chunk_rows, chunk_newcomers)
+        rows, newcomers = week.chunk(chunk)
+        built = build_playlists(week.policy, cached_model(artifact), week.data, rows, newcomers)
         counts = {
             "playlists": len(built.playlists),
             "short": built.short,
             "cold_tracks": built.cold_tracks,
             "popular": built.popular,
         }
-        with sessions(settings).begin() as session:
+        with step.db.begin() as session:
             counts["playlist_tracks"] = repository.replace_week_playlists(
                 session, step.week_start, model_row.version, built.playlists, run_id
             )
@@ -334,7 +391,7 @@ def step_publish(settings: Settings, run_id: int, n_chunks: int) -> dict[str, An
     """Publish the week if every chunk succeeded and the run is still ours, in one
     transaction; then delete the week's other aggregations."""
     with _step(settings, run_id, "publish") as (step, outcome):
-        with sessions(settings).begin() as session:
+        with step.db.begin() as session:
             statuses = repository.chunk_statuses(session, run_id)
             missing = [c for c in range(n_chunks) if statuses.get(c) != "succeeded"]
             if missing:
@@ -344,15 +401,15 @@ def step_publish(settings: Settings, run_id: int, n_chunks: int) -> dict[str, An
             repository.finish_step(session, run_id, "publish", counts={"playlists": visible})
         outcome.finished = True
     log.info("weekly run #%d published %d playlists for %s", run_id, visible, step.week_start)
-    _remove_unused_aggregations(settings, step.week_start)
+    _remove_unused_aggregations(step.db, step.storage, step.week_start)
     return {"playlists": visible}
 
 
-def _remove_unused_aggregations(settings: Settings, week_start: dt.date) -> None:
+def _remove_unused_aggregations(db: Any, storage: Storage, week_start: dt.date) -> None:
     """Keep the published run's aggregation and those of the week's active runs."""
-    with sessions(settings)() as session:
+    with db() as session:
         keep = {
-            resolve_aggregation(settings, week_start, key)
+            storage.resolve(week_start, key)
             for key in session.scalars(
                 select(WeeklyRun.aggregation)
                 .join(WeekPublication, WeekPublication.weekly_run_id == WeeklyRun.id)
@@ -367,7 +424,7 @@ def _remove_unused_aggregations(settings: Settings, week_start: dt.date) -> None
             if key is not None
         }
     if keep:
-        remove_aggregations(settings, week_start, keep)
+        storage.remove(week_start, keep)
 
 
 def fail_run(settings: Settings, run_id: int, error: BaseException | str) -> None:
@@ -459,12 +516,12 @@ def _publish(settings: Settings, report: WeekReport, n_chunks: int) -> None:
     report.status = "succeeded"
 
 
-def _write_report(settings: Settings, report: WeekReport) -> None:
+def _write_report(runs_dir: Path, report: WeekReport) -> None:
     """``runs/run-<id>.json``, best effort: failing to write it (a read-only data
     directory) must not hide why the run itself failed."""
     try:
-        settings.runs_dir.mkdir(parents=True, exist_ok=True)
-        target = settings.runs_dir / f"run-{report.run_id}.json"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        target = runs_dir / f"run-{report.run_id}.json"
         partial = target.with_suffix(".json.partial")
         partial.write_text(report.to_json())
         partial.replace(target)
@@ -518,7 +575,7 @@ def run_in_process(
         _failed(settings, report, exc)
         raise
     finally:
-        _write_report(settings, report)
+        _write_report(settings.runs_dir, report)
     return report
 
 
@@ -528,7 +585,8 @@ def generate_and_publish(
     """Build and publish the week's playlists with the week's newest trained model and
     newest aggregation, without aggregating, training or gating again (an operator's
     explicit choice)."""
-    with sessions(settings)() as session:
+    db = sessions(settings)
+    with db() as session:
         model_row = repository.newest_model_version(session, week_start)
     if model_row is None:
         raise ValueError(f"no model trained for the week of {week_start}; run `cratedigger train`")
@@ -536,11 +594,11 @@ def generate_and_publish(
     report.run_id = start_run(settings, settings.events_source, week_start, "cli-generate")
     report.model_version = model_row.version
     try:
-        with sessions(settings).begin() as session:
+        with db.begin() as session:
             run = repository.get_weekly_run(session, report.run_id)
             assert run is not None
             run.model_version = model_row.version
-            run.aggregation = resolve_aggregation(settings, week_start)
+            run.aggregation = Storage.of(settings).resolve(week_start)
         n_chunks = _generate_all_chunks(settings, report, progress)
         _publish(settings, report, n_chunks)
     except BaseException as exc:
@@ -556,7 +614,8 @@ def regenerate_listener(settings: Settings, user_id: str, week_start: dt.date) -
     Returns the number of tracks written. Raises ValueError if the week is not published or
     the listener gets no playlist in it (no history, and no popular playlist either).
     """
-    with sessions(settings)() as session:
+    db = sessions(settings)
+    with db() as session:
         publication = session.get(WeekPublication, week_start)
         if publication is None:
             raise ValueError(f"the week of {week_start} has not been published")
@@ -568,17 +627,16 @@ def regenerate_listener(settings: Settings, user_id: str, week_start: dt.date) -
         assert published_run is not None
         # Runs from before per-run aggregations read the week's folder itself.
         aggregation = published_run.aggregation or LEGACY_AGGREGATION
-    data = cached_training_data(settings, week_start, aggregation)
+    week = Week.of(settings, week_start, aggregation)
     model = cached_model(artifact)
-    personal, newcomers = listener_plan(settings, data)
-    rows = data.matrix.user_index([user_id])
-    if rows[0] >= 0 and np.isin(rows[0], personal):
-        built = build_playlists(settings, model, data, rows)
-    elif np.isin(user_id, newcomers):
-        built = build_playlists(settings, model, data, rows[:0], np.asarray([user_id]))
+    rows = week.data.matrix.user_index([user_id])
+    if rows[0] >= 0 and np.isin(rows[0], week.personal):
+        built = build_playlists(week.policy, model, week.data, rows)
+    elif np.isin(user_id, week.newcomers):
+        built = build_playlists(week.policy, model, week.data, rows[:0], np.asarray([user_id]))
     else:
         raise ValueError(f"listener {user_id!r} has no history before the week of {week_start}")
-    with sessions(settings).begin() as session:
+    with db.begin() as session:
         return repository.replace_week_playlists(
             session, week_start, version, built.playlists, run_id
         )

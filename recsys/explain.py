@@ -25,6 +25,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -174,39 +175,20 @@ def explain_anchors(
             columns[:, :, None] != pick_rows[:, None, :]
         )
         warm_rows = present_pick[rows] & ~pick_cold[rows]
-        cosine = unit_factors[columns] @ unit_factors[pick_rows].transpose(0, 2, 1)
-        best, best_cosine = _best(np.where(usable, cosine, -np.inf))
-        named = warm_rows & (best_cosine >= min_similarity)
-        _store(
-            rows,
-            warm_rows,
-            named,
-            columns,
-            best,
-            best_cosine,
-            Reason.BECAUSE_YOU_PLAYED,
-            anchors,
-            kinds,
-            strength,
-        )
-
-        cold_rows = pick_cold[rows]
-        if cold_rows.any():
-            cosine = cold_space[columns] @ cold_space[pick_rows].transpose(0, 2, 1)
+        for scored, space, threshold, reason in (
+            (warm_rows, unit_factors, min_similarity, Reason.BECAUSE_YOU_PLAYED),
+            (pick_cold[rows], cold_space, cold_threshold, Reason.NEW_SIMILAR_TO),
+        ):
+            if not scored.any():
+                continue
+            cosine = space[columns] @ space[pick_rows].transpose(0, 2, 1)
             best, best_cosine = _best(np.where(usable, cosine, -np.inf))
-            similar = cold_rows & (best_cosine >= cold_threshold)
-            _store(
-                rows,
-                cold_rows,
-                similar,
-                columns,
-                best,
-                best_cosine,
-                Reason.NEW_SIMILAR_TO,
-                anchors,
-                kinds,
-                strength,
-            )
+            named = scored & (best_cosine >= threshold)
+            anchor = np.take_along_axis(columns, best, axis=1)
+            # The strength where scored (NaN where no usable played track), named anchors.
+            _set_rows(strength, rows, scored, best_cosine[scored])
+            _set_rows(anchors, rows, named, anchor[named])
+            _set_rows(kinds, rows, named, reason)
     log.debug(
         "explained %d tracks for %d listeners: %d named a played track",
         int(present_pick.sum()),
@@ -226,29 +208,16 @@ def _best(
     return best.astype(np.int64), top
 
 
-def _store(
+def _set_rows(
+    target: npt.NDArray[Any],
     rows: npt.NDArray[np.int64],
-    scored: npt.NDArray[np.bool_],
-    named: npt.NDArray[np.bool_],
-    columns: npt.NDArray[np.int64],
-    best: npt.NDArray[np.int64],
-    value: npt.NDArray[np.float64],
-    reason: Reason,
-    anchors: npt.NDArray[np.int64],
-    kinds: npt.NDArray[np.int8],
-    strength: npt.NDArray[np.float32],
+    where: npt.NDArray[np.bool_],
+    values: Any,
 ) -> None:
-    """Write one chunk's strengths (where ``scored``) and named anchors (where ``named``)."""
-    anchor = np.take_along_axis(columns, best, axis=1)
-    block_strength = strength[rows]
-    block_strength[scored] = value[scored]  # NaN where no usable played track
-    strength[rows] = block_strength
-    block_anchors = anchors[rows]
-    block_anchors[named] = anchor[named]
-    anchors[rows] = block_anchors
-    block_kinds = kinds[rows]
-    block_kinds[named] = reason
-    kinds[rows] = block_kinds
+    """``target[rows][where] = values``, written back (indexing by ``rows`` copies)."""
+    block = target[rows]
+    block[where] = values
+    target[rows] = block
 
 
 def _unit_rows(matrix: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:

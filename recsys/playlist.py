@@ -23,7 +23,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from recsys.recommender import Recommender
-from recsys.rerank import mmr_rerank, popularity_prior, reserve_cold_slots
+from recsys.rerank import mmr_rerank, occurrence_rank, popularity_prior, reserve_cold_slots
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def top_candidates(
         candidate_scores = np.take_along_axis(candidate_scores, order, axis=1)
         finite = np.isfinite(candidate_scores)
         usable = np.cumsum(
-            _artist_cap_mask(track_artist[candidates], max_per_artist) & finite, axis=1
+            (occurrence_rank(track_artist[candidates]) < max_per_artist) & finite, axis=1
         )
         enough = usable[:, -1] >= length
         # Which of several tracks tied at the pool's lowest score argpartition kept is
@@ -315,7 +315,7 @@ def select_with_artist_cap(
     chosen = np.full((n_rows, length), np.nan, dtype=np.float32)
     if candidates.shape[1] == 0:
         return columns, chosen
-    keep = _artist_cap_mask(track_artist[np.maximum(candidates, 0)], cap) & (candidates >= 0)
+    keep = (occurrence_rank(track_artist[np.maximum(candidates, 0)]) < cap) & (candidates >= 0)
     keep &= np.cumsum(keep, axis=1) <= length
     # Kept candidates first, in score order; then slice to the playlist length.
     picked = np.argsort(~keep, axis=1, kind="stable")[:, :length]
@@ -324,24 +324,6 @@ def select_with_artist_cap(
     columns[:, :take] = np.where(got, np.take_along_axis(candidates, picked, axis=1), -1)
     chosen[:, :take] = np.where(got, np.take_along_axis(candidate_scores, picked, axis=1), np.nan)
     return columns, chosen
-
-
-def _artist_cap_mask(artists: npt.NDArray[np.int64], cap: int) -> npt.NDArray[np.bool_]:
-    """True where the entry is among the first ``cap`` of its artist in its row (row order)."""
-    n_rows, width = artists.shape
-    keys = (
-        np.arange(n_rows, dtype=np.int64)[:, None] * (int(artists.max(initial=0)) + 1) + artists
-    ).ravel()
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.ones(len(keys), dtype=bool)
-    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    positions = np.arange(len(keys))
-    group_start = np.maximum.accumulate(np.where(starts, positions, 0))
-    occurrence = np.empty(len(keys), dtype=np.int64)
-    occurrence[order] = positions - group_start
-    mask: npt.NDArray[np.bool_] = (occurrence < cap).reshape(n_rows, width)
-    return mask
 
 
 def weakest_scores(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:

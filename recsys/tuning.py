@@ -8,7 +8,7 @@ artist-capped playlists on a validation split, never on a test fold) and keeps e
 ``tuned_params.json`` in the data directory (:func:`save_tuned_params`);
 ``benchmarks/quality.py`` runs the same search on its validation folds.
 
-Which parameters the weekly run trains with (:func:`jobs.training.resolve_als_params`),
+Which parameters the weekly run trains with (:meth:`jobs.training.ResolvedParams.of`),
 per parameter:
 
 1. a ``CRATEDIGGER_ALS_*`` variable that is set (or a keyword override of the settings);

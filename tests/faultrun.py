@@ -48,15 +48,15 @@ def _kill_on_call(owner: Any, name: str, *, call: int = 1, after: bool = False) 
 def main(argv: list[str]) -> None:
     point, separator, *arguments = argv
     assert separator == "--", "usage: python -m tests.faultrun POINT -- ARGS..."
-    import jobs.gate
     import jobs.training
+    import jobs.weekly
     from cli.main import cli
     from recsys.db import repository
 
     if point == "train":
         _kill_on_call(jobs.training, "train_als", after=True)
     elif point == "gate":
-        _kill_on_call(jobs.gate, "decide")
+        _kill_on_call(jobs.weekly, "decide")
     elif point == "generate":
         _kill_on_call(repository, "replace_week_playlists", call=2)
     elif point == "publish":

@@ -630,23 +630,15 @@ def test_transform_interactions_counts_thumbs_and_confidence(spark) -> None:
             thumb,
         ), pair
         assert row["confidence"] == pytest.approx(confidence, abs=1e-12), pair
-    # last_event_at is the later of the last play and the last thumb.
-    assert {pair: r["last_event_at"] for pair, r in actual.items()} == {
-        ("u1", "t40"): "2026-01-03 00:00:00",
-        ("u1", "t600"): "2026-01-06 00:00:00",
-        ("u2", "t40"): "2026-01-07 00:00:00",
-        ("u3", "t40"): "2026-01-08 00:00:00",
-        ("u4", "t600"): "2026-01-09 00:00:00",
-        ("u5", "t600"): "2026-01-09 00:00:00",
-    }
-    # first_event_at is the earlier of the first play and the first thumb.
-    assert {pair: r["first_event_at"] for pair, r in actual.items()} == {
-        ("u1", "t40"): "2026-01-01 00:00:00",
-        ("u1", "t600"): "2026-01-01 00:00:00",
-        ("u2", "t40"): "2026-01-04 00:00:00",
-        ("u3", "t40"): "2026-01-04 00:00:00",
-        ("u4", "t600"): "2026-01-09 00:00:00",
-        ("u5", "t600"): "2026-01-09 00:00:00",
+    # first_event_at is the earlier of the first play and the first thumb, last_event_at
+    # the later of the last play and the last thumb.
+    assert {pair: (r["first_event_at"], r["last_event_at"]) for pair, r in actual.items()} == {
+        ("u1", "t40"): ("2026-01-01 00:00:00", "2026-01-03 00:00:00"),
+        ("u1", "t600"): ("2026-01-01 00:00:00", "2026-01-06 00:00:00"),
+        ("u2", "t40"): ("2026-01-04 00:00:00", "2026-01-07 00:00:00"),
+        ("u3", "t40"): ("2026-01-04 00:00:00", "2026-01-08 00:00:00"),
+        ("u4", "t600"): ("2026-01-09 00:00:00", "2026-01-09 00:00:00"),
+        ("u5", "t600"): ("2026-01-09 00:00:00", "2026-01-09 00:00:00"),
     }
 
 

@@ -8,12 +8,12 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from jobs.generation import build_playlists, listener_plan
-from jobs.training import load_training_data, train_week, week_paths
+from jobs.generation import build_playlists
+from jobs.week import PlaylistPolicy, Storage
 from recsys.playlist import PlaylistRules, generate_playlists, mask_disliked_artists
 from recsys.settings import Settings
 from tests.test_playlist_quality import WEEK, quality_settings, stage_two_groups  # noqa: F401
-from tests.worlds import factor_model
+from tests.worlds import factor_model, train_staged
 
 #: Six tracks of three artists (0, 0, 1, 1, 2, 2).
 ARTISTS = np.array([0, 0, 1, 1, 2, 2], dtype=np.int64)
@@ -72,7 +72,7 @@ def test_generation_leaves_out_the_disliked_artist_only_when_asked() -> None:
 
 def _dislike(settings: Settings, user_id: str, track_ids: list[str]) -> None:
     """Turn the listener's rows of ``track_ids`` into thumbs-down (adding missing rows)."""
-    folder = week_paths(settings, WEEK).root / "interactions"
+    folder = Storage.of(settings).paths(WEEK).interactions
     rows = pq.read_table(folder).to_pylist()
     template = next(row for row in rows if row["user_id"] == user_id)
     existing = {(row["user_id"], row["track_id"]): row for row in rows}
@@ -93,24 +93,26 @@ def test_the_weekly_playlists_drop_an_artist_after_two_thumbs_down(
 ) -> None:
     world = stage_two_groups(quality_settings)
     user = "auser01"
-    data = load_training_data(quality_settings, WEEK)
-    model = train_week(quality_settings, WEEK, data)
-    personal, _ = listener_plan(quality_settings, data)
+    week, model = train_staged(quality_settings, WEEK)
+    data, personal = week.data, week.personal
     row = data.matrix.user_index([user])
-    before = build_playlists(quality_settings, model, data, row).playlists[0]
+    before = build_playlists(PlaylistPolicy.of(quality_settings), model, data, row).playlists[0]
     target = before.entries[0].track_id
     artist = world.artist_of_track[target]
     others = sorted(t for t, a in world.artist_of_track.items() if a == artist and t != target)[:2]
     _dislike(quality_settings, user, others)
 
-    data = load_training_data(quality_settings, WEEK)
-    model = train_week(quality_settings, WEEK, data)
+    week, model = train_staged(quality_settings, WEEK)
+    data = week.data
     row = data.matrix.user_index([user])
     off = quality_settings.model_copy(update={"artist_thumbs_down_limit": 0})
-    kept = [e.track_id for e in build_playlists(off, model, data, row).playlists[0].entries]
+    kept = [
+        e.track_id
+        for e in build_playlists(PlaylistPolicy.of(off), model, data, row).playlists[0].entries
+    ]
     assert target in kept  # without the rule the artist's last track still makes the list
     on = quality_settings.model_copy(update={"artist_thumbs_down_limit": 2})
-    built = build_playlists(on, model, data, personal)
+    built = build_playlists(PlaylistPolicy.of(on), model, data, personal)
     for playlist in built.playlists:
         tracks = {entry.track_id for entry in playlist.entries}
         known = world.known.get(playlist.user_id, set())

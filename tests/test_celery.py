@@ -193,11 +193,9 @@ def env(tmp_path: Path, postgres_url: str, redis_server: str, world: Path) -> It
 
 
 def _listeners_with_history(env: Env) -> int:
-    from jobs.generation import eligible_listener_rows
-    from jobs.training import cached_training_data
+    from jobs.week import Week
 
-    settings = env.settings()
-    return len(eligible_listener_rows(settings, cached_training_data(settings, WEEK)))
+    return len(Week.of(env.settings(), WEEK).personal)
 
 
 def _start(env: Env, week: dt.date = WEEK) -> int:

@@ -18,12 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from jobs.training import load_training_data, train_week, week_paths
+from jobs.week import Storage
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import ModelVersion
 from recsys.settings import Settings
 from recsys.tuning import SEARCH_SPACE, load_tuned_params
 from tests.test_playlist_quality import WEEK, stage_two_groups
+from tests.worlds import train_staged
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ def staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("CRATEDIGGER_GENERATE_BLOCK_SIZE", "64")
     settings = Settings(data_dir=state, playlist_length=10)
     stage_two_groups(settings, listeners_per_group=30, plays_per_listener=12)
-    interactions = week_paths(settings, WEEK).root / "interactions"
+    interactions = Storage.of(settings).paths(WEEK).interactions
     table = pq.read_table(interactions)
     rng = np.random.default_rng(1)
     start = dt.datetime.combine(WEEK, dt.time(), tzinfo=dt.UTC) - dt.timedelta(days=28)
@@ -163,7 +164,7 @@ def test_tune_saves_parameters_that_the_weekly_training_then_uses(
     from migrations import upgrade
 
     upgrade(staged.database_url)
-    model = train_week(staged, WEEK, load_training_data(staged, WEEK))
+    _, model = train_staged(staged, WEEK)
     assert model.user_factors.shape[1] == 3
     assert model.metadata["params_sources"]["tuned_file"] == str(path)
     engine = make_engine(staged.database_url)
@@ -178,6 +179,6 @@ def test_tune_saves_parameters_that_the_weekly_training_then_uses(
     from recsys.settings import load_settings
 
     explicit = load_settings()
-    model = train_week(explicit, WEEK, load_training_data(explicit, WEEK))
+    _, model = train_staged(explicit, WEEK)
     assert model.user_factors.shape[1] == 5
     assert model.params.alpha == 7.0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from migrations import downgrade, head_revision, upgrade
 from recsys.db import repository
@@ -84,6 +86,17 @@ def _seed(session) -> None:
     )
 
 
+@pytest.fixture
+def sessions(migrated_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a migrated database holding :func:`_seed`'s catalog, listeners and model."""
+    engine = make_engine(migrated_url)
+    factory = make_session_factory(engine)
+    with factory.begin() as session:
+        _seed(session)
+    yield factory
+    engine.dispose()
+
+
 def _entries(tracks: list[int]) -> list[repository.PlaylistEntry]:
     return [repository.PlaylistEntry(f"t{i}", 1.0 / (k + 1)) for k, i in enumerate(tracks)]
 
@@ -96,12 +109,9 @@ def _new_run(session, week: dt.date = WEEK) -> int:
 
 
 def test_a_retried_chunk_replaces_its_own_rows_and_publication_switches_runs(
-    migrated_url: str,
+    sessions: sessionmaker[Session],
 ) -> None:
-    engine = make_engine(migrated_url)
-    sessions = make_session_factory(engine)
     with sessions.begin() as session:
-        _seed(session)
         first = _new_run(session)
         repository.replace_week_playlists(
             session,
@@ -152,14 +162,10 @@ def test_a_retried_chunk_replaces_its_own_rows_and_publication_switches_runs(
         assert repository.latest_playlist(session, "u2") is None
         assert session.scalar(select(func.count()).select_from(Playlist)) == 1
         assert session.get(ModelVersion, "v1").status == "published"
-    engine.dispose()
 
 
-def test_one_active_run_per_week_and_one_playlist_per_run(migrated_url: str) -> None:
-    engine = make_engine(migrated_url)
-    sessions = make_session_factory(engine)
+def test_one_active_run_per_week_and_one_playlist_per_run(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as session:
-        _seed(session)
         run_id = _new_run(session)
         session.add(
             Playlist(user_id="u1", week_start=WEEK, model_version="v1", weekly_run_id=run_id)
@@ -175,18 +181,14 @@ def test_one_active_run_per_week_and_one_playlist_per_run(migrated_url: str) -> 
         repository.end_weekly_run(session, run_id, "failed", error="boom")
     with sessions.begin() as session:
         assert _new_run(session) > run_id  # the week is free again
-    engine.dispose()
 
 
 def test_latest_playlist_is_the_newest_published_week_kept_as_published(
-    migrated_url: str,
+    sessions: sessionmaker[Session],
 ) -> None:
     from tests.worlds import publish_week_playlists
 
-    engine = make_engine(migrated_url)
-    sessions = make_session_factory(engine)
     with sessions.begin() as session:
-        _seed(session)
         for week, tracks in (
             (WEEK - dt.timedelta(days=7), [1]),
             (WEEK, [2]),
@@ -210,7 +212,6 @@ def test_latest_playlist_is_the_newest_published_week_kept_as_published(
         assert repository.latest_playlist(session, "u2") is None
         assert repository.published_model_before(session, WEEK).version == "v1"
         assert repository.published_model_before(session, WEEK - dt.timedelta(days=14)) is None
-    engine.dispose()
 
 
 def test_migrations_keep_existing_playlists_visible(database_url: str) -> None:

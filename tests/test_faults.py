@@ -95,22 +95,8 @@ class Deployment:
             assert run is not None
             return run
 
-    def step_running(self, step: str) -> bool:
-        with self.sessions()() as session:
-            newest = select(func.max(WeeklyRun.id)).scalar_subquery()
-            return bool(
-                session.scalar(
-                    select(func.count())
-                    .select_from(JobRun)
-                    .where(
-                        JobRun.weekly_run_id == newest,
-                        JobRun.step == step,
-                        JobRun.status == "running",
-                    )
-                )
-            )
-
-    def chunks_done(self) -> int:
+    def newest_run_jobs(self, step: str, status: str) -> int:
+        """How many job rows of the newest run have this step and status."""
         with self.sessions()() as session:
             newest = select(func.max(WeeklyRun.id)).scalar_subquery()
             return int(
@@ -119,12 +105,18 @@ class Deployment:
                     .select_from(JobRun)
                     .where(
                         JobRun.weekly_run_id == newest,
-                        JobRun.step == "generate",
-                        JobRun.status == "succeeded",
+                        JobRun.step == step,
+                        JobRun.status == status,
                     )
                 )
                 or 0
             )
+
+    def step_running(self, step: str) -> bool:
+        return self.newest_run_jobs(step, "running") > 0
+
+    def chunks_done(self) -> int:
+        return self.newest_run_jobs("generate", "succeeded")
 
     def spark_writing(self, week: dt.date) -> Callable[[], bool]:
         """A kill condition: a new run of ``week`` has begun to write its aggregation (in

@@ -7,7 +7,9 @@ import datetime as dt
 import pyarrow.parquet as pq
 import pytest
 
+from jobs.db import sessions
 from jobs.feedback import export_feedback
+from jobs.week import Storage
 from recsys.contract import THUMBS
 from recsys.db import feedback, repository
 from recsys.db.engine import make_engine, make_session_factory
@@ -36,7 +38,9 @@ def test_export_writes_the_thumbs_before_the_cutoff(web_world, tmp_path) -> None
             rated_at=dt.datetime.combine(NEXT_WEEK, dt.time(), tzinfo=dt.UTC),
         )
     engine.dispose()
-    folder, written = export_feedback(settings, NEXT_WEEK, "run-1")
+    folder, written = export_feedback(
+        sessions(settings), Storage.of(settings).feedback(NEXT_WEEK, "run-1"), NEXT_WEEK
+    )
     assert written == 2
     table = pq.read_table(folder / "thumbs.parquet")
     assert table.schema == THUMBS.schema
@@ -51,10 +55,15 @@ def test_export_writes_the_thumbs_before_the_cutoff(web_world, tmp_path) -> None
     ]
     assert [p.name for p in folder.iterdir()] == ["thumbs.parquet"]  # no partial file left
     # Exporting again gives the same file: a re-run of the week reads the same thumbs.
-    again, written_again = export_feedback(settings, NEXT_WEEK, "run-1")
+    again, written_again = export_feedback(
+        sessions(settings), Storage.of(settings).feedback(NEXT_WEEK, "run-1"), NEXT_WEEK
+    )
     assert written_again == 2 and pq.read_table(again / "thumbs.parquet").equals(table)
     # An earlier week sees none of them.
-    assert export_feedback(settings, WEEK, "run-1")[1] == 0
+    assert (
+        export_feedback(sessions(settings), Storage.of(settings).feedback(WEEK, "run-1"), WEEK)[1]
+        == 0
+    )
 
 
 def test_newest_thumb_on_a_playlist_track_is_the_listeners_opinion(web_world) -> None:

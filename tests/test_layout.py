@@ -1,8 +1,10 @@
 """The package layout of ARCHITECTURE.md: ``benchmarks/import_graph.py`` finds no forbidden
-import between the top-level packages."""
+import between the top-level packages, and only the entry points of ``jobs/`` read the
+whole settings."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +46,38 @@ def test_a_forbidden_edge_is_named_with_its_place(tmp_path: Path) -> None:
         "forbidden: recsys -> jobs: recsys/x.py:2",
         "1 forbidden edges",
     ]
+
+
+#: Where ``jobs/`` may take the whole settings: the run's steps and their orchestration, the
+#: Celery app and tasks, the database factory, and the commands' entry points. Everything
+#: else takes typed objects (``Storage``, ``PlaylistPolicy``, ``Week``, ``ResolvedParams``...),
+#: built by their ``of(settings)`` constructors.
+SETTINGS_READERS = {
+    "weekly": None,  # every function: the step entry points and their orchestration
+    "tasks": None,
+    "celery": None,
+    "db": None,
+    "quality": {"evaluate_week", "tune_week"},
+    "aggregate": {"main", "parse_arguments"},  # the spark-submit entry point
+}
+
+
+def _takes_settings(function: ast.FunctionDef) -> bool:
+    arguments = [*function.args.posonlyargs, *function.args.args, *function.args.kwonlyargs]
+    return any(
+        argument.annotation is not None and "Settings" in ast.unparse(argument.annotation)
+        for argument in arguments
+    )
+
+
+def test_below_the_step_entry_points_no_function_of_jobs_takes_the_whole_settings() -> None:
+    offenders = []
+    for path in sorted((ROOT / "jobs").glob("*.py")):
+        allowed = SETTINGS_READERS.get(path.stem, set())
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef) or not _takes_settings(node):
+                continue
+            if allowed is None or node.name in allowed or node.name in ("of", "from_settings"):
+                continue
+            offenders.append(f"jobs/{path.name}:{node.lineno} {node.name}")
+    assert offenders == []

@@ -153,14 +153,13 @@ def test_cancel_asks_a_live_run_ends_a_forced_or_dead_one(sessions) -> None:
 def test_holding_renews_the_heartbeat_and_notices_a_lost_run(
     migrated_url: str, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path, database_url=migrated_url, run_heartbeat_seconds=1)
     engine = make_engine(migrated_url)
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         run = repository.start_weekly_run(session, WEEK, "cli", "/d", owner="me")
         run.heartbeat_at = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
         run_id = run.id
-    with holding(settings, run_id, "me") as lost:
+    with holding(sessions, run_id, "me", every=1) as lost:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             with sessions() as session:

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from jobs.generation import build_playlists
 from jobs.quality import WeekSplit, split_playlists
-from jobs.training import TrainingData
+from jobs.week import PlaylistPolicy, TrainingData
 from recsys.als import ALSParams, train_als, with_cold_start
 from recsys.matrix import InteractionMatrix
 from recsys.settings import Settings
@@ -39,7 +39,6 @@ def _week() -> tuple[TrainingData, np.ndarray, np.ndarray]:
         matrix=matrix,
         known=known,
         track_artist=(np.arange(N_TRACKS) % N_ARTISTS).astype(np.int64),
-        eligible=listeners > 0,
         played=user_items.multiply(user_items > 0).tocsr(),
         track_listeners=listeners,
         track_titles=np.array([f"Song {i} — Artist {i % N_ARTISTS}" for i in range(N_TRACKS)]),
@@ -60,7 +59,7 @@ def test_the_gate_and_evaluate_score_exactly_the_weekly_runs_playlists() -> None
     assert model.cold_start is not None and model.cold_start.cold_mask.sum() == 40
     rows = np.arange(0, N_USERS, 3, dtype=np.int64)
 
-    weekly = build_playlists(settings, model, data, rows)
+    weekly = build_playlists(PlaylistPolicy.of(settings), model, data, rows)
     split = WeekSplit(
         user_ids=data.matrix.user_ids,
         track_ids=data.matrix.track_ids,
@@ -70,9 +69,8 @@ def test_the_gate_and_evaluate_score_exactly_the_weekly_runs_playlists() -> None
         track_artist=data.track_artist,
         listeners=data.track_listeners,
         description="the whole week",
-        aggregation="run-1",
     )
-    measured = split_playlists(settings, model, split)
+    measured = split_playlists(PlaylistPolicy.of(settings), model, split)
 
     published = [[entry.track_id for entry in p.entries] for p in weekly.playlists]
     scored = [[str(model.track_ids[c]) for c in row if c >= 0] for row in measured]

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from jobs.training import week_paths
+from jobs.week import Storage
 from jobs.weekly import run_in_process
 from migrations import upgrade
 from recsys.contract import week_start_of
@@ -164,7 +164,7 @@ def test_run_week_command_on_a_simulated_world(spark, tmp_path: Path, monkeypatc
     assert result.exit_code == 0, result.output
     settings = load_settings()
     interactions = pq.read_table(
-        week_paths(settings, next_week).root / "interactions",
+        Storage.of(settings).paths(next_week).interactions,
         filters=[("user_id", "=", "u0000000")],
     ).to_pylist()
     thumbs = {row["track_id"]: row["thumb"] for row in interactions}

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
 
-from jobs.generation import build_playlists, listener_plan
-from jobs.training import TrainingData, load_training_data, train_week, week_paths
+from jobs.generation import build_playlists
+from jobs.week import PlaylistPolicy, Storage, TrainingData
 from migrations import upgrade
 from recsys.als import ALSModel
 from recsys.db import repository
@@ -33,7 +33,7 @@ from recsys.playlist import (
     select_with_artist_cap,
 )
 from recsys.settings import Settings
-from tests.worlds import factor_model, publish_week_playlists
+from tests.worlds import factor_model, publish_week_playlists, train_staged
 
 WEEK = dt.date(2026, 11, 16)
 SEEN = dt.datetime(2026, 11, 2, 12, 0, tzinfo=dt.UTC)
@@ -149,7 +149,7 @@ def stage_two_groups(
                 interaction(user_id, group_new[group][u % len(group_new[group])], 0, -1)
     users.append({"user_id": NEWBIE, "display_name": "New here"})
 
-    root = week_paths(settings, WEEK).root
+    root = Storage.of(settings).paths(WEEK).root
     _write(
         root / "artists",
         artists,
@@ -213,8 +213,8 @@ def quality_settings(tmp_path: Path) -> Settings:
 
 def _trained(settings: Settings) -> tuple[StagedWorld, TrainingData, ALSModel]:
     world = stage_two_groups(settings)
-    data = load_training_data(settings, WEEK)
-    return world, data, train_week(settings, WEEK, data)
+    week, model = train_staged(settings, WEEK)
+    return world, week.data, model
 
 
 def test_new_tracks_enter_their_groups_playlists_within_the_cold_slots(
@@ -225,8 +225,8 @@ def test_new_tracks_enter_their_groups_playlists_within_the_cold_slots(
     cold_tracks = set(model.track_ids[model.cold_start.cold_mask])
     assert world.new_tracks <= cold_tracks
 
-    personal, newcomers = listener_plan(quality_settings, data)
-    built = build_playlists(quality_settings, model, data, personal, newcomers)
+    personal, newcomers = PlaylistPolicy.of(quality_settings).plan(data)
+    built = build_playlists(PlaylistPolicy.of(quality_settings), model, data, personal, newcomers)
     playlists = {p.user_id: p for p in built.playlists if p.kind == "personal"}
     assert set(playlists) == set(world.group_of_user)
 
@@ -248,7 +248,7 @@ def test_new_tracks_enter_their_groups_playlists_within_the_cold_slots(
 
     # Without cold slots no cold track appears at all.
     no_cold = quality_settings.model_copy(update={"cold_slots": 0})
-    plain = build_playlists(no_cold, model, data, personal)
+    plain = build_playlists(PlaylistPolicy.of(no_cold), model, data, personal)
     assert plain.cold_tracks == 0
     assert not any(e.track_id in world.new_tracks for p in plain.playlists for e in p.entries)
 
@@ -258,8 +258,8 @@ def test_nothing_known_repeats_and_every_reason_names_a_played_track(
 ) -> None:
     settings = quality_settings.model_copy(update={"mmr_diversity": 0.3})
     world, data, model = _trained(settings)
-    personal, newcomers = listener_plan(settings, data)
-    built = build_playlists(settings, model, data, personal, newcomers)
+    personal, newcomers = PlaylistPolicy.of(settings).plan(data)
+    built = build_playlists(PlaylistPolicy.of(settings), model, data, personal, newcomers)
     played_title_to_track = {title: track for track, title in world.title_of_track.items()}
     named = 0
     for playlist in built.playlists:
@@ -287,9 +287,9 @@ def test_nothing_known_repeats_and_every_reason_names_a_played_track(
 
 def test_a_listener_without_events_gets_a_popular_playlist(quality_settings: Settings) -> None:
     world, data, model = _trained(quality_settings)
-    personal, newcomers = listener_plan(quality_settings, data)
+    personal, newcomers = PlaylistPolicy.of(quality_settings).plan(data)
     assert newcomers.tolist() == [NEWBIE]
-    built = build_playlists(quality_settings, model, data, personal, newcomers)
+    built = build_playlists(PlaylistPolicy.of(quality_settings), model, data, personal, newcomers)
     kinds = {p.user_id: p.kind for p in built.playlists}
     assert kinds[NEWBIE] == "popular" and built.popular == 1
     assert {kind for user, kind in kinds.items() if user != NEWBIE} == {"personal"}
@@ -301,13 +301,15 @@ def test_a_listener_without_events_gets_a_popular_playlist(quality_settings: Set
     assert all(e.reason == POPULAR_REASON for e in newbie.entries)
 
     off = quality_settings.model_copy(update={"popular_for_new_listeners": False})
-    assert len(listener_plan(off, data)[1]) == 0
+    assert len(PlaylistPolicy.of(off).plan(data)[1]) == 0
     # Listeners below the history floor get the popular playlist, without what they know.
     strict = quality_settings.model_copy(update={"min_user_interactions": 100})
-    personal, newcomers = listener_plan(strict, data)
+    personal, newcomers = PlaylistPolicy.of(strict).plan(data)
     assert len(personal) == 0 and len(newcomers) == len(world.group_of_user) + 1
     some = newcomers[:5]
-    for playlist in build_playlists(strict, model, data, personal, some).playlists:
+    for playlist in build_playlists(
+        PlaylistPolicy.of(strict), model, data, personal, some
+    ).playlists:
         assert playlist.kind == "popular"
         assert not world.known.get(playlist.user_id, set()) & {e.track_id for e in playlist.entries}
 
@@ -343,15 +345,15 @@ def test_without_diversity_penalty_or_cold_slots_the_weekly_playlists_are_unchan
         "artist_thumbs_down_limit": 0,
     }
     settings = quality_settings.model_copy(update=plain)
-    personal, _ = listener_plan(settings, data)
-    built = build_playlists(settings, model, data, personal)
+    personal, _ = PlaylistPolicy.of(settings).plan(data)
+    built = build_playlists(PlaylistPolicy.of(settings), model, data, personal)
     scores = model.score(personal)
     rules = PlaylistRules(settings.playlist_length, settings.max_tracks_per_artist)
     for row, playlist in zip(personal, built.playlists, strict=True):
         expected = _reference_top(
             scores[list(personal).index(row)],
             set(data.known[row].indices),
-            data.eligible,
+            data.track_listeners > 0,
             data.track_artist,
             rules,
         )

@@ -6,7 +6,7 @@ weekly run, the gate and ``evaluate`` share."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -39,12 +39,12 @@ def checker_board() -> InteractionMatrix:
 
 
 class RecommenderContract:
-    """What every recommender must do; subclasses say how to fit one."""
+    """What every recommender must do; subclasses say which model class it is (it loads
+    what was saved) and how to fit one."""
+
+    model_class: ClassVar[Any]
 
     def fit(self, matrix: InteractionMatrix) -> Any:
-        raise NotImplementedError
-
-    def load(self, directory: Path) -> Any:
         raise NotImplementedError
 
     @pytest.fixture
@@ -90,19 +90,18 @@ class RecommenderContract:
 
     def test_save_and_load_give_the_same_scores(self, model: Any, tmp_path: Path) -> None:
         model.save(tmp_path / "model")
-        loaded = self.load(tmp_path / "model")
+        loaded = self.model_class.load(tmp_path / "model")
         rows = np.arange(N_USERS, dtype=np.int64)
         np.testing.assert_array_equal(loaded.score(rows), model.score(rows))
         np.testing.assert_array_equal(loaded.track_ids, model.track_ids)
 
 
 class TestALS(RecommenderContract):
+    model_class = ALSModel
+
     def fit(self, matrix: InteractionMatrix) -> Any:
         params = ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=15)
         return ALSModel.fit(matrix, params)
-
-    def load(self, directory: Path) -> Any:
-        return ALSModel.load(directory)
 
     def test_known_answer_each_listener_gets_tracks_of_their_parity(
         self, model: Any, matrix: InteractionMatrix
@@ -133,11 +132,10 @@ class TestContentColdStart(TestALS):
 
 
 class TestPopularity(RecommenderContract):
+    model_class = PopularityModel
+
     def fit(self, matrix: InteractionMatrix) -> Any:
         return PopularityModel.fit(matrix)
-
-    def load(self, directory: Path) -> Any:
-        return PopularityModel.load(directory)
 
     def test_known_answer_the_most_played_unheard_track(
         self, model: Any, matrix: InteractionMatrix

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from jobs.training import resolve_als_params, tuned_params_path
+from jobs.training import ResolvedParams
+from jobs.week import Storage
 from recsys.als import ALSModel, ALSParams
 from recsys.matrix import InteractionMatrix
 from recsys.pipeline import PlaylistPipeline
@@ -141,7 +142,7 @@ def _settings(tmp_path: Path, **overrides: object) -> Settings:
 
 def _save(tmp_path: Path, params: ALSParams) -> Path:
     tuned = TunedParams(params, 0.3, 0.25, "ndcg@50", {"week_start": "2026-11-16"})
-    return save_tuned_params(tuned_params_path(_settings(tmp_path)), tuned)
+    return save_tuned_params(Storage.of(_settings(tmp_path)).tuned_params, tuned)
 
 
 def test_tuned_parameters_round_trip_and_a_bad_file_names_itself(tmp_path: Path) -> None:
@@ -157,7 +158,7 @@ def test_tuned_parameters_round_trip_and_a_bad_file_names_itself(tmp_path: Path)
 
 
 def test_without_a_file_the_settings_defaults_train(tmp_path: Path) -> None:
-    resolved = resolve_als_params(_settings(tmp_path))
+    resolved = ResolvedParams.of(_settings(tmp_path))
     defaults = Settings.model_fields
     assert resolved.params.factors == defaults["als_factors"].default
     assert resolved.params.alpha == defaults["als_alpha"].default
@@ -168,25 +169,25 @@ def test_the_tuned_file_fills_what_the_environment_does_not_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = _save(tmp_path, ALSParams(factors=16, regularization=0.1, alpha=20.0, iterations=7))
-    tuned = resolve_als_params(_settings(tmp_path))
+    tuned = ResolvedParams.of(_settings(tmp_path))
     assert (tuned.params.factors, tuned.params.alpha, tuned.params.iterations) == (16, 20.0, 7)
     assert tuned.sources["factors"] == "tuned" and tuned.tuned_file == str(path)
     assert tuned.sources["random_seed"] == "default"
 
     monkeypatch.setenv("CRATEDIGGER_ALS_FACTORS", "48")
-    mixed = resolve_als_params(Settings(data_dir=tmp_path))
+    mixed = ResolvedParams.of(Settings(data_dir=tmp_path))
     assert (mixed.params.factors, mixed.params.alpha) == (48, 20.0)
     assert mixed.sources["factors"] == "environment" and mixed.sources["alpha"] == "tuned"
 
-    off = resolve_als_params(_settings(tmp_path, use_tuned_params=False, als_factors=48))
+    off = ResolvedParams.of(_settings(tmp_path, use_tuned_params=False, als_factors=48))
     assert off.tuned_file is None
     assert off.params.alpha == Settings.model_fields["als_alpha"].default
 
 
 def test_a_corrupt_tuned_file_stops_the_run_instead_of_being_ignored(tmp_path: Path) -> None:
-    tuned_params_path(_settings(tmp_path)).write_text("{}")
+    Storage.of(_settings(tmp_path)).tuned_params.write_text("{}")
     with pytest.raises(ValueError, match=r"tuned_params\.json"):
-        resolve_als_params(_settings(tmp_path))
+        ResolvedParams.of(_settings(tmp_path))
 
 
 def test_the_search_space_covers_the_shipped_defaults() -> None:

@@ -160,3 +160,23 @@ def factor_model(user_factors: Any, item_factors: Any, user_ids: Any, track_ids:
         ALSParams(factors=items.shape[1]),
         fingerprint="given factors",
     )
+
+
+def fresh_week(settings: Any, week_start: dt.date) -> Any:
+    """The staged week's newest aggregation read afresh (tests rewrite aggregates in place,
+    which the per-process cache of :func:`jobs.week.open_week` would not notice)."""
+    from jobs.week import PlaylistPolicy, Storage, read_week
+
+    storage = Storage.of(settings)
+    key = storage.resolve(week_start)
+    return read_week(storage.paths(week_start, key), PlaylistPolicy.of(settings), week_start, key)
+
+
+def train_staged(settings: Any, week_start: dt.date) -> tuple[Any, Any]:
+    """(week, model): the staged week trained and recorded as the weekly run's train step does."""
+    from jobs.db import sessions
+    from jobs.training import ResolvedParams, train_week
+
+    week = fresh_week(settings, week_start)
+    resolved = ResolvedParams.of(settings)
+    return week, train_week(week, resolved, sessions(settings), settings.models_dir)

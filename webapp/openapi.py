@@ -266,6 +266,32 @@ def _get(
     return {"get": operation}
 
 
+def _service(
+    summary: str, ok: dict[str, Any], errors: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An operation of the service itself: no parameters, no token needed."""
+    return _get(summary, ok, params=[], errors=errors or {}, tag="service", secured=False)
+
+
+def _operator_list(
+    summary: str,
+    schema: str,
+    default: int,
+    highest: int,
+    items: str,
+    *,
+    order: str = "Newest first.",
+) -> dict[str, Any]:
+    """An operators' list of the newest ``limit`` items (``items`` names them)."""
+    return _get(
+        summary,
+        _ok(schema, order),
+        params=[_query_int("limit", default, 1, highest, f"How many {items}.")],
+        errors=OPERATOR_ERRORS,
+        tag="operators",
+    )
+
+
 def _playlist_ok() -> dict[str, Any]:
     return {**_ok("Playlist", "The playlist."), "headers": CACHED}
 
@@ -282,40 +308,22 @@ def openapi_document() -> dict[str, Any]:
     except PackageNotFoundError:  # running from a source tree
         package_version = "0.0.0"
     paths: dict[str, Any] = {
-        "/health": _get(
-            "Liveness: the process answers",
-            _ok("Health", "Alive."),
-            params=[],
-            errors={},
-            tag="service",
-            secured=False,
-        ),
-        "/ready": _get(
+        "/health": _service("Liveness: the process answers", _ok("Health", "Alive.")),
+        "/ready": _service(
             "Readiness: the database answers and its schema is current",
             _ok("Ready", "Ready to serve."),
-            params=[],
-            errors={"503": _ok("Ready", "Not ready; `checks` says why.")},
-            tag="service",
-            secured=False,
+            {"503": _ok("Ready", "Not ready; `checks` says why.")},
         ),
-        "/openapi.json": _get(
+        "/openapi.json": _service(
             "This document",
             {
                 "description": "The OpenAPI document.",
                 "content": {JSON: {"schema": {"type": "object"}}},
             },
-            params=[],
-            errors={},
-            tag="service",
-            secured=False,
         ),
-        "/docs": _get(
+        "/docs": _service(
             "Readable documentation of this API",
             {"description": "HTML page.", "content": {"text/html": {"schema": _string()}}},
-            params=[],
-            errors={},
-            tag="service",
-            secured=False,
         ),
         "/users/{user_id}/playlists": _get(
             "A listener's published weekly playlists, newest first",
@@ -394,26 +402,19 @@ def openapi_document() -> dict[str, Any]:
             errors={**AUTH_ERRORS, "404": _error("No such track, or no published model.")},
             tag="tracks",
         ),
-        "/runs": _get(
-            "Operators: recent weekly runs with their steps",
-            _ok("RunList", "Newest first."),
-            params=[_query_int("limit", 20, 1, 200, "How many runs.")],
-            errors=OPERATOR_ERRORS,
-            tag="operators",
+        "/runs": _operator_list(
+            "Operators: recent weekly runs with their steps", "RunList", 20, 200, "runs"
         ),
-        "/models": _get(
-            "Operators: model versions with their gate metrics",
-            _ok("ModelList", "Newest first."),
-            params=[_query_int("limit", 52, 1, 520, "How many models.")],
-            errors=OPERATOR_ERRORS,
-            tag="operators",
+        "/models": _operator_list(
+            "Operators: model versions with their gate metrics", "ModelList", 52, 520, "models"
         ),
-        "/quarantine": _get(
+        "/quarantine": _operator_list(
             "Operators: rows the aggregation set aside, by kind and reason",
-            _ok("QuarantineList", "Newest run first."),
-            params=[_query_int("limit", 10, 1, 100, "How many runs.")],
-            errors=OPERATOR_ERRORS,
-            tag="operators",
+            "QuarantineList",
+            10,
+            100,
+            "runs",
+            order="Newest run first.",
         ),
     }
     for item in paths.values():

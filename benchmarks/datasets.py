@@ -1,8 +1,9 @@
 """Data sets for the quality benchmark, as interaction arrays split for evaluation.
 
-Two sources, both turned into a :class:`BenchmarkDataset` with a *test* fold (what the
+Five sources, each turned into a :class:`BenchmarkDataset` with a *test* fold (what the
 reported numbers use) and a *validation* fold carved out of the test fold's training data
-(what tuning may look at):
+(what tuning may look at). The real sets are read from ``../shared/datasets`` and never
+copied into the repository, its tests or fixtures (their licences forbid it):
 
 * :func:`load_hetrec` reads HetRec 2011 Last.fm 2K from its raw ``.dat`` files (never
   copied into the repository: the licence is non-commercial). Items are artists; the data
@@ -16,11 +17,27 @@ reported numbers use) and a *validation* fold carved out of the test fold's trai
   before a Monday cut-off two weeks before the end, test on the tracks each listener first
   played after it (:func:`recsys.evaluation.time_split`). The validation fold repeats this
   two weeks earlier on the events before the test cut-off.
+* :func:`load_lastfm1k` reads the JODIE slice of Last.fm 1K (timestamped track plays, no
+  artists, durations or content). Its times are seconds since the first event, anchored
+  at the fake epoch :data:`LASTFM1K_EPOCH` (a Monday); it is split in time like the
+  simulator: the test cut-off is the Monday 00:00 UTC of the week two weeks before the last
+  play, the validation cut-off two weeks earlier. Every play counts as completed, nobody
+  gives thumbs, every track is its own artist.
+* :func:`load_cm100k` reads CM100k (ratings 1-4 of tracks assigned to listeners at
+  random, with a "heard before" flag) and turns each rating into the events the product
+  would log (:data:`CM100K_EVENTS`: 4 a completed play and a thumbs-up, 3 a completed
+  play, 2 a skipped play, 1 a skipped play and a thumbs-down). Both folds hold out
+  :data:`CM100K_HOLDOUT` tracks per listener among the ones they liked (rating >= 3) and
+  had never heard: discoveries. Artists come from ``items.txt``.
+* :func:`load_ambar` reads the AMBAR sample (ratings 1-5, per-listener quintiles of play
+  counts) as pseudo play counts (rating r = r plays), with leave-10-out folds as HetRec;
+  artists and styles (as tags, the content for cold start) from ``tracks_info_old.csv``.
+  The stored files are cut short mid-record: an incomplete last line is dropped.
 
 Each fold carries the raw per-pair training features (plays, completed plays, skips, latest
 thumb, raw count) so that confidence formulas can be compared on the same split.
 
-Run ``python benchmarks/datasets.py`` to print a summary of both data sets.
+Run ``python benchmarks/datasets.py [--dataset NAME]`` to print a summary of the data sets.
 """
 
 from __future__ import annotations
@@ -29,12 +46,14 @@ import argparse
 import csv
 import datetime as dt
 import math
+import os
 import re
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +76,41 @@ from recsys.contract import (  # noqa: E402
     Check,
     Rule,
     is_completed,
+    week_start_of,
 )
 from recsys.evaluation import Split, leave_k_out, time_split  # noqa: E402
 
-DEFAULT_HETREC = REPO_ROOT.parent / "shared" / "datasets" / "hetrec2011-lastfm-2k"
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+DEFAULT_HETREC = SHARED_DATASETS / "hetrec2011-lastfm-2k"
+DEFAULT_LASTFM1K = SHARED_DATASETS / "lastfm1k-jodie-slice"
+DEFAULT_CM100K = SHARED_DATASETS / "cm100k"
+DEFAULT_AMBAR = SHARED_DATASETS / "ambar-2024-sample"
 HETREC_SEED = 20110501
 HETREC_HOLDOUT = 10
+#: The fake moment of Last.fm 1K's first event (its times are relative): a Monday 00:00 UTC.
+LASTFM1K_EPOCH = dt.datetime(2020, 1, 6, tzinfo=dt.UTC)
+CM100K_SEED = 20180708
+#: Tracks held out per listener: each rated about 100, liked and never heard about 21.
+CM100K_HOLDOUT = 5
+#: CM100k's rating -> (completed plays, skipped plays, thumb) the product's log would hold.
+#: Every rating follows a listen to the track's clip, so each is one play.
+CM100K_EVENTS: dict[int, tuple[int, int, int]] = {
+    4: (1, 0, 1),  # "I really like it": completed, thumbs-up
+    3: (1, 0, 0),  # "It's nice": completed
+    2: (0, 1, 0),  # "So-so": a skip, the weak play
+    1: (0, 1, -1),  # "I don't like it" / flawed audio: a skip, thumbs-down
+}
+AMBAR_SEED = 20241014
+AMBAR_HOLDOUT = 10
+#: Names of the real data sets, in the order ``--dataset real`` runs them.
+REAL_DATASETS = ("hetrec", "lastfm1k", "cm100k", "ambar")
+#: What each ``--dataset`` value means.
+DATASET_GROUPS: dict[str, tuple[str, ...]] = {
+    **{name: (name,) for name in (*REAL_DATASETS, "simulated")},
+    "both": ("hetrec", "simulated"),
+    "real": REAL_DATASETS,
+    "all": (*REAL_DATASETS, "simulated"),
+}
 SIMULATED_END = dt.datetime(2026, 11, 16, tzinfo=dt.UTC)  # a Monday
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -735,20 +783,469 @@ def simulated_taste(
     return np.concatenate(genre_parts, axis=0), np.concatenate(mood_parts, axis=0)
 
 
+# ------------------------------------------------------------------- shared by the new sets
+
+
+def _no_tags(n_items: int) -> sp.csr_matrix:
+    """An item x tag matrix without tags: the source has no content."""
+    return sp.csr_matrix((n_items, 0), dtype=np.float32)
+
+
+def _tag_matrix(tag_lists: list[list[str]]) -> tuple[sp.csr_matrix, list[str]]:
+    """Binary item x tag matrix (float32) and the sorted tag names of per-item tag lists."""
+    names = pd.Index(sorted({tag for tags in tag_lists for tag in tags}))
+    rows = np.repeat(np.arange(len(tag_lists)), [len(tags) for tags in tag_lists])
+    cols = names.get_indexer([tag for tags in tag_lists for tag in tags])
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, cols)),
+        shape=(len(tag_lists), len(names)),
+    )
+    return matrix, names.tolist()
+
+
+def _read_whole_lines(path: Path) -> tuple[pd.DataFrame, int]:
+    """A CSV file with a header, every field as text; without its last line when that line
+    is cut short (the file does not end with a line break).
+
+    Returns
+    -------
+    (frame, number of lines dropped: 0 or 1)
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        cut_short = handle.read(1) != b"\n"
+    if cut_short and len(frame):
+        return frame.iloc[:-1].reset_index(drop=True), 1
+    return frame, 0
+
+
+def _pair_features(
+    rows: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+    columns: dict[str, npt.NDArray[Any]],
+    shape: tuple[int, int],
+) -> tuple[PairFeatures, dict[str, npt.NDArray[Any]]]:
+    """Features of distinct (row, col) pairs, put in CSR order.
+
+    ``columns`` holds ``completed``, ``skips`` and ``thumb`` per pair and any extra per-pair
+    arrays, returned in the same order as the features. Every pair is one listener-track
+    relation; ``plays = completed + skips = raw_count``.
+    """
+    order = np.lexsort((cols, rows))
+    rows, cols = rows[order], cols[order]
+    if np.any((rows[1:] == rows[:-1]) & (cols[1:] == cols[:-1])):
+        raise ValueError("pairs must be distinct")
+    ordered = {name: values[order] for name, values in columns.items()}
+    completed = ordered.pop("completed").astype(np.float64)
+    skips = ordered.pop("skips").astype(np.float64)
+    plays = completed + skips
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=shape[0]))])
+    pattern = sp.csr_matrix((plays.astype(np.float32), cols, indptr), shape=shape)
+    features = PairFeatures(
+        pattern=pattern,
+        plays=plays,
+        completed=completed,
+        skips=skips,
+        thumb=ordered.pop("thumb").astype(np.int8),
+        raw_count=plays.copy(),
+    )
+    return features, ordered
+
+
+def _keep_pairs(features: PairFeatures, keep: npt.NDArray[np.bool_]) -> PairFeatures:
+    """The pairs of ``features`` where ``keep`` (nnz,) is True, in the same order."""
+    pattern = features.pattern
+    rows = np.repeat(np.arange(pattern.shape[0]), np.diff(pattern.indptr))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=pattern.shape[0]))])
+    return PairFeatures(
+        pattern=sp.csr_matrix(
+            (pattern.data[keep], pattern.indices[keep], indptr), shape=pattern.shape
+        ),
+        plays=features.plays[keep],
+        completed=features.completed[keep],
+        skips=features.skips[keep],
+        thumb=features.thumb[keep],
+        raw_count=features.raw_count[keep],
+    )
+
+
+def _holdout_fold(
+    features: PairFeatures, eligible: npt.NDArray[np.bool_], k: int, seed: int, rule: str
+) -> tuple[Fold, npt.NDArray[np.bool_]]:
+    """Leave-``k``-out among the ``eligible`` pairs (nnz,) of ``features``: the held-out pairs
+    leave training entirely; listeners with more than ``k`` eligible pairs are evaluated.
+
+    Returns
+    -------
+    (fold, the eligibility of the fold's training pairs, in their order)
+    """
+    marker = features.matrix(np.where(eligible, 1.0, -1.0))  # negatives are never held out
+    drawn = leave_k_out(marker, k, seed)
+    n_items = np.int64(features.pattern.shape[1])
+    keys = np.repeat(np.arange(marker.shape[0], dtype=np.int64), np.diff(marker.indptr))
+    keys = keys * n_items + marker.indices
+    test = drawn.test.tocoo()
+    held = np.zeros(len(keys), dtype=bool)
+    held[np.searchsorted(keys, test.row.astype(np.int64) * n_items + test.col)] = True
+    train = _keep_pairs(features, ~held)
+    split = Split(train=train.pattern, test=drawn.test, eval_users=drawn.eval_users)
+    return _fold(split, train, rule), eligible[~held]
+
+
+# ------------------------------------------------------------------ Last.fm 1K (JODIE)
+
+
+def _week_start(moment: dt.datetime) -> dt.datetime:
+    """Monday 00:00 UTC of the week holding ``moment``."""
+    return dt.datetime.combine(week_start_of(moment), dt.time(0), tzinfo=dt.UTC)
+
+
+def load_lastfm1k(
+    source: Path = DEFAULT_LASTFM1K,
+    *,
+    epoch: dt.datetime = LASTFM1K_EPOCH,
+    test_weeks: int = 2,
+    validation_weeks: int = 2,
+) -> BenchmarkDataset:
+    """Last.fm 1K (JODIE slice): timestamped track plays, split in time like the weekly run.
+
+    Parameters
+    ----------
+    source : Path
+        Folder with ``lastfm.tsv`` (user, item, seconds since the first event; no header).
+    epoch : datetime
+        The fake moment of the first event (the data's times are relative); a Monday 00:00
+        UTC so that weeks fall as in the product.
+    test_weeks : int
+        The test cut-off is the Monday 00:00 UTC of the week holding the last play minus
+        ``test_weeks`` weeks (between ``test_weeks`` and ``test_weeks + 1`` weeks before
+        the end); later first plays are test items.
+    validation_weeks : int
+        The validation fold uses only plays before the test cut-off and cuts
+        ``validation_weeks`` weeks earlier.
+
+    Every play counts as completed (no durations), there are no thumbs, and every track is
+    its own artist (no artists in the source).
+    """
+    source = Path(source)
+    path = source / "lastfm.tsv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    plays = pd.read_csv(
+        path, sep="\t", header=None, names=["user", "item", "seconds"], dtype="int64"
+    )
+    user_ids = np.unique(plays["user"].to_numpy())
+    item_ids = np.unique(plays["item"].to_numpy())
+    seconds = plays["seconds"].to_numpy()
+    play_us = _us(epoch) + seconds * 1_000_000
+    last = epoch + dt.timedelta(seconds=int(seconds.max()))
+    test_cutoff = _week_start(last - dt.timedelta(weeks=test_weeks))
+    validation_cutoff = test_cutoff - dt.timedelta(weeks=validation_weeks)
+    if validation_cutoff <= epoch + dt.timedelta(seconds=int(seconds.min())):
+        raise ValueError(f"the validation cut-off {validation_cutoff} precedes the first play")
+    no_events = np.zeros(0, dtype=np.int64)
+    events = _Events(
+        play_row=np.searchsorted(user_ids, plays["user"].to_numpy()),
+        play_col=np.searchsorted(item_ids, plays["item"].to_numpy()),
+        play_us=play_us,
+        play_completed=np.ones(len(plays), dtype=bool),
+        thumb_row=no_events,
+        thumb_col=no_events,
+        thumb_us=no_events,
+        thumb_value=no_events.astype(np.int8),
+    )
+    shape = (len(user_ids), len(item_ids))
+    anchored = f" (relative times anchored at the fake epoch {epoch.isoformat()})"
+    test = _time_fold(events, shape, test_cutoff, int(play_us.max()) + 1)
+    validation = _time_fold(events, shape, validation_cutoff, _us(test_cutoff))
+    return BenchmarkDataset(
+        name="lastfm1k",
+        user_ids=[f"u{u}" for u in user_ids.tolist()],
+        item_ids=[f"t{i}" for i in item_ids.tolist()],
+        item_artist=np.arange(len(item_ids), dtype=np.int64),
+        item_tags=_no_tags(len(item_ids)),
+        tag_names=[],
+        item_embeddings=None,
+        test=replace(test, cutoff=test.cutoff + anchored),
+        validation=replace(validation, cutoff=validation.cutoff + anchored),
+        info={
+            "source": str(source),
+            "plays": len(plays),
+            "pairs": int(test.split.train.nnz + test.split.test.nnz),
+            "epoch": epoch.isoformat(),
+            "last_play": last.isoformat(),
+            "artists": "none: every track is its own artist",
+            "content": "none",
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- CM100k
+
+
+def _cm100k_ratings(source: Path) -> tuple[pd.DataFrame, int]:
+    """CM100k's ratings (userId, trackId, rating 1-4, heard 0/1), the last of any repeated
+    (listener, track), and how many repeats were dropped."""
+    path = source / "ratings.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    columns = ["userId", "trackId", "rating", "heard"]
+    ratings = pd.read_csv(path, usecols=columns, dtype=dict.fromkeys(columns, "int64"))
+    bad = ~ratings["rating"].isin(list(CM100K_EVENTS)) | ~ratings["heard"].isin([0, 1])
+    if bad.any():
+        raise ValueError(
+            f"{path}: {int(bad.sum())} rows with a rating outside 1-4 or heard not 0/1"
+        )
+    deduplicated = ratings.drop_duplicates(["userId", "trackId"], keep="last")
+    return deduplicated.reset_index(drop=True), len(ratings) - len(deduplicated)
+
+
+def _artist_codes(item_ids: npt.NDArray[Any], artist: pd.Series) -> npt.NDArray[np.int64]:
+    """Dense artist number per item from ``artist`` (aligned with ``item_ids``); an item
+    without an artist is its own artist."""
+    text = artist.astype("string").str.strip()
+    missing = (text.isna() | (text == "")).to_numpy()
+    labels = np.where(
+        missing,
+        "item " + pd.Series(item_ids).astype(str).to_numpy(),
+        "artist " + text.fillna("").to_numpy(dtype=str),
+    )
+    codes, _ = pd.factorize(labels, sort=True)
+    return codes.astype(np.int64)
+
+
+def load_cm100k(
+    source: Path = DEFAULT_CM100K,
+    *,
+    k: int = CM100K_HOLDOUT,
+    seed: int = CM100K_SEED,
+    unheard_only: bool = True,
+) -> BenchmarkDataset:
+    """CM100k: ratings of randomly assigned tracks as the product's events, leave-``k``-out.
+
+    Parameters
+    ----------
+    source : Path
+        Folder with ``ratings.csv`` (userId, trackId, rating, heard) and ``items.txt``
+        (Item, Url, Title, Artist; tab-separated).
+    k : int
+        Tracks held out per listener (listeners with more than ``k`` eligible tracks) in each
+        fold.
+    seed : int
+        Seed of the test fold; the validation fold uses ``seed + 1`` on the test fold's
+        training pairs.
+    unheard_only : bool
+        Test items are tracks the listener liked (rating >= 3) and, when True, had never
+        heard before (``heard == 0``): discoveries. Other rated tracks always stay in
+        training.
+
+    Each rating becomes one play (:data:`CM100K_EVENTS`): completed for 3 and 4, skipped for
+    1 and 2; a thumbs-up for 4, a thumbs-down for 1. The count a team would feed a library
+    (``raw_count``) is that one play.
+    """
+    source = Path(source)
+    ratings, repeated = _cm100k_ratings(source)
+    items = _read_dat(source / "items.txt", {"Item": "int64", "Artist": "string"})
+    user_ids = np.unique(ratings["userId"].to_numpy())
+    track_ids = np.union1d(items["Item"].to_numpy(), ratings["trackId"].to_numpy())
+    events = np.array([CM100K_EVENTS[r] for r in range(1, 5)], dtype=np.int64)
+    rating = ratings["rating"].to_numpy()
+    eligible = rating >= 3
+    if unheard_only:
+        eligible &= ratings["heard"].to_numpy() == 0
+    features, extra = _pair_features(
+        np.searchsorted(user_ids, ratings["userId"].to_numpy()),
+        np.searchsorted(track_ids, ratings["trackId"].to_numpy()),
+        {
+            "completed": events[rating - 1, 0],
+            "skips": events[rating - 1, 1],
+            "thumb": events[rating - 1, 2],
+            "eligible": eligible,
+        },
+        (len(user_ids), len(track_ids)),
+    )
+    liked = "liked (rating >= 3), never heard" if unheard_only else "liked (rating >= 3)"
+    rule = f"leave-{k}-out of the {liked} tracks"
+    test, train_eligible = _holdout_fold(
+        features, extra["eligible"], k, seed, f"{rule}, seed {seed}"
+    )
+    validation, _ = _holdout_fold(
+        test.features,
+        train_eligible,
+        k,
+        seed + 1,
+        f"{rule} of the test fold's train, seed {seed + 1}",
+    )
+    artist = items.drop_duplicates("Item").set_index("Item")["Artist"].reindex(track_ids)
+    item_artist = _artist_codes(track_ids, artist)
+    return BenchmarkDataset(
+        name="cm100k",
+        user_ids=[f"u{u}" for u in user_ids.tolist()],
+        item_ids=[f"t{t}" for t in track_ids.tolist()],
+        item_artist=item_artist,
+        item_tags=_no_tags(len(track_ids)),
+        tag_names=[],
+        item_embeddings=None,
+        test=test,
+        validation=validation,
+        info={
+            "source": str(source),
+            "ratings": len(ratings),
+            "repeated_ratings_dropped": repeated,
+            "ratings_by_value": {
+                int(r): int(n) for r, n in zip(*np.unique(rating, return_counts=True), strict=True)
+            },
+            "eligible_test_pairs": int(eligible.sum()),
+            "events": "4: completed play + thumbs-up, 3: completed play, 2: skipped play, "
+            "1: skipped play + thumbs-down",
+            "artists": len(np.unique(item_artist)),
+            "content": "none (titles and artist names only)",
+        },
+    )
+
+
+# ------------------------------------------------------------------------------ AMBAR
+
+
+def _ambar_ratings(source: Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """AMBAR's ratings as int64 user_id, track_id and rating 1-5, with what was dropped: a
+    cut-short last line, rows without a usable value, repeated (listener, track) pairs (the
+    highest rating is kept)."""
+    raw, cut_short = _read_whole_lines(source / "ratings_info_old.csv")
+    numbers = {name: pd.to_numeric(raw[name], errors="coerce") for name in raw.columns}
+    frame = pd.DataFrame(numbers)
+    usable = frame.notna().all(axis=1) & frame["rating"].isin([1, 2, 3, 4, 5])
+    usable &= (frame["user_id"] % 1 == 0) & (frame["track_id"] % 1 == 0)
+    frame = frame.loc[usable].astype("int64")
+    deduplicated = frame.sort_values("rating").drop_duplicates(["user_id", "track_id"], keep="last")
+    dropped = {
+        "cut_short_last_line": cut_short,
+        "unusable": int((~usable).sum()),
+        "repeated_pair": len(frame) - len(deduplicated),
+    }
+    return deduplicated.sort_values(["user_id", "track_id"]).reset_index(drop=True), dropped
+
+
+def _ambar_tracks(source: Path, track_ids: npt.NDArray[np.int64]) -> tuple[pd.DataFrame, int]:
+    """Artist and tags of each of ``track_ids`` (artist missing, no tags when unknown): the
+    lower-cased ``styles`` and ``category_styles``, once each."""
+    tracks, cut_short = _read_whole_lines(source / "tracks_info_old.csv")
+    tracks["track_id"] = pd.to_numeric(tracks["track_id"], errors="coerce")
+    tracks = tracks.dropna(subset=["track_id"]).drop_duplicates("track_id", keep="first")
+    tracks = tracks.set_index(tracks["track_id"].astype("int64")).reindex(track_ids)
+    text = tracks["styles"].fillna("") + "|" + tracks["category_styles"].fillna("")
+    tracks["tags"] = [
+        sorted({tag.strip().lower() for tag in line.split("|")} - {""}) for line in text
+    ]
+    return tracks[["artist_id", "tags"]], cut_short
+
+
+def load_ambar(
+    source: Path = DEFAULT_AMBAR, *, k: int = AMBAR_HOLDOUT, seed: int = AMBAR_SEED
+) -> BenchmarkDataset:
+    """AMBAR sample: per-listener play-count quintiles as pseudo play counts, leave-``k``-out.
+
+    Parameters
+    ----------
+    source : Path
+        Folder with ``ratings_info_old.csv`` (user_id, track_id, rating) and
+        ``tracks_info_old.csv`` (track_id, artist_id, duration, styles, category_styles).
+    k : int
+        Tracks held out per listener (listeners with more than ``k`` tracks) in each fold.
+    seed : int
+        Seed of the test fold; the validation fold uses ``seed + 1`` on the test fold's
+        training matrix.
+
+    A rating r (the listener's r-th play-count quintile from the bottom) counts as r
+    completed plays: the order of a listener's tracks is kept, and the product's
+    ``ln(1 + plays)`` sees a heavy listener's top tracks about 2.6 times as strongly as their
+    least played. Items are the rated tracks; styles and style categories are their tags.
+    """
+    source = Path(source)
+    ratings, dropped = _ambar_ratings(source)
+    user_ids = np.unique(ratings["user_id"].to_numpy())
+    track_ids = np.unique(ratings["track_id"].to_numpy())
+    tracks, tracks_cut_short = _ambar_tracks(source, track_ids)
+    counts = sp.csr_matrix(
+        (
+            ratings["rating"].to_numpy().astype(np.float32),
+            (
+                np.searchsorted(user_ids, ratings["user_id"].to_numpy()),
+                np.searchsorted(track_ids, ratings["track_id"].to_numpy()),
+            ),
+        ),
+        shape=(len(user_ids), len(track_ids)),
+    )
+    counts.sort_indices()
+    item_tags, tag_names = _tag_matrix(tracks["tags"].tolist())
+    test_split = leave_k_out(counts, k, seed)
+    validation_split = leave_k_out(test_split.train, k, seed + 1)
+    rule = f"leave-{k}-out"
+    item_artist = _artist_codes(track_ids, tracks["artist_id"])
+    return BenchmarkDataset(
+        name="ambar",
+        user_ids=[f"u{u}" for u in user_ids.tolist()],
+        item_ids=[f"t{t}" for t in track_ids.tolist()],
+        item_artist=item_artist,
+        item_tags=item_tags,
+        tag_names=tag_names,
+        item_embeddings=None,
+        test=_fold(test_split, _count_features(test_split.train), f"{rule}, seed {seed}"),
+        validation=_fold(
+            validation_split,
+            _count_features(validation_split.train),
+            f"{rule} of the test fold's train, seed {seed + 1}",
+        ),
+        info={
+            "source": str(source),
+            "pairs": int(counts.nnz),
+            "ratings_dropped": dropped,
+            "tracks_cut_short_last_line": tracks_cut_short,
+            "pseudo_plays": "rating r -> r completed plays",
+            "artists": len(np.unique(item_artist)),
+            "tracks_without_artist": int(tracks["artist_id"].isna().sum()),
+            "tagged_items": int(np.sum(np.diff(item_tags.indptr) > 0)),
+        },
+    )
+
+
+#: Loader and default folder of each real data set.
+REAL_LOADERS: dict[str, tuple[Callable[[Path], BenchmarkDataset], Path]] = {
+    "hetrec": (load_hetrec, DEFAULT_HETREC),
+    "lastfm1k": (load_lastfm1k, DEFAULT_LASTFM1K),
+    "cm100k": (load_cm100k, DEFAULT_CM100K),
+    "ambar": (load_ambar, DEFAULT_AMBAR),
+}
+
+
+def load_dataset(
+    name: str, source: Path | None = None, *, users: int = 3000, tracks: int = 20000
+) -> BenchmarkDataset:
+    """The data set ``name`` (one of :data:`REAL_DATASETS` or ``simulated``), read from
+    ``source`` (default: its folder in ``../shared/datasets``) or simulated with ``users``
+    and ``tracks``."""
+    if name == "simulated":
+        return load_simulated(users=users, tracks=tracks)
+    loader, default = REAL_LOADERS[name]
+    return loader(default if source is None else source)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Print a summary of the benchmark data sets.")
-    parser.add_argument("--hetrec", type=Path, default=DEFAULT_HETREC)
+    parser.add_argument("--dataset", choices=list(DATASET_GROUPS), default="all")
+    for name, (_, default) in REAL_LOADERS.items():
+        parser.add_argument(f"--{name}", type=Path, default=default, help=f"{name} folder")
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--tracks", type=int, default=20000)
     args = parser.parse_args(argv)
     import json
 
-    for name in ("hetrec", "simulated"):
+    for name in DATASET_GROUPS[args.dataset]:
         started = time.perf_counter()
-        if name == "hetrec":
-            data = load_hetrec(args.hetrec)
-        else:
-            data = load_simulated(users=args.users, tracks=args.tracks)
+        data = load_dataset(name, getattr(args, name, None), users=args.users, tracks=args.tracks)
         print(json.dumps(data.summary(), indent=2, default=str))
         print(f"loaded in {time.perf_counter() - started:.1f} s")
     return 0

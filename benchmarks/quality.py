@@ -4,9 +4,13 @@ Usage::
 
     python benchmarks/quality.py --dataset both --k 50 --out benchmarks/results [--quick]
 
-For each data set (:mod:`benchmarks.datasets`: HetRec 2011 Last.fm 2K with leave-10-out
-folds, and the simulator with a time split two weeks before the end) this measures, on the
-same test fold and with the same exclusion of everything the listener already had:
+``--dataset`` is one of ``hetrec``, ``lastfm1k``, ``cm100k``, ``ambar``, ``simulated``,
+``both`` (hetrec and simulated), ``real`` (the four real sets) or ``all``. The data sets
+(:mod:`benchmarks.datasets`): HetRec 2011 Last.fm 2K and AMBAR with leave-10-out folds,
+CM100k with leave-5-out folds among the tracks each listener liked and had never heard,
+and Last.fm 1K and the simulator with a time split at a Monday two weeks or so before the
+end. For each this measures, on the same test fold and with the same exclusion of
+everything the listener already had:
 
 * ``most popular``: the most-listened items the listener does not know yet;
 * ``implicit ALS (defaults)``: ``implicit.cpu.als.AlternatingLeastSquares()`` with its
@@ -34,12 +38,14 @@ the best possible ranking.
 
 Also per data set: a cold-start benchmark (:func:`cold_start_benchmark`: 10 % of the items
 held out entirely from training, ranked by factors projected from content, against a random
-order and tag popularity) and a re-ranking sweep (:func:`diversity_sweep`: NDCG against
-artists per list, top artist share and novelty as MMR and the popularity penalty move).
+order and tag popularity; skipped, saying so, on sets without content: Last.fm 1K, CM100k)
+and a re-ranking sweep (:func:`diversity_sweep`: NDCG against artists per list, top artist
+share and novelty as MMR and the popularity penalty move).
 
 Outputs in ``--out``: ``quality.md``, ``quality.json``, ``quality.png``,
 ``quality-diversity.png`` and ``tuned_params.json`` (``-quick`` before the extension with
-``--quick``). Timings are wall clock on the machine of the run and include any load other
+``--quick``); the two figures need matplotlib (the ``bench`` extra) and are skipped, saying
+so, without it. Timings are wall clock on the machine of the run and include any load other
 processes put on it.
 """
 
@@ -69,24 +75,24 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make recsys, jobs and ben
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.datasets import (  # noqa: E402
-    DEFAULT_HETREC,
+    DATASET_GROUPS,
+    REAL_LOADERS,
     BenchmarkDataset,
     Fold,
     PairFeatures,
-    load_hetrec,
-    load_simulated,
+    load_dataset,
 )
 from jobs.week import PlaylistPolicy  # noqa: E402
 from recsys.als import ALSParams, train_als  # noqa: E402
 from recsys.contract import ConfidenceParams, confidence  # noqa: E402
 from recsys.evaluation import evaluate, ndcg_at_k, ndcg_per_user  # noqa: E402
 from recsys.matrix import InteractionMatrix  # noqa: E402
+from recsys.neighbors import EASE, ItemKNN, RP3beta, ease_fits  # noqa: E402
 from recsys.pipeline import PlaylistPipeline  # noqa: E402
 from recsys.playlist import PlaylistRules, mask_known_tracks  # noqa: E402
 from recsys.recommender import PopularityModel, top_n  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
-from recsys.tuning import SEARCH_SEED, random_search  # noqa: E402
-from recsys.tuning import SEARCH_SPACE as TUNING_SPACE  # noqa: E402
+from recsys.tuning import SEARCH_SEED, SEARCH_SPACE, search  # noqa: E402
 
 log = logging.getLogger("quality")
 
@@ -97,8 +103,20 @@ log = logging.getLogger("quality")
 #: run that 8-model grid we take its first rank, the larger iteration count and the smaller
 #: lambda: the combination least handicapped for top-K ranking.
 LISTENBRAINZ_PARAMS: dict[str, Any] = {"rank": 100, "maxIter": 10, "regParam": 0.1, "alpha": 3.0}
-SEARCH_SPACE = {name: list(values) for name, values in TUNING_SPACE.items()}
+#: Alphas of the first tuning stage (each confidence formula at each); quick mode: 10 only.
+FORMULA_ALPHAS = [1.0, 5.0, 10.0, 20.0, 40.0]
+#: Memory EASE's items x items inverse may take; larger catalogues skip it (logged).
+EASE_MEMORY_MB = 6144.0
 BOOTSTRAP_SEED = 7
+#: The off-the-shelf methods "ours" is compared with (the best of them is the bar).
+PEERS = (
+    "implicit ALS (defaults)",
+    "implicit BM25 item-kNN",
+    "Spark ALS (ListenBrainz)",
+    "item-kNN cosine",
+    "RP3beta",
+    "EASE",
+)
 SKIP_WEIGHT = ConfidenceParams().skip_weight
 BLOCK = 1024
 METRIC_COLUMNS = (
@@ -136,22 +154,32 @@ def _bm25(features: PairFeatures) -> np.ndarray:
     return np.asarray(weighted.data, dtype=np.float64)
 
 
+#: Every confidence formula ``ours`` may train on, from a fold's pair features.
+FORMULAS: dict[str, Callable[[PairFeatures], np.ndarray]] = {
+    "product": lambda f: _project_confidence(f.completed, f.skips, f.thumb),
+    "product_no_thumbs": lambda f: np.log1p(f.completed + SKIP_WEIGHT * f.skips),
+    "log": lambda f: np.log1p(f.raw_count),
+    # What the README's pipeline sees after convert_hetrec: ceil(log2(1 + count)) plays.
+    "product_converted": lambda f: np.log1p(np.ceil(np.log2(1.0 + f.raw_count))),
+    "raw": lambda f: f.raw_count,
+    "bm25": _bm25,
+}
+#: The formulas compared on each data set, the project's own first. HetRec has only counts
+#: (the product formula is ln(1 + count), "log"); Last.fm 1K and AMBAR have plays without
+#: skips or thumbs (the product formula is ln(1 + plays)); CM100k and the simulator have
+#: skips and thumbs.
+DATASET_FORMULAS: dict[str, tuple[str, ...]] = {
+    "simulated": ("product", "product_no_thumbs", "log", "raw", "bm25"),
+    "hetrec": ("log", "product_converted", "raw", "bm25"),
+    "lastfm1k": ("product", "raw", "bm25"),
+    "cm100k": ("product", "product_no_thumbs", "raw", "bm25"),
+    "ambar": ("product", "raw", "bm25"),
+}
+
+
 def confidence_formulas(dataset: str) -> dict[str, Callable[[PairFeatures], np.ndarray]]:
     """Confidence formulas compared for ``ours``; the first is the project's own."""
-    formulas: dict[str, Callable[[PairFeatures], np.ndarray]] = {}
-    if dataset == "simulated":
-        formulas["product"] = lambda f: _project_confidence(f.completed, f.skips, f.thumb)
-        formulas["product_no_thumbs"] = lambda f: np.log1p(f.completed + SKIP_WEIGHT * f.skips)
-    else:
-        # No skips or thumbs: the product formula is ln(1 + count).
-        formulas["log"] = lambda f: np.log1p(f.raw_count)
-        # What the README's pipeline sees after convert_hetrec: ceil(log2(1 + count)) plays.
-        formulas["product_converted"] = lambda f: np.log1p(np.ceil(np.log2(1.0 + f.raw_count)))
-    if dataset == "simulated":
-        formulas["log"] = lambda f: np.log1p(f.raw_count)
-    formulas["raw"] = lambda f: f.raw_count
-    formulas["bm25"] = _bm25
-    return formulas
+    return {name: FORMULAS[name] for name in DATASET_FORMULAS[dataset]}
 
 
 def listenbrainz_confidence(count: np.ndarray) -> np.ndarray:
@@ -253,6 +281,36 @@ def implicit_bm25(fold: Fold, k: int) -> MethodRun:
         time.perf_counter() - fitted,
         "BM25Recommender(): K 20, K1 1.2, B 0.75; raw counts",
     )
+
+
+def _neighbors(fold: Fold, k: int, name: str, fit: Callable[..., Any], note: str) -> MethodRun:
+    """A model of :mod:`recsys.neighbors` fitted on the raw counts, top ``k`` unheard."""
+    counts = fold.features.matrix(fold.features.raw_count).astype(np.float32)
+    ids = np.arange(counts.shape[0]).astype(str), np.arange(counts.shape[1]).astype(str)
+    started = time.perf_counter()
+    model = fit(InteractionMatrix(counts, *ids))
+    fitted = time.perf_counter()
+    out = top_k_unheard(model.score, fold.eval_users, counts, k)
+    return MethodRun(name, out, fitted - started, time.perf_counter() - fitted, note)
+
+
+def neighbor_peers(fold: Fold, k: int) -> list[MethodRun]:
+    """The literature's strongest simple baselines on raw counts, at their usual settings:
+    item-kNN with cosine similarity (K 100), RP3beta (alpha 1, beta 0.5, K 100; Dacrema et
+    al. 2019) and EASE (lambda 500, binary; Steck 2019) when the catalogue fits."""
+    runs = [
+        _neighbors(
+            fold, k, "item-kNN cosine", lambda m: ItemKNN.fit(m, weighting="cosine"), "K 100"
+        ),
+        _neighbors(fold, k, "RP3beta", RP3beta.fit, "alpha 1.0, beta 0.5, K 100"),
+    ]
+    n_items = fold.split.train.shape[1]
+    if ease_fits(n_items, EASE_MEMORY_MB):
+        fit = lambda m: EASE.fit(m, memory_budget_mb=EASE_MEMORY_MB)  # noqa: E731
+        runs.append(_neighbors(fold, k, "EASE", fit, "lambda 500, binary"))
+    else:
+        log.warning("EASE skipped: %d items do not fit in %.0f MiB", n_items, EASE_MEMORY_MB)
+    return runs
 
 
 class SparkALS:
@@ -452,14 +510,12 @@ def tune(
         for alpha in formula_alphas
     ]
     best_formula = max(trials, key=lambda t: t["validation_ndcg"])["formula"]
-    tried = [ALSParams(**t["params"]) for t in trials if t["formula"] == best_formula]
-    random_search(
-        lambda params: _trial(data, OursConfig(best_formula, params), k, "search")[
+    search(
+        lambda params, report: _trial(data, OursConfig(best_formula, params), k, "search")[
             "validation_ndcg"
         ],
         trials=n_random,
         seed=SEARCH_SEED,
-        exclude=tried,
         on_trial=lambda trial: trials.append(
             {
                 "stage": "search",
@@ -571,10 +627,15 @@ def cold_start_benchmark(data: BenchmarkDataset, k: int) -> dict[str, Any]:
     projected factors, (b) a seeded random order, (c) tag popularity: the mean, over an
     item's tags, of the training listeners of warm items with that tag. Cold recall@k =
     hits / min(k, held-out test items), averaged over those listeners.
+
+    Without item content (or no test item with content) it returns only ``{"skipped":
+    reason}``.
     """
     from recsys.coldstart import cold_item_factors
     from recsys.evaluation import holdout_items, remove_items_from_train
 
+    if data.item_embeddings is None and data.item_tags.nnz == 0:
+        return {"skipped": f"it needs item content (tags or embeddings); {data.name} has none"}
     fold = data.test
     train_full = fold.split.train
     n_items = train_full.shape[1]
@@ -582,6 +643,8 @@ def cold_start_benchmark(data: BenchmarkDataset, k: int) -> dict[str, Any]:
     tested = np.zeros(n_items, dtype=bool)
     tested[fold.test_rows.indices] = True
     held = holdout_items(n_items, COLD_FRACTION, COLD_SEED, eligible=tested & has_content)
+    if len(held) == 0:
+        return {"skipped": f"no test item of {data.name} with content to hold out"}
     split = remove_items_from_train(fold.split, held)
     train = split.train
     values = confidence_formulas(data.name)[next(iter(confidence_formulas(data.name)))](
@@ -754,6 +817,8 @@ def run_dataset(
     record("implicit ALS (defaults)", implicit_als_defaults(fold, k, seed))
     record("implicit BM25 item-kNN", implicit_bm25(fold, k))
     record("Spark ALS (ListenBrainz)", spark.run(fold, k, seed))
+    for run in neighbor_peers(fold, k):
+        record(run.name, run)
 
     formulas = list(confidence_formulas(data.name))
     default_config = OursConfig(formulas[0], ALSParams())
@@ -771,6 +836,8 @@ def run_dataset(
     record("ours (tuned, no re-ranking)", runs[k])
 
     cold_start = cold_start_benchmark(data, k)
+    if "skipped" in cold_start:
+        log.warning("%s: cold-start benchmark skipped: %s", data.name, cold_start["skipped"])
     sweep = diversity_sweep(data, k)
 
     diagnostics: dict[str, Any] = {}
@@ -805,7 +872,8 @@ def run_dataset(
 
     def ratio(a: str, b: str) -> dict[str, Any]:
         low, high = _bootstrap_ratio(per_user[a], per_user[b])
-        return {"ratio": methods[a]["ndcg"] / methods[b]["ndcg"], "ci95": [low, high]}
+        value = methods[a]["ndcg"] / methods[b]["ndcg"] if methods[b]["ndcg"] > 0 else math.nan
+        return {"ratio": value, "ci95": [low, high]}
 
     ratios: dict[str, dict[str, Any]] = {}
     for variant in ("ours (defaults)", "ours (tuned)"):
@@ -823,6 +891,17 @@ def run_dataset(
                 **ratio(variant, "implicit BM25 item-kNN"),
                 "target": None,
             },
+            **{
+                f"vs {peer}": {**ratio(variant, peer), "target": None}
+                for peer in ("item-kNN cosine", "RP3beta", "EASE")
+                if peer in methods
+            },
+        }
+        peers = [name for name in methods if name in PEERS]
+        best_peer = max(peers, key=lambda name: methods[name]["ndcg"])
+        ratios[variant][f"vs the best peer ({best_peer})"] = {
+            **ratio(variant, best_peer),
+            "target": 1.1,
         }
         if "oracle: true taste x popularity" in methods:
             ratios[variant]["vs oracle (ceiling)"] = {
@@ -848,7 +927,7 @@ def run_dataset(
         "cold_start": cold_start,
         "diversity_sweep": sweep,
         "search": {
-            "space": {"formula": formulas, **SEARCH_SPACE},
+            "space": {"formula": formulas, **{n: asdict(r) for n, r in SEARCH_SPACE.items()}},
             "formula_stage_alphas": formula_alphas,
             "random_trials": n_random,
             "seed": SEARCH_SEED,
@@ -983,24 +1062,8 @@ def markdown_report(results: dict[str, Any], header: dict[str, Any]) -> str:
             f"{best['validation_ndcg']:.4f}).",
             "",
         ]
-        cold = result["cold_start"]
-        recall = cold["recall"]
+        lines += _cold_start_lines(result["cold_start"], k)
         lines += [
-            f"Cold start: {cold['held_out_items']} items ({COLD_FRACTION:.0%} of the items that "
-            f"are test items of an evaluated listener and have content) held out entirely "
-            f"from training, factors projected from {cold['content']}; cold recall@{k} over "
-            f"the {cold['listeners']} listeners with a held-out test item, ranking only the "
-            "held-out items:",
-            "",
-            "| ranking of the held-out items | cold recall | vs random | target |",
-            "|---|---:|---:|---|",
-            f"| projected factors (ours) | {recall['projected factors']:.4f} | "
-            f"{recall['projected factors'] / recall['random']:.2f}x | >= 2x random, > tag "
-            f"popularity: {_cold_verdict(cold)} |",
-            f"| random order (seeded) | {recall['random']:.4f} | 1.00x | |",
-            f"| tag popularity | {recall['tag popularity']:.4f} | "
-            f"{recall['tag popularity'] / recall['random']:.2f}x | |",
-            "",
             f"Re-ranking sweep (ours, default parameters; NDCG loss against the same model "
             f"without re-ranking; shipped: MMR {shipped_rules(k).diversity}, popularity "
             f"penalty {shipped_rules(k).popularity_penalty}):",
@@ -1023,6 +1086,30 @@ def markdown_report(results: dict[str, Any], header: dict[str, Any]) -> str:
                 lines.append(f"* {method}: {metrics['note']}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _cold_start_lines(cold: dict[str, Any], k: int) -> list[str]:
+    """The report's cold-start paragraph and table, or why the benchmark was skipped."""
+    if "skipped" in cold:
+        return [f"Cold start: skipped: {cold['skipped']}.", ""]
+    recall = cold["recall"]
+    return [
+        f"Cold start: {cold['held_out_items']} items ({COLD_FRACTION:.0%} of the items that "
+        f"are test items of an evaluated listener and have content) held out entirely "
+        f"from training, factors projected from {cold['content']}; cold recall@{k} over "
+        f"the {cold['listeners']} listeners with a held-out test item, ranking only the "
+        "held-out items:",
+        "",
+        "| ranking of the held-out items | cold recall | vs random | target |",
+        "|---|---:|---:|---|",
+        f"| projected factors (ours) | {recall['projected factors']:.4f} | "
+        f"{recall['projected factors'] / recall['random']:.2f}x | >= 2x random, > tag "
+        f"popularity: {_cold_verdict(cold)} |",
+        f"| random order (seeded) | {recall['random']:.4f} | 1.00x | |",
+        f"| tag popularity | {recall['tag popularity']:.4f} | "
+        f"{recall['tag popularity'] / recall['random']:.2f}x | |",
+        "",
+    ]
 
 
 def _cold_verdict(cold: dict[str, Any]) -> str:
@@ -1188,10 +1275,13 @@ def print_summary(name: str, result: dict[str, Any]) -> None:
         f"(val NDCG {best['validation_ndcg']:.4f})"
     )
     cold = result["cold_start"]
-    print(
-        f"  cold start ({cold['held_out_items']} held-out items): {cold['recall']} "
-        f"(target >= 2x random and > tag popularity: {_cold_verdict(cold)})"
-    )
+    if "skipped" in cold:
+        print(f"  cold start: skipped: {cold['skipped']}")
+    else:
+        print(
+            f"  cold start ({cold['held_out_items']} held-out items): {cold['recall']} "
+            f"(target >= 2x random and > tag popularity: {_cold_verdict(cold)})"
+        )
     for point in result["diversity_sweep"]:
         print(
             f"  sweep {point['label']:34s} NDCG {point['ndcg']:.4f} "
@@ -1203,17 +1293,75 @@ def print_summary(name: str, result: dict[str, Any]) -> None:
         print(f"  diagnostics: {json.dumps(result['diagnostics'])}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=("hetrec", "simulated", "both"), default="both")
+    parser.add_argument(
+        "--dataset",
+        choices=list(DATASET_GROUPS),
+        default="both",
+        help="one data set, 'both' (hetrec and simulated), 'real' (every real set) or 'all'",
+    )
     parser.add_argument("--k", type=int, default=50, help="playlist length and metric cut-off")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     parser.add_argument(
         "--quick", action="store_true", help="smaller simulated world, fewer tuning trials"
     )
-    parser.add_argument("--hetrec", type=Path, default=DEFAULT_HETREC, help="HetRec folder")
+    for name, (_, default) in REAL_LOADERS.items():
+        parser.add_argument(f"--{name}", type=Path, default=default, help=f"{name} folder")
     parser.add_argument("--trials", type=int, default=None, help="random search trials")
     parser.add_argument("--seed", type=int, default=42, help="seed of the baselines' models")
+    return parser
+
+
+def _load(name: str, args: argparse.Namespace) -> BenchmarkDataset:
+    if name == "simulated" and args.quick:
+        return load_dataset(name, users=1000, tracks=8000)
+    return load_dataset(name, getattr(args, name, None))
+
+
+def _tuned_params(results: dict[str, Any]) -> dict[str, Any]:
+    """What ``tuned_params.json`` holds: the selected trial of every data set."""
+    return {
+        name: {
+            "formula": result["search"]["best"]["formula"],
+            "params": result["search"]["best"]["params"],
+            "validation_ndcg": result["search"]["best"]["validation_ndcg"],
+            "test_ndcg": result["methods"]["ours (tuned)"]["ndcg"],
+            "selected_on": result["search"]["selected_on"],
+            "search_space": result["search"]["space"],
+            "formula_stage_alphas": result["search"]["formula_stage_alphas"],
+            "random_trials": result["search"]["random_trials"],
+            "search_seed": result["search"]["seed"],
+            "trials": len(result["search"]["trials"]),
+        }
+        for name, result in results.items()
+    }
+
+
+def write_outputs(results: dict[str, Any], header: dict[str, Any], out: Path, suffix: str) -> None:
+    """Write the report, the results and the tuned parameters, then the figures (skipped,
+    with one line saying so, when matplotlib is not installed: it is in the ``bench``
+    extra)."""
+    (out / f"quality{suffix}.json").write_text(
+        json.dumps({"run": header, "results": results}, indent=2, default=str)
+    )
+    (out / f"quality{suffix}.md").write_text(markdown_report(results, header))
+    (out / f"tuned_params{suffix}.json").write_text(
+        json.dumps(_tuned_params(results), indent=2) + "\n"
+    )
+    print(f"wrote {out}/quality{suffix}.{{md,json}} and tuned_params{suffix}.json")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install -e '.[bench]')")
+        return
+    plot(results, out / f"quality{suffix}.png")
+    plot_sweep(results, out / f"quality-diversity{suffix}.png")
+    print(f"wrote {out}/quality{suffix}.png and quality-diversity{suffix}.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.k < 1:
         parser.error("--k must be at least 1")
@@ -1221,23 +1369,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("recsys").setLevel(logging.WARNING)
     logging.getLogger("py4j").setLevel(logging.WARNING)
     n_random = args.trials if args.trials is not None else (3 if args.quick else 16)
-    formula_alphas: list[float] = [10.0] if args.quick else SEARCH_SPACE["alpha"]
-    suffix = "-quick" if args.quick else ""
+    formula_alphas: list[float] = [10.0] if args.quick else FORMULA_ALPHAS
     args.out.mkdir(parents=True, exist_ok=True)
 
     started = time.perf_counter()
     spark = SparkALS()
     results: dict[str, Any] = {}
     try:
-        names = ["hetrec", "simulated"] if args.dataset == "both" else [args.dataset]
-        for name in names:
+        for name in DATASET_GROUPS[args.dataset]:
             loaded = time.perf_counter()
-            if name == "hetrec":
-                data = load_hetrec(args.hetrec)
-            elif args.quick:
-                data = load_simulated(users=1000, tracks=8000)
-            else:
-                data = load_simulated()
+            data = _load(name, args)
             log.info(
                 "loaded %s in %.1f s: %s",
                 name,
@@ -1266,30 +1407,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, result in results.items():
         print_summary(name, result)
     print(f"\ntotal {total:.0f} s")
-
-    (args.out / f"quality{suffix}.json").write_text(
-        json.dumps({"run": header, "results": results}, indent=2, default=str)
-    )
-    (args.out / f"quality{suffix}.md").write_text(markdown_report(results, header))
-    plot(results, args.out / f"quality{suffix}.png")
-    plot_sweep(results, args.out / f"quality-diversity{suffix}.png")
-    tuned = {
-        name: {
-            "formula": result["search"]["best"]["formula"],
-            "params": result["search"]["best"]["params"],
-            "validation_ndcg": result["search"]["best"]["validation_ndcg"],
-            "test_ndcg": result["methods"]["ours (tuned)"]["ndcg"],
-            "selected_on": result["search"]["selected_on"],
-            "search_space": result["search"]["space"],
-            "formula_stage_alphas": result["search"]["formula_stage_alphas"],
-            "random_trials": result["search"]["random_trials"],
-            "search_seed": result["search"]["seed"],
-            "trials": len(result["search"]["trials"]),
-        }
-        for name, result in results.items()
-    }
-    (args.out / f"tuned_params{suffix}.json").write_text(json.dumps(tuned, indent=2) + "\n")
-    print(f"wrote {args.out}/quality{suffix}.{{md,json,png}} and tuned_params{suffix}.json")
+    write_outputs(results, header, args.out, "-quick" if args.quick else "")
     return 0
 
 

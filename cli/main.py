@@ -239,6 +239,9 @@ def _print_report(report: Any) -> None:
         f"week {report.week_start}: run #{report.run_id} {report.status}, "
         f"model {report.model_version}"
     )
+    if report.tuning:
+        searched = f"{report.tuning['trials']} trials, " if report.tuning.get("searched") else ""
+        click.echo(f"  tune: {searched}{report.tuning.get('reason')}")
     if report.gate:
         model = report.gate.get("model", {})
         popular = report.gate.get("popular", {})
@@ -309,7 +312,9 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
     )
     # A demo world is small and popularity-heavy; the gate still measures and reports the
     # model against popularity, but the demo publishes so that there is something to see.
-    settings = settings.model_copy(update={"gate_min_vs_popular": 0.0, "gate_min_vs_previous": 0.0})
+    # A demo week shows every step, the parameter search too, in a minute or two.
+    demo = {"gate_min_vs_popular": 0.0, "gate_min_vs_previous": 0.0, "tune_trials": 8}
+    settings = settings.model_copy(update=demo | {"tune_budget_s": 60.0})
     report = run_in_process(settings, world, week, trigger="demo", progress=progress)
     _print_report(report)
     engine = make_engine(settings.database_url)

@@ -176,18 +176,27 @@ def evaluate(week: dt.date, json_out: Path | None, **split_options: Any) -> None
 @_split_options
 @click.option(
     "--trials",
-    type=click.IntRange(0, 100),
+    type=click.IntRange(0, 1000),
     default=16,
     show_default=True,
-    help="Random configurations tried after the current parameters.",
+    help="Configurations drawn after the current parameters.",
+)
+@click.option(
+    "--budget-s",
+    type=click.FloatRange(1.0),
+    default=None,
+    help="Stop drawing after this many seconds (default: no limit).",
 )
 @click.option("--seed", type=click.IntRange(0), default=SEARCH_SEED, show_default=True)
 @friendly_errors
-def tune(week: dt.date, trials: int, seed: int, **split_options: Any) -> None:
+def tune(
+    week: dt.date, trials: int, budget_s: float | None, seed: int, **split_options: Any
+) -> None:
     """Search ALS parameters on a validation split and save them for the weekly run.
 
-    Tries the current parameters, then --trials seeded random configurations of
-    factors, regularization and alpha (parameters set by CRATEDIGGER_ALS_* stay fixed),
+    Tries the current parameters, then up to --trials configurations of factors,
+    regularization, alpha and iterations drawn by Optuna's seeded TPE sampler, pruning
+    those that trail at half training (parameters set by CRATEDIGGER_ALS_* stay fixed),
     each scored by NDCG of the artist-capped playlists on a validation split that
     leaves out the last --holdout-days (so `cratedigger evaluate` with the same split
     arguments still tests on unseen data). The best goes to DATA_DIR/tuned_params.json;
@@ -205,6 +214,7 @@ def tune(week: dt.date, trials: int, seed: int, **split_options: Any) -> None:
             week,
             split,
             trials=trials,
+            budget_s=budget_s,
             seed=seed,
             on_trial=lambda _: bar.update(1),
         )

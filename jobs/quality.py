@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,12 +47,13 @@ from recsys.settings import Settings
 from recsys.tuning import (
     SEARCH_SEED,
     SEARCH_SPACE,
+    TUNED_FIELDS,
     Trial,
     TunedParams,
     best_trial,
     playlist_ndcg_objective,
-    random_search,
     save_tuned_params,
+    search,
 )
 
 if TYPE_CHECKING:
@@ -329,12 +330,68 @@ def evaluate_week(
     }
 
 
+def _search(
+    policy: PlaylistPolicy,
+    split: WeekSplit,
+    start: ResolvedParams,
+    *,
+    trials: int,
+    budget_s: float | None,
+    seed: int,
+    on_trial: Callable[[Trial], None] | None,
+    also: Sequence[ALSParams] = (),
+) -> list[Trial]:
+    """:func:`recsys.tuning.search` on ``split`` from ``start`` (then ``also``); the
+    parameters ``start`` took from the environment stay fixed."""
+    _require_listeners(split)
+    # The search compares models, not re-rankers: the pipeline cuts with length and cap only.
+    baseline = replace(policy, rules=policy.rules.baseline())
+
+    def pipeline_of(model: ALSModel) -> PlaylistPipeline:
+        return baseline.pipeline(model, split.track_artist, split.listeners)
+
+    objective = playlist_ndcg_objective(
+        split.matrix(), split.train, split.test_rows, split.eval_users, pipeline_of
+    )
+    fixed = [name for name in TUNED_FIELDS if start.sources[name] == "environment"]
+    return search(
+        objective,
+        trials=trials,
+        budget_s=budget_s,
+        seed=seed,
+        start=[start.params, *also],
+        fixed=fixed,
+        on_trial=on_trial,
+    )
+
+
+def _tuned(
+    policy: PlaylistPolicy, week_start: dt.date, split: WeekSplit, trials: list[Trial], seed: int
+) -> TunedParams:
+    best = best_trial(trials)
+    return TunedParams(
+        params=best.params,
+        score=best.score,
+        default_score=trials[0].score,
+        metric=f"ndcg@{policy.rules.length} of the artist-capped playlists",
+        details={
+            "week_start": week_start.isoformat(),
+            "split": split.description,
+            "listeners": len(split.eval_users),
+            "search_seed": seed,
+            "search_space": {name: asdict(bounds) for name, bounds in SEARCH_SPACE.items()},
+            "trials": [trial.to_dict() for trial in trials],
+        },
+    )
+
+
 def tune_week(
     settings: Settings,
     week_start: dt.date,
     split: WeekSplit,
     *,
     trials: int,
+    budget_s: float | None = None,
     seed: int = SEARCH_SEED,
     on_trial: Callable[[Trial], None] | None = None,
 ) -> tuple[TunedParams, Path]:
@@ -346,46 +403,91 @@ def tune_week(
     -------
     (tuned, path)
     """
-    _require_listeners(split)
     untuned = ResolvedParams.of(settings.model_copy(update={"use_tuned_params": False}))
-    # The search compares models, not re-rankers: the pipeline cuts with length and cap only.
     policy = PlaylistPolicy.of(settings)
-    baseline = replace(policy, rules=policy.rules.baseline())
-
-    def pipeline_of(model: ALSModel) -> PlaylistPipeline:
-        return baseline.pipeline(model, split.track_artist, split.listeners)
-
-    objective = playlist_ndcg_objective(
-        split.matrix(), split.train, split.test_rows, split.eval_users, pipeline_of
+    tried = _search(
+        policy, split, untuned, trials=trials, budget_s=budget_s, seed=seed, on_trial=on_trial
     )
-    # Parameters set in the environment stay fixed: the search varies the others only.
-    space = {
-        name: values if untuned.sources[name] != "environment" else (getattr(untuned.params, name),)
-        for name, values in SEARCH_SPACE.items()
-    }
-    results = random_search(
-        objective,
-        trials=trials,
-        seed=seed,
-        space=space,
-        start=(untuned.params,),
-        on_trial=on_trial,
-    )
-    best = best_trial(results)
-    tuned = TunedParams(
-        params=replace(best.params, random_seed=settings.als_random_seed),
-        score=best.score,
-        default_score=results[0].score,
-        metric=f"ndcg@{settings.playlist_length} of the artist-capped playlists",
-        details={
-            "week_start": week_start.isoformat(),
-            "split": split.description,
-            "listeners": len(split.eval_users),
-            "search_seed": seed,
-            "search_space": {name: list(values) for name, values in space.items()},
-            "trials": [trial.to_dict() for trial in results],
-        },
-    )
+    tuned = _tuned(policy, week_start, split, tried, seed)
     path = save_tuned_params(Storage.of(settings).tuned_params, tuned)
-    log.info("tuned parameters %s (score %.4f) saved to %s", best.params, best.score, path)
+    log.info("tuned parameters %s (score %.4f) saved to %s", tuned.params, tuned.score, path)
     return tuned, path
+
+
+@dataclass(frozen=True)
+class SelfTuning:
+    """What a weekly run's own search found, and whether its best is adopted.
+
+    Attributes
+    ----------
+    trials : list of Trial
+        Every configuration tried; the first is the one the run had.
+    split : str
+        The validation split searched on.
+    listeners : int
+        Its evaluated listeners.
+    holdout : dict
+        ``current`` and ``best``: NDCG@K on the gate's holdout of the configuration the run
+        had and of the search's best, built by the shipped pipeline; empty when the best is
+        the current one.
+    tuned : TunedParams or None
+        The configuration to adopt, when it beat the current one on the holdout.
+    reason : str
+        The decision in words.
+    """
+
+    trials: list[Trial]
+    split: str
+    listeners: int
+    holdout: dict[str, float]
+    tuned: TunedParams | None
+    reason: str
+
+
+def self_tune(
+    paths: AggregationPaths,
+    week_start: dt.date,
+    policy: PlaylistPolicy,
+    current: ResolvedParams,
+    *,
+    holdout_days: int,
+    trials: int,
+    budget_s: float,
+    seed: int = SEARCH_SEED,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> SelfTuning:
+    """Search on the week's validation split (the gate's time split, ``holdout_days``
+    earlier) from the ``current`` parameters and the defaults, then adopt the best only if
+    it beats the current one on the gate's own holdout (the last ``holdout_days``), both
+    built by the shipped pipeline (gorse's rule: a new model only when it is better).
+
+    Raises
+    ------
+    ValueError
+        If the validation split has no evaluated listener (too little history yet).
+    """
+    validation = week_split(paths, week_start, holdout_days=holdout_days, validation=True)
+    tried = _search(
+        policy,
+        validation,
+        current,
+        trials=trials,
+        budget_s=budget_s,
+        seed=seed,
+        on_trial=on_trial,
+        also=[ALSParams(random_seed=current.params.random_seed)],
+    )
+    tuned = _tuned(policy, week_start, validation, tried, seed)
+    found = (validation.description, len(validation.eval_users))
+    if tuned.params == current.params:
+        reason = f"kept: the current parameters scored best on validation ({tuned.score:.4f})"
+        return SelfTuning(tried, *found, {}, None, reason)
+    holdout = week_split(paths, week_start, holdout_days=holdout_days)
+    scores = {
+        name: ndcg_at_k(shipped_lists(policy, holdout, params)[1], holdout.test_rows)
+        for name, params in (("current", current.params), ("best", tuned.params))
+    }
+    verdict = f"holdout NDCG {scores['best']:.4f} vs {scores['current']:.4f} now"
+    if scores["best"] > scores["current"]:
+        return SelfTuning(tried, *found, scores, tuned, f"adopted: {verdict}")
+    return SelfTuning(tried, *found, scores, None, f"kept: the search's best had {verdict}")

@@ -1,7 +1,7 @@
 """Celery tasks of the weekly run: thin wrappers around the steps in :mod:`jobs.weekly`.
 
 ``start_weekly_run`` claims the week (one active run per week) and launches
-aggregate -> train -> gate -> fan-out; the fan-out replaces itself with a chord of
+aggregate -> tune -> train -> gate -> fan-out; the fan-out replaces itself with a chord of
 ``generate_chunk`` tasks whose callback publishes the week. Every task is idempotent,
 acknowledged late (a killed worker's task is delivered again) and retried with backoff on
 transient database and broker errors; a step that fails for good marks the run failed.
@@ -96,6 +96,7 @@ def start_weekly_run(
         return {"started": False, "reason": str(exc)}
     chain(
         aggregate.si(run_id=run_id),
+        tune.si(run_id=run_id),
         train.si(run_id=run_id),
         gate.si(run_id=run_id),
         fan_out.si(run_id=run_id),
@@ -110,6 +111,14 @@ def aggregate(self: Task, run_id: int) -> dict[str, Any]:
     except weekly.RunNotActive as exc:
         return _skip(exc)
     return {"interactions": summary["interactions"], "quarantined": summary["quarantined_total"]}
+
+
+@shared_task(name="cratedigger.tune", bind=True, base=StepTask)
+def tune(self: Task, run_id: int) -> dict[str, Any]:
+    try:
+        return weekly.step_tune(_settings(self), run_id)
+    except weekly.RunNotActive as exc:
+        return _skip(exc)
 
 
 @shared_task(name="cratedigger.train", bind=True, base=StepTask)

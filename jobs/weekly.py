@@ -1,4 +1,5 @@
-"""The weekly run: aggregate -> train -> validation gate -> generate (in chunks) -> publish.
+"""The weekly run: aggregate -> tune (every few weeks) -> train -> validation gate ->
+generate (in chunks) -> publish.
 
 Each step is a plain function of the settings and a weekly run id that records its progress
 in ``job_runs``. Celery tasks (``jobs/tasks.py``) are thin wrappers around these functions,
@@ -49,6 +50,7 @@ from recsys.db.models import ModelVersion, WeeklyRun, WeekPublication
 from recsys.db.repository import RunNotActive
 from recsys.gate import GateDecision, GateThresholds, decide
 from recsys.settings import Settings
+from recsys.tuning import TUNED_FIELDS, Trial, best_trial, save_tuned_params
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class WeekReport:
     error: str | None = None
     stages: dict[str, float] = field(default_factory=dict)
     aggregation: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     model_version: str | None = None
     listeners: int = 0
@@ -278,6 +281,92 @@ def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
         if summary.get("files_quarantined"):
             outcome.counts["files_quarantined"] = summary["files_quarantined"]
     return summary
+
+
+def tuning_due(db: Any, settings: Settings, week_start: dt.date) -> str | None:
+    """Why the run does not search parameters this week, or None when it does: when no
+    search has finished yet, then every ``tune_every_weeks`` weeks after the last one."""
+    if settings.tune_every_weeks == 0:
+        return "self-tuning is off (CRATEDIGGER_TUNE_EVERY_WEEKS=0)"
+    if not settings.use_tuned_params:
+        return "tuned parameters are not used (CRATEDIGGER_USE_TUNED_PARAMS=false)"
+    if all(ResolvedParams.of(settings).sources[name] == "environment" for name in TUNED_FIELDS):
+        return "every tuned ALS parameter is set in the environment"
+    with db() as session:
+        last = repository.last_tuning(session)
+    if last is None:
+        return None
+    weeks = (week_start - last.week_start).days // 7
+    if weeks >= settings.tune_every_weeks:
+        return None
+    every = settings.tune_every_weeks
+    return f"searched {weeks} week(s) ago (week of {last.week_start}); every {every} weeks"
+
+
+def step_tune(settings: Settings, run_id: int) -> dict[str, Any]:
+    """Search ALS parameters on the run's aggregation when it is due (:func:`tuning_due`),
+    storing every trial, and adopt the best (``tuned_params.json``, which the train step
+    reads) only if it beats the current parameters on the gate's holdout
+    (:func:`jobs.quality.self_tune`)."""
+    from jobs.quality import self_tune
+
+    with _step(settings, run_id, "tune") as (step, outcome):
+        skipped = tuning_due(step.db, settings, step.week_start)
+        if skipped is not None:
+            log.info("no parameter search this week: %s", skipped)
+            outcome.counts = {"searched": False, "reason": skipped}
+            return outcome.counts
+        with step.db.begin() as session:
+            tuning_id = repository.start_tuning(session, run_id, step.week_start).id
+        numbers = iter(range(1_000_000))
+
+        def store(trial: Trial) -> None:
+            with step.db.begin() as session:
+                repository.add_tuning_trial(session, tuning_id, next(numbers), trial.to_dict())
+
+        try:
+            found = self_tune(
+                step.storage.paths(step.week_start, step.aggregation),
+                step.week_start,
+                step.policy,
+                ResolvedParams.of(settings),
+                holdout_days=settings.gate_holdout_days,
+                trials=settings.tune_trials,
+                budget_s=settings.tune_budget_s,
+                on_trial=store,
+            )
+        except ValueError as exc:  # too little history to search on: train as before
+            with step.db.begin() as session:
+                repository.finish_tuning(session, tuning_id, "failed", reason=str(exc))
+            log.warning("no parameter search this week: %s", exc)
+            outcome.counts = {"searched": False, "reason": str(exc)}
+            return outcome.counts
+        if found.tuned is not None:
+            save_tuned_params(step.storage.tuned_params, found.tuned)
+        best = best_trial(found.trials)
+        with step.db.begin() as session:
+            repository.finish_tuning(
+                session,
+                tuning_id,
+                "succeeded",
+                split=found.split,
+                listeners=found.listeners,
+                current_score=found.trials[0].score,
+                best_score=best.score,
+                holdout_current=found.holdout.get("current"),
+                holdout_best=found.holdout.get("best"),
+                best_params=asdict(best.params),
+                adopted=found.tuned is not None,
+                reason=found.reason,
+            )
+        log.info("parameter search of %d trials: %s", len(found.trials), found.reason)
+        outcome.counts = {
+            "searched": True,
+            "trials": len(found.trials),
+            "adopted": found.tuned is not None,
+            "reason": found.reason,
+        }
+    return outcome.counts
 
 
 def step_train(settings: Settings, run_id: int, *, show_progress: bool = False) -> str:
@@ -555,6 +644,8 @@ def run_in_process(
         with _timed(report, "aggregate"):
             summary = step_aggregate(settings, report.run_id)
         report.aggregation = summary
+        with _timed(report, "tune"):
+            report.tuning = _retrying(lambda: step_tune(settings, report.run_id), "tuning")
         with _timed(report, "train"):
             report.model_version = step_train(
                 settings, report.run_id, show_progress=progress is not None

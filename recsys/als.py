@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -264,18 +265,55 @@ class ALSModel(BlockRecommender):
 
 
 def train_als(
-    matrix: InteractionMatrix, params: ALSParams, *, show_progress: bool = False
+    matrix: InteractionMatrix,
+    params: ALSParams,
+    *,
+    show_progress: bool = False,
+    checkpoint: tuple[int, Callable[[ALSModel], None]] | None = None,
 ) -> ALSModel:
     """Fit implicit's CPU ALS on the confidence matrix.
 
     BLAS runs on one thread during the fit, as implicit recommends: its own threads already
     use every core and a multi-threaded BLAS underneath them slows the fit several times.
+
+    Parameters
+    ----------
+    checkpoint : (int, callable), optional
+        ``(i, look)``: after iteration ``i`` (1-based) ``look`` gets the model as trained so
+        far (without a fingerprint); an exception it raises stops the fit (a search's
+        pruning).
     """
     from implicit.cpu.als import AlternatingLeastSquares
 
     if matrix.user_items.nnz == 0:
         raise ValueError("cannot train on an empty interaction matrix")
     started = time.perf_counter()
+    unplayed = np.diff(matrix.user_items.tocsc().indptr) == 0
+
+    def snapshot(fingerprint: str) -> ALSModel:
+        item_factors = np.array(model.item_factors, dtype=np.float32)
+        # Tracks nobody interacted with keep their random initial factors in implicit; zero
+        # them so that an unplayed track never scores by chance.
+        item_factors[unplayed] = 0.0
+        seconds = time.perf_counter() - started
+        return ALSModel(
+            user_factors=np.array(model.user_factors, dtype=np.float32),
+            item_factors=item_factors,
+            user_ids=matrix.user_ids,
+            track_ids=matrix.track_ids,
+            params=params,
+            fingerprint=fingerprint,
+            metadata={
+                "trained_at": dt.datetime.now(dt.UTC).isoformat(),
+                "train_seconds": round(seconds, 3),
+                "n_interactions": int(matrix.user_items.nnz),
+            },
+        )
+
+    def callback(iteration: int, *_: Any) -> None:
+        if checkpoint is not None and iteration + 1 == checkpoint[0]:
+            checkpoint[1](snapshot(""))
+
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
             factors=params.factors,
@@ -284,33 +322,16 @@ def train_als(
             iterations=params.iterations,
             random_state=params.random_seed,
         )
-        model.fit(matrix.user_items, show_progress=show_progress)
-    seconds = time.perf_counter() - started
+        model.fit(matrix.user_items, show_progress=show_progress, callback=callback)
+    trained = snapshot(matrix.fingerprint(asdict(params)))
     log.info(
         "trained ALS on %d listeners x %d tracks (%d interactions) in %.2f s",
         matrix.shape[0],
         matrix.shape[1],
         matrix.user_items.nnz,
-        seconds,
+        trained.metadata["train_seconds"],
     )
-    item_factors = np.asarray(model.item_factors, dtype=np.float32)
-    # Tracks nobody interacted with keep their random initial factors in implicit; zero them
-    # so that an unplayed track never scores by chance.
-    unplayed = np.diff(matrix.user_items.tocsc().indptr) == 0
-    item_factors[unplayed] = 0.0
-    return ALSModel(
-        user_factors=np.asarray(model.user_factors, dtype=np.float32),
-        item_factors=item_factors,
-        user_ids=matrix.user_ids,
-        track_ids=matrix.track_ids,
-        params=params,
-        fingerprint=matrix.fingerprint(asdict(params)),
-        metadata={
-            "trained_at": dt.datetime.now(dt.UTC).isoformat(),
-            "train_seconds": round(seconds, 3),
-            "n_interactions": int(matrix.user_items.nnz),
-        },
-    )
+    return trained
 
 
 def with_cold_start(

@@ -93,6 +93,20 @@ class Settings(BaseSettings):
         description="Train with DATA_DIR/tuned_params.json (written by `cratedigger tune`) "
         "for every ALS parameter whose CRATEDIGGER_ALS_* variable is not set.",
     )
+    # Self-tuning: the weekly run searches ALS parameters on its own recent weeks.
+    tune_every_weeks: int = Field(
+        default=4,
+        ge=0,
+        le=520,
+        description="Weeks between the weekly run's own parameter searches (also when there "
+        "is no tuned configuration yet); 0 turns self-tuning off.",
+    )
+    tune_budget_s: float = Field(
+        default=600.0, ge=1.0, le=7 * 24 * 3600, description="Seconds a search may take."
+    )
+    tune_trials: int = Field(
+        default=32, ge=1, le=10_000, description="Most configurations a search tries."
+    )
     playlist_length: int = Field(default=50, ge=1, le=500)
     max_tracks_per_artist: int = Field(default=2, ge=1, le=500)
     min_user_interactions: int = Field(
@@ -282,6 +296,11 @@ class Settings(BaseSettings):
             )
         if self.spark_master.strip() == "":
             raise ValueError("spark_master must not be empty")
+        if self.tune_every_weeks and self.tune_budget_s >= self.task_time_limit:
+            raise ValueError(
+                f"tune_budget_s ({self.tune_budget_s:g}) must be below task_time_limit "
+                f"({self.task_time_limit}): the Celery tune task would be killed"
+            )
         return self
 
     # Paths of the state kept under data_dir.

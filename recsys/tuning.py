@@ -1,12 +1,15 @@
-"""Reproducible hyper-parameter search for ALS, and the tuned parameters the weekly run uses.
+"""Hyper-parameter search for ALS, and the tuned parameters the weekly run uses.
 
-The search (:func:`random_search`) draws distinct configurations of factors,
-regularization, alpha and iterations from a small grid (:data:`SEARCH_SPACE`) with a fixed
-seed, scores each with an objective (usually :func:`playlist_ndcg_objective`: NDCG@K of the
-artist-capped playlists on a validation split, never on a test fold) and keeps every trial.
-``cratedigger tune`` runs it on a week's aggregates and saves the best trial as
-``tuned_params.json`` in the data directory (:func:`save_tuned_params`);
-``benchmarks/quality.py`` runs the same search on its validation folds.
+The search (:func:`search`) is Optuna's seeded TPE sampler with median pruning over
+:data:`SEARCH_SPACE` (factors, regularization, alpha, iterations), within a number of
+trials and a time budget. It first scores the configurations it is given to start from
+(the current ones), so its best is never worse than what runs today on the same data. An
+objective (usually :func:`playlist_ndcg_objective`: NDCG@K of the playlists on a
+validation split, never on a test fold) may report an intermediate score half-way through
+training, and a trial below the median of earlier trials there is pruned. Every trial is
+kept. The weekly run searches on its own every few weeks (``jobs.quality.self_tune``);
+``cratedigger tune`` runs the same search on demand; the best configuration is saved as
+``tuned_params.json`` in the data directory (:func:`save_tuned_params`).
 
 Which parameters the weekly run trains with (:meth:`jobs.training.ResolvedParams.of`),
 per parameter:
@@ -22,9 +25,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,41 +43,63 @@ from recsys.pipeline import PlaylistPipeline
 
 log = logging.getLogger(__name__)
 
-#: Values tried per parameter. The grid of the issue (factors 32/64/128, regularization
-#: 0.01/0.05/0.1) widened by 16 factors and regularization 1 and 10: on both benchmark
-#: validation folds the best models sat at its edge.
-SEARCH_SPACE: dict[str, tuple[float, ...]] = {
-    "factors": (16, 32, 64, 128),
-    "regularization": (0.01, 0.05, 0.1, 1.0, 10.0),
-    "alpha": (1.0, 5.0, 10.0, 20.0, 40.0),
-    "iterations": (15,),
+
+@dataclass(frozen=True)
+class Range:
+    """The values a parameter may take: ``low`` to ``high``, on a log scale if ``log``."""
+
+    low: float
+    high: float
+    log: bool = True
+    integer: bool = False
+
+
+#: What the search varies. Factors reach 256 (well-tuned iALS wants large dimensions,
+#: Rendle et al. 2021); regularization and alpha span four and two decades.
+SEARCH_SPACE: dict[str, Range] = {
+    "factors": Range(16, 256, integer=True),
+    "regularization": Range(1e-3, 30.0),
+    "alpha": Range(0.5, 50.0),
+    "iterations": Range(8, 30, log=False, integer=True),
 }
 SEARCH_SEED = 20261116
 TUNED_PARAMS_FILE = "tuned_params.json"
 #: The ALS parameters a search sets; ``random_seed`` stays the settings' own.
-TUNED_FIELDS = ("factors", "regularization", "alpha", "iterations")
+TUNED_FIELDS = tuple(SEARCH_SPACE)
+
+#: ``report(step, value)``: an objective's intermediate score; raises when the trial is
+#: pruned.
+Report = Callable[[int, float], None]
+
+
+class Pruned(Exception):
+    """Raised by a :data:`Report` when the search stops the trial."""
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One scored configuration.
+    """One configuration the search tried.
 
     Attributes
     ----------
     params : ALSParams
         The configuration.
     score : float
-        The objective's value (higher is better).
+        The objective's value (higher is better); for a pruned trial its last intermediate
+        score, NaN if it failed.
     seconds : float
         Wall-clock seconds of the objective.
     stage : str
-        ``"start"`` for the configurations evaluated first, ``"search"`` for random draws.
+        ``"start"`` for the configurations scored first, ``"search"`` for the sampler's.
+    state : str
+        ``"complete"``, ``"pruned"`` or ``"failed"``.
     """
 
     params: ALSParams
     score: float
     seconds: float
     stage: str = "search"
+    state: str = "complete"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,119 +107,144 @@ class Trial:
             "score": self.score,
             "seconds": round(self.seconds, 3),
             "stage": self.stage,
+            "state": self.state,
         }
 
 
-def search_grid(
-    space: Mapping[str, Sequence[float]] = SEARCH_SPACE,
-    *,
-    base: ALSParams | None = None,
-    exclude: Iterable[ALSParams] = (),
-) -> list[ALSParams]:
-    """Every configuration of ``space`` in a fixed order, without those in ``exclude``.
-
-    Parameters
-    ----------
-    space : mapping
-        Values per name of :data:`TUNED_FIELDS` (every one required).
-    base : ALSParams, optional
-        Supplies the fields outside the space (``random_seed``); default ``ALSParams()``.
-    exclude : iterable of ALSParams
-        Configurations already tried (compared on :data:`TUNED_FIELDS` only).
-
-    Raises
-    ------
-    ValueError
-        If ``space`` lacks a field of :data:`TUNED_FIELDS`, has another key, or an empty list.
-    """
-    missing = [name for name in TUNED_FIELDS if not space.get(name)]
-    unknown = sorted(set(space) - set(TUNED_FIELDS))
-    if missing or unknown:
-        raise ValueError(
-            f"space needs non-empty values for {', '.join(TUNED_FIELDS)}; "
-            f"missing or empty: {missing}, unknown: {unknown}"
-        )
-    base = base or ALSParams()
-    tried = {_key(params) for params in exclude}
-    grid = []
-    for factors in space["factors"]:
-        for regularization in space["regularization"]:
-            for alpha in space["alpha"]:
-                for iterations in space["iterations"]:
-                    params = ALSParams(
-                        factors=int(factors),
-                        regularization=float(regularization),
-                        alpha=float(alpha),
-                        iterations=int(iterations),
-                        random_seed=base.random_seed,
-                    )
-                    if _key(params) not in tried:
-                        grid.append(params)
-    return grid
-
-
-def _key(params: ALSParams) -> tuple[float, ...]:
-    return tuple(float(getattr(params, name)) for name in TUNED_FIELDS)
-
-
-def random_search(
-    objective: Callable[[ALSParams], float],
+def search(
+    objective: Callable[[ALSParams, Report], float],
     *,
     trials: int,
+    budget_s: float | None = None,
     seed: int = SEARCH_SEED,
-    space: Mapping[str, Sequence[float]] = SEARCH_SPACE,
+    space: Mapping[str, Range] = SEARCH_SPACE,
     start: Sequence[ALSParams] = (),
-    exclude: Iterable[ALSParams] = (),
+    fixed: Sequence[str] = (),
     on_trial: Callable[[Trial], None] | None = None,
 ) -> list[Trial]:
-    """Score ``start``, then ``trials`` distinct random configurations of ``space``.
-
-    The draws are a seeded permutation of :func:`search_grid` (without ``start`` and
-    ``exclude``), so equal arguments try the same configurations in the same order.
+    """Score ``start``, then up to ``trials`` configurations drawn by Optuna's seeded TPE
+    sampler, stopping early when ``budget_s`` seconds have passed (checked between trials).
 
     Parameters
     ----------
     objective : callable
-        ALSParams -> score, higher is better (e.g. :func:`playlist_ndcg_objective`).
+        ``(params, report) -> score``, higher is better; it may call ``report(step, value)``
+        with an intermediate score, which raises :class:`Pruned` when the trial falls below
+        the median of the earlier trials at that step.
     trials : int
-        Random configurations to try after ``start`` (>= 0; fewer if the grid runs out).
-    seed : int
-        Seed of the draws.
+        Configurations to draw after ``start`` (>= 0).
     start : sequence of ALSParams
-        Configurations scored first (e.g. the current defaults), stage ``"start"``.
-    exclude : iterable of ALSParams
-        Configurations never drawn (already scored elsewhere).
+        Configurations scored first (e.g. the current ones), stage ``"start"``, once each;
+        the first also supplies ``random_seed`` and the values of ``fixed`` to all.
+    fixed : sequence of str
+        Names of :data:`TUNED_FIELDS` the search must not vary (e.g. set in the environment).
     on_trial : callable, optional
-        Called with each trial as it is scored (progress).
+        Called with each trial as it ends (progress, storage).
 
     Returns
     -------
     list of Trial
-        In the order they were scored.
+        In the order they were tried. Equal arguments and scores give the same trials.
     """
+    import optuna
+
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")
-    base = start[0] if start else None
-    grid = search_grid(space, base=base, exclude=[*start, *exclude])
-    order = np.random.default_rng(seed).permutation(len(grid))[:trials]
-    plan = [(params, "start") for params in start] + [(grid[int(i)], "search") for i in order]
-    results = []
-    for params, stage in plan:
-        started = time.perf_counter()
-        score = float(objective(params))
-        trial = Trial(params, score, time.perf_counter() - started, stage)
-        log.info("trial %s: score %.4f (%.1f s)", _label(params), score, trial.seconds)
-        results.append(trial)
-        if on_trial is not None:
-            on_trial(trial)
+    unknown = sorted(set(space) - set(TUNED_FIELDS)) + sorted(set(fixed) - set(TUNED_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; the search sets {TUNED_FIELDS}")
+    base = start[0] if start else ALSParams()
+    varied = {name: bounds for name, bounds in space.items() if name not in fixed}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(8, max(trials, 1))),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+    )
+    distributions = {name: _distribution(bounds) for name, bounds in varied.items()}
+    results: list[Trial] = []
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+
+    def scored(params: ALSParams, stage: str, report: Report) -> Trial:
+        started, state, score, last = time.perf_counter(), "complete", math.nan, [math.nan]
+
+        def reporting(step: int, value: float) -> None:
+            last[0] = value
+            report(step, value)
+
+        try:
+            score = float(objective(params, reporting))
+        except Pruned:
+            state, score = "pruned", last[0]
+        finally:
+            if state == "complete" and math.isnan(score):
+                state = "failed"
+            done = Trial(params, score, time.perf_counter() - started, stage, state)
+            log.info("trial %s: %s %.4f (%.1f s)", _label(params), state, score, done.seconds)
+            results.append(done)
+            if on_trial is not None:
+                on_trial(done)
+        return done
+
+    firsts = list(dict.fromkeys(replace(p, **{n: getattr(base, n) for n in fixed}) for p in start))
+    for params in firsts:  # scored as they are, even outside the space
+        try:
+            done = scored(params, "start", lambda step, value: None)
+        except (ValueError, FloatingPointError):  # recorded as failed
+            continue
+        values = {name: getattr(params, name) for name in varied}
+        inside = all(
+            varied[name].low <= value <= varied[name].high for name, value in values.items()
+        )
+        if done.state == "complete" and inside:  # what TPE learns from
+            trial = optuna.trial.create_trial(
+                params=values, distributions=distributions, value=done.score
+            )
+            study.add_trial(trial)
+
+    def run(trial: optuna.Trial) -> float:
+        values: dict[str, Any] = {n: _suggest(trial, n, bounds) for n, bounds in varied.items()}
+
+        def report(step: int, value: float) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise Pruned
+
+        done = scored(replace(base, **values), "search", report)
+        if done.state == "pruned":
+            raise optuna.TrialPruned
+        if deadline is not None and time.monotonic() > deadline:
+            study.stop()
+        return done.score
+
+    if trials and (deadline is None or time.monotonic() < deadline):
+        study.optimize(run, n_trials=trials, catch=(ValueError, FloatingPointError))
     return results
 
 
+def _distribution(bounds: Range) -> Any:
+    import optuna
+
+    if bounds.integer:
+        return optuna.distributions.IntDistribution(
+            int(bounds.low), int(bounds.high), log=bounds.log
+        )
+    return optuna.distributions.FloatDistribution(bounds.low, bounds.high, log=bounds.log)
+
+
+def _suggest(trial: Any, name: str, bounds: Range) -> float:
+    if bounds.integer:
+        return int(trial.suggest_int(name, int(bounds.low), int(bounds.high), log=bounds.log))
+    return float(trial.suggest_float(name, bounds.low, bounds.high, log=bounds.log))
+
+
 def best_trial(trials: Sequence[Trial]) -> Trial:
-    """The trial with the highest score; the earliest among equals (``start`` wins ties)."""
-    if not trials:
-        raise ValueError("no trials to choose from")
-    return max(trials, key=lambda trial: trial.score)
+    """The complete trial with the highest score; the earliest among equals (``start``
+    wins ties)."""
+    complete = [trial for trial in trials if trial.state == "complete"]
+    if not complete:
+        raise ValueError("no complete trial to choose from")
+    return max(complete, key=lambda trial: trial.score)
 
 
 def _label(params: ALSParams) -> str:
@@ -206,9 +257,10 @@ def playlist_ndcg_objective(
     test_rows: sp.csr_matrix,
     eval_users: npt.NDArray[np.int64],
     pipeline_of: Callable[[ALSModel], PlaylistPipeline],
-) -> Callable[[ALSParams], float]:
+) -> Callable[[ALSParams, Report], float]:
     """An objective: train ALS on ``train`` and score NDCG@length of the playlists that
-    ``pipeline_of(model)`` builds for ``eval_users`` against ``test_rows``.
+    ``pipeline_of(model)`` builds for ``eval_users`` against ``test_rows``; half-way
+    through training it reports the score of the model so far (pruning).
 
     Parameters
     ----------
@@ -228,9 +280,13 @@ def playlist_ndcg_objective(
             f"test_rows has shape {test_rows.shape}, expected ({len(eval_users)}, {train.shape[1]})"
         )
 
-    def objective(params: ALSParams) -> float:
-        columns = pipeline_of(train_als(train, params)).columns(eval_users, known)
-        return ndcg_at_k(columns, test_rows)
+    def score(model: ALSModel) -> float:
+        return ndcg_at_k(pipeline_of(model).columns(eval_users, known), test_rows)
+
+    def objective(params: ALSParams, report: Report) -> float:
+        half = params.iterations // 2
+        look = (half, lambda model: report(half, score(model))) if half >= 1 else None
+        return score(train_als(train, params, checkpoint=look))
 
     return objective
 

@@ -17,6 +17,9 @@ from recsys.settings import Settings
 from tests.worlds import World
 
 REQUIRE_SERVICES = os.environ.get("CRATEDIGGER_REQUIRE_SERVICES") == "1"
+# The weekly run's own parameter search costs trials of ALS: only the tests about it
+# (tests/test_self_tuning.py) turn it on. The commands the tests run inherit this too.
+os.environ.setdefault("CRATEDIGGER_TUNE_EVERY_WEEKS", "0")
 POSTGRES_URL = os.environ.get(
     "CRATEDIGGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

@@ -53,7 +53,9 @@ def main(argv: list[str]) -> None:
     from cli.main import cli
     from recsys.db import repository
 
-    if point == "train":
+    if point == "tune":  # killed after the search stored its first trial
+        _kill_on_call(repository, "add_tuning_trial", call=2)
+    elif point == "train":
         _kill_on_call(jobs.training, "train_als", after=True)
     elif point == "gate":
         _kill_on_call(jobs.weekly, "decide")

@@ -27,7 +27,7 @@ from sqlalchemy import func, select, text
 
 from migrations import upgrade
 from recsys.db.engine import make_engine, make_session_factory
-from recsys.db.models import JobRun, Playlist, WeeklyRun, WeekPublication
+from recsys.db.models import JobRun, Playlist, TuningRun, WeeklyRun, WeekPublication
 from recsys.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,6 +192,7 @@ def _environment(state: Path, database_url: str) -> dict[str, str]:
             "CRATEDIGGER_GATE_MIN_VS_PREVIOUS": "0",
             "CRATEDIGGER_GENERATE_CHUNK_SIZE": "40",
             "CRATEDIGGER_RUN_HEARTBEAT_SECONDS": "1",
+            "CRATEDIGGER_TUNE_EVERY_WEEKS": "0",  # on in the case that kills the search
             "PYTHONPATH": str(ROOT),
         }
     )
@@ -280,7 +281,9 @@ def test_a_killed_rerun_of_a_published_week_keeps_it_served_and_readable(
     assert distinct[0] == before[1] and len(distinct) <= 3  # old, regenerated, new
 
 
-STAGES = ("aggregate", "train", "gate", "generate", "publish")
+STAGES = ("aggregate", "tune", "train", "gate", "generate", "publish")
+#: The weekly run's own parameter search, small: on only in the case that kills it.
+SEARCHING = {"CRATEDIGGER_TUNE_EVERY_WEEKS": "4", "CRATEDIGGER_TUNE_TRIALS": "3"}
 
 
 @pytest.mark.parametrize(
@@ -296,6 +299,8 @@ def test_a_run_killed_at_each_stage_is_taken_over_by_the_next(
     before = reader.read()
     assert before[0] == 200 and len(before[1]) == 50
     reader.start()
+    if stage == "tune":
+        published.env.update(SEARCHING)
     if stage == "aggregate":
         status = published.run_week(week, kill_when=published.spark_writing(week))
     else:
@@ -316,6 +321,16 @@ def test_a_run_killed_at_each_stage_is_taken_over_by_the_next(
     _assert_recovered(published, killed, week)
     # The previous week was served, unchanged, all along.
     assert answers and {a for a in answers} == {before}
+    if stage == "tune":  # the killed search is marked, its trial kept; the next one finished
+        for name in SEARCHING:
+            del published.env[name]
+        with published.sessions()() as session:
+            searches = session.scalars(select(TuningRun).order_by(TuningRun.id)).all()
+            assert [(t.weekly_run_id, t.status) for t in searches] == [
+                (killed.id, "abandoned"),
+                (published.last_run().id, "succeeded"),
+            ]
+            assert len(searches[0].trials) == 1 and len(searches[1].trials) == 4
 
 
 def _hold(deployment: Deployment, week: dt.date, owner: str, silent_seconds: float) -> int:

@@ -1,7 +1,8 @@
 """One contract for every model behind :class:`recsys.recommender.Recommender` (implicit's
-``RecommenderBaseTestMixin``), run against ALS, ALS with content cold start, and popularity;
-plus the known answer of each on a checker-board world, and the one pipeline that the
-weekly run, the gate and ``evaluate`` share."""
+``RecommenderBaseTestMixin``), run against ALS, ALS with content cold start, popularity and
+the item-to-item models of :mod:`recsys.neighbors`; plus the known answer of each on a
+checker-board world, and the one pipeline that the weekly run, the gate and ``evaluate``
+share."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import scipy.sparse as sp
 
 from recsys.als import ALSModel, ALSParams, with_cold_start
 from recsys.matrix import InteractionMatrix
+from recsys.neighbors import EASE, ItemKNN, RP3beta
 from recsys.recommender import PopularityModel, Recommender
 
 N_USERS, N_TRACKS = 40, 24
@@ -156,3 +158,44 @@ class TestPopularity(RecommenderContract):
             np.array(["x", "y"]),
         )
         assert PopularityModel.fit(matrix).listeners.tolist() == [2.0, 0.0]
+
+
+class ItemToItemContract(RecommenderContract):
+    """The models of :mod:`recsys.neighbors`: no listener links the two parities, so no
+    track of the other parity gets a score."""
+
+    def test_known_answer_each_listener_gets_tracks_of_their_parity(
+        self, model: Any, matrix: InteractionMatrix
+    ) -> None:
+        columns, scores = model.recommend(np.arange(N_USERS), matrix.user_items, 2)
+        assert (scores > 0).all()
+        for user in range(N_USERS):
+            assert {c % 2 for c in columns[user]} == {user % 2}, user
+
+
+class TestItemKNN(ItemToItemContract):
+    model_class = ItemKNN
+
+    def fit(self, matrix: InteractionMatrix) -> Any:
+        return ItemKNN.fit(matrix, weighting="bm25", K=10)
+
+
+class TestItemKNNCosine(ItemToItemContract):
+    model_class = ItemKNN
+
+    def fit(self, matrix: InteractionMatrix) -> Any:
+        return ItemKNN.fit(matrix, weighting="cosine", K=10)
+
+
+class TestRP3beta(ItemToItemContract):
+    model_class = RP3beta
+
+    def fit(self, matrix: InteractionMatrix) -> Any:
+        return RP3beta.fit(matrix, alpha=1.0, beta=0.5, K=10)
+
+
+class TestEASE(ItemToItemContract):
+    model_class = EASE
+
+    def fit(self, matrix: InteractionMatrix) -> Any:
+        return EASE.fit(matrix, regularization=10.0)

@@ -37,6 +37,7 @@ def test_environment_overrides(monkeypatch) -> None:
         ("CRATEDIGGER_LOG_FORMAT", "xml", "CRATEDIGGER_LOG_FORMAT"),
         ("CRATEDIGGER_PLAYLIST_LENGHT", "20", "unknown variable"),
         ("CRATEDIGGER_ALS_ALPHA", "nan", "CRATEDIGGER_ALS_ALPHA"),
+        ("CRATEDIGGER_TUNE_EVERY_WEEKS", "-1", "CRATEDIGGER_TUNE_EVERY_WEEKS"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(
@@ -45,6 +46,15 @@ def test_bad_configuration_is_a_clear_error(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=mentions):
         load_settings()
+
+
+def test_a_search_budget_the_celery_task_limit_would_cut_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv("CRATEDIGGER_TUNE_EVERY_WEEKS", "4")
+    monkeypatch.setenv("CRATEDIGGER_TUNE_BUDGET_S", "3600")
+    with pytest.raises(ConfigError, match=r"tune_budget_s \(3600\) must be below task_time_limit"):
+        load_settings()
+    monkeypatch.setenv("CRATEDIGGER_TASK_TIME_LIMIT", "7200")
+    assert load_settings().tune_budget_s == 3600.0
 
 
 def test_weeks_start_on_monday_utc() -> None:

@@ -1,9 +1,9 @@
-"""The seeded hyper-parameter search and which ALS parameters the weekly run trains with."""
+"""The seeded Optuna search (TPE, pruning, budget) and which ALS parameters the weekly run
+trains with."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,75 +19,101 @@ from recsys.playlist import PlaylistRules
 from recsys.settings import Settings
 from recsys.tuning import (
     SEARCH_SPACE,
+    Range,
     Trial,
     TunedParams,
     best_trial,
     load_tuned_params,
     playlist_ndcg_objective,
-    random_search,
     save_tuned_params,
-    search_grid,
+    search,
 )
 
 SMALL_SPACE = {
-    "factors": (2, 4, 8),
-    "regularization": (0.01, 1.0),
-    "alpha": (1.0, 10.0),
-    "iterations": (5,),
+    "factors": Range(2, 64, integer=True),
+    "regularization": Range(0.01, 10.0),
+    "alpha": Range(1.0, 40.0),
+    "iterations": Range(5, 5, log=False, integer=True),
 }
 
 
-def _score(params: ALSParams) -> float:
-    """A known objective: best at factors 8, regularization 0.01, alpha 10."""
-    return params.factors + params.alpha / 100 - params.regularization
+def _score(params: ALSParams, report: object = None) -> float:
+    """A known objective: best at many factors, little regularization, high alpha."""
+    return float(np.log2(params.factors) + params.alpha / 100 - params.regularization)
 
 
-def test_grid_holds_every_combination_once_without_the_excluded() -> None:
-    grid = search_grid(SMALL_SPACE)
-    keys = {(p.factors, p.regularization, p.alpha, p.iterations) for p in grid}
-    assert len(grid) == len(keys) == 3 * 2 * 2
-    excluded = ALSParams(factors=4, regularization=1.0, alpha=1.0, iterations=5)
-    rest = search_grid(SMALL_SPACE, exclude=[excluded])
-    assert len(rest) == 11 and excluded not in rest
-
-
-@pytest.mark.parametrize(
-    "space",
-    [
-        {k: v for k, v in SMALL_SPACE.items() if k != "alpha"},
-        {**SMALL_SPACE, "factors": ()},
-        {**SMALL_SPACE, "learning_rate": (0.1,)},
-    ],
-)
-def test_a_bad_space_is_refused_with_its_problem(space: dict) -> None:
-    with pytest.raises(ValueError, match="space needs"):
-        search_grid(space)
-
-
-def test_search_is_seeded_distinct_and_starts_with_the_given_configuration() -> None:
+def test_search_is_seeded_and_starts_with_the_given_configurations() -> None:
     start = ALSParams(factors=2, regularization=1.0, alpha=1.0, iterations=5)
-    first = random_search(_score, trials=6, seed=3, space=SMALL_SPACE, start=[start])
-    again = random_search(_score, trials=6, seed=3, space=SMALL_SPACE, start=[start])
-    other = random_search(_score, trials=6, seed=4, space=SMALL_SPACE, start=[start])
+    first = search(_score, trials=10, seed=3, space=SMALL_SPACE, start=[start])
+    again = search(_score, trials=10, seed=3, space=SMALL_SPACE, start=[start])
+    other = search(_score, trials=10, seed=4, space=SMALL_SPACE, start=[start])
     assert [t.params for t in first] == [t.params for t in again]
     assert [t.params for t in first] != [t.params for t in other]
     assert first[0].params == start and first[0].stage == "start"
-    assert {t.stage for t in first[1:]} == {"search"}
-    assert len({tuple(asdict(t.params).values()) for t in first}) == 7
+    assert len(first) == 11 and {t.stage for t in first[1:]} == {"search"}
     assert [t.score for t in first] == [_score(t.params) for t in first]
+    for trial in first:  # within the space, the integer ones whole
+        assert 2 <= trial.params.factors <= 64 and trial.params.iterations == 5
+        assert 0.01 <= trial.params.regularization <= 10.0 and 1.0 <= trial.params.alpha <= 40.0
 
 
-def test_search_stops_when_the_grid_runs_out_and_finds_its_best() -> None:
-    trials = random_search(_score, trials=100, space=SMALL_SPACE)
-    assert len(trials) == 12
-    best = best_trial(trials).params
-    assert (best.factors, best.regularization, best.alpha) == (8, 0.01, 10.0)
+def test_tpe_finds_better_configurations_than_it_starts_from() -> None:
+    start = ALSParams(factors=2, regularization=5.0, alpha=1.0, iterations=5)
+    trials = search(_score, trials=40, seed=1, space=SMALL_SPACE, start=[start])
+    best = best_trial(trials)
+    assert best.score > trials[0].score + 4  # log2(factors) grew by 4 or regularization fell
+    # The second half of the search (TPE's model at work) beats its random start-up draws.
+    assert np.median([t.score for t in trials[21:]]) > np.median([t.score for t in trials[1:9]])
 
 
-def test_best_trial_prefers_the_earliest_of_equal_scores() -> None:
-    a, b = ALSParams(factors=2), ALSParams(factors=4)
-    assert best_trial([Trial(a, 0.5, 0.0, "start"), Trial(b, 0.5, 0.0)]).params == a
-    with pytest.raises(ValueError, match="no trials"):
+def test_fixed_parameters_stay_as_the_first_start_sets_them() -> None:
+    start = ALSParams(factors=48, regularization=1.0, alpha=7.0, iterations=5)
+    trials = search(_score, trials=8, space=SMALL_SPACE, start=[start], fixed=["factors"])
+    assert {t.params.factors for t in trials} == {48}
+    assert len({t.params.alpha for t in trials}) > 1
+    with pytest.raises(ValueError, match="unknown parameter"):
+        search(_score, trials=1, space=SMALL_SPACE, fixed=["learning_rate"])
+
+
+def test_the_budget_stops_the_search_between_trials() -> None:
+    import time
+
+    def slow(params: ALSParams, report: object) -> float:
+        time.sleep(0.3)
+        return _score(params)
+
+    trials = search(slow, trials=100, budget_s=0.5, space=SMALL_SPACE)
+    assert 1 <= len(trials) <= 3
+
+
+def test_trials_that_trail_at_their_checkpoint_are_pruned_and_failures_kept() -> None:
+    seen: list[Trial] = []
+
+    def objective(params: ALSParams, report) -> float:  # type: ignore[no-untyped-def]
+        if params.alpha > 35:
+            raise ValueError("diverged")
+        report(1, _score(params))  # the checkpoint: a trailing trial stops here
+        return _score(params) + 1.0
+
+    trials = search(objective, trials=30, seed=2, space=SMALL_SPACE, on_trial=seen.append)
+    assert seen == trials
+    states = {t.state for t in trials}
+    assert {"complete", "pruned"} <= states
+    for trial in trials:
+        if trial.state == "pruned":  # scored at the checkpoint only
+            assert trial.score == _score(trial.params)
+        elif trial.state == "failed":
+            assert np.isnan(trial.score) and trial.params.alpha > 35
+        else:
+            assert trial.score == _score(trial.params) + 1.0
+    assert best_trial(trials).state == "complete"
+
+
+def test_best_trial_prefers_the_earliest_of_equal_complete_scores() -> None:
+    a, b, c = ALSParams(factors=2), ALSParams(factors=4), ALSParams(factors=8)
+    trials = [Trial(a, 0.5, 0.0, "start"), Trial(b, 0.5, 0.0), Trial(c, 0.9, 0.0, state="pruned")]
+    assert best_trial(trials).params == a
+    with pytest.raises(ValueError, match="no complete trial"):
         best_trial([])
 
 
@@ -123,8 +149,17 @@ def test_the_playlist_objective_rewards_a_model_that_learns_the_groups() -> None
         return PlaylistPipeline(PlaylistRules(length=5), model, np.arange(40), listeners)
 
     objective = playlist_ndcg_objective(matrix, known, test, users, pipeline_of)
-    learns = objective(ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=10))
-    flattened = objective(ALSParams(factors=2, regularization=100.0, alpha=0.01, iterations=1))
+    halfway: list[tuple[int, float]] = []
+
+    def report(step: int, value: float) -> None:
+        halfway.append((step, value))
+
+    learns = objective(ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=10), report)
+    assert [step for step, _ in halfway] == [5] and 0.0 < halfway[0][1] <= 1.0
+    flattened = objective(
+        ALSParams(factors=2, regularization=100.0, alpha=0.01, iterations=1), report
+    )
+    assert len(halfway) == 1  # one iteration: no checkpoint
     assert 0.0 <= flattened < learns <= 1.0
     # Within its group a listener has 3 held-out tracks among 10 unheard ones, against
     # 3 among 30 for a model that ranks every unheard track alike.
@@ -192,9 +227,8 @@ def test_a_corrupt_tuned_file_stops_the_run_instead_of_being_ignored(tmp_path: P
 
 def test_the_search_space_covers_the_shipped_defaults() -> None:
     defaults = ALSParams()
-    assert defaults.factors in SEARCH_SPACE["factors"]
-    assert defaults.regularization in SEARCH_SPACE["regularization"]
-    assert defaults.alpha in SEARCH_SPACE["alpha"]
+    for name, bounds in SEARCH_SPACE.items():
+        assert bounds.low <= getattr(defaults, name) <= bounds.high, name
     assert Settings.model_fields["als_factors"].default == defaults.factors
     assert Settings.model_fields["als_regularization"].default == defaults.regularization
     assert Settings.model_fields["als_alpha"].default == defaults.alpha

@@ -283,7 +283,13 @@ def test_sign_out_ends_the_session(client, web_world) -> None:
 
 
 def test_operator_pages_are_for_operators_only(client, web_world) -> None:
-    pages = ("/operator/runs", "/operator/models", "/operator/quarantine", "/operator/listeners")
+    pages = (
+        "/operator/runs",
+        "/operator/models",
+        "/operator/tuning",
+        "/operator/quarantine",
+        "/operator/listeners",
+    )
     for path in pages:
         assert client.get(path).status_code == 303  # anonymous: sign in first
     sign_in(client, web_world.u1)
@@ -316,6 +322,49 @@ def test_quarantine_page_counts_by_reason(client, web_world) -> None:
     html = client.get("/operator/quarantine").get_data(as_text=True)
     assert "unknown_track" in html and "timestamp_after_cutoff" in html
     assert "10 rows" in html and "0.700 %" in html
+
+
+def test_tuning_page_plots_the_newest_search_and_says_what_was_adopted(
+    app, client, web_world
+) -> None:
+    sign_in(client, web_world.operator)
+    assert "No search yet" in client.get("/operator/tuning").get_data(as_text=True)
+    sessions = make_session_factory(app.extensions["cratedigger"]["engine"])
+    scores = [(0.20, "complete"), (0.25, "complete"), (0.10, "pruned"), (0.22, "complete")]
+    with sessions.begin() as session:
+        run = repository.start_weekly_run(session, WEEK, "beat", "/data")
+        search = repository.start_tuning(session, run.id, WEEK)
+        for number, (score, state) in enumerate(scores):
+            params = {"factors": 16 * (number + 1), "regularization": 0.1, "alpha": 5.0}
+            repository.add_tuning_trial(
+                session,
+                search.id,
+                number,
+                {"params": params | {"iterations": 15}, "score": score, "seconds": 1.5}
+                | {"stage": "start" if number == 0 else "search", "state": state},
+            )
+        repository.finish_tuning(
+            session,
+            search.id,
+            "succeeded",
+            current_score=0.20,
+            best_score=0.25,
+            holdout_current=0.18,
+            holdout_best=0.21,
+            best_params={"factors": 32, "regularization": 0.1, "alpha": 5.0, "iterations": 15},
+            adopted=True,
+            reason="adopted: holdout NDCG 0.2100 vs 0.1800 now",
+        )
+    html = client.get("/operator/tuning").get_data(as_text=True)
+    assert "<strong>adopted</strong>: adopted: holdout NDCG 0.2100 vs 0.1800 now" in html
+    assert "32 factors, reg 0.1, alpha 5, 15 it." in html
+    best = re.search(r'<polyline class="line-model" fill="none" points="([^"]+)"', html)
+    assert best is not None
+    ys = [float(point.split(",")[1]) for point in best.group(1).split()]
+    # Best so far: 0.20, 0.25, 0.25, 0.25 (never falls: y never grows).
+    assert len(ys) == 4 and ys[0] > ys[1] == ys[2] == ys[3]
+    assert html.count('<circle class="dot-trial"') == 3
+    assert html.count('<circle class="dot-pruned"') == 1
 
 
 def test_runs_page_shows_steps_chunks_and_errors(app, client, web_world) -> None:

@@ -11,6 +11,8 @@ class Series:
     #: one value per x label; None where the series has no value
     values: list[float | None]
     css_class: str
+    #: drawn as a line through its points (else points only)
+    joined: bool = True
 
 
 @dataclass

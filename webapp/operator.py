@@ -1,4 +1,5 @@
-"""Operator pages: weekly runs, model versions with their metrics, quarantine, listeners."""
+"""Operator pages: weekly runs, model versions with their metrics, the parameter searches,
+quarantine, listeners."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from flask import Blueprint, render_template, request
 
 from recsys.db import repository
-from recsys.db.models import ModelVersion
+from recsys.db.models import ModelVersion, TuningRun
 from webapp import db_session
 from webapp.auth import operator_page
 from webapp.charts import LineChart, Series
@@ -61,6 +62,40 @@ def models() -> Any:
         ],
     )
     return render_template("models.html", models=versions, chart=chart, ndcg=holdout_ndcg)
+
+
+def search_chart(tuning: TuningRun) -> LineChart:
+    """Each trial's validation NDCG in the order tried (pruned ones at half training), and
+    the best complete score so far."""
+    complete: list[float | None] = []
+    pruned: list[float | None] = []
+    best: list[float | None] = []
+    top: float | None = None
+    for trial in tuning.trials:
+        score = trial.score if trial.state == "complete" else None
+        complete.append(score)
+        pruned.append(trial.score if trial.state == "pruned" else None)
+        if score is not None and (top is None or score > top):
+            top = score
+        best.append(top)
+    return LineChart(
+        labels=[str(trial.number + 1) for trial in tuning.trials],
+        series=[
+            Series("best so far", best, "line-model"),
+            Series("trial", complete, "dot-trial", joined=False),
+            Series("pruned at half training", pruned, "dot-pruned", joined=False),
+        ],
+    )
+
+
+@bp.get("/tuning")
+@operator_page
+def tuning() -> Any:
+    """The weekly run's own parameter searches: every trial, the chart of the newest
+    search, and whether each search's best was adopted."""
+    searches = repository.recent_tunings(db_session(), _limit(10, 100))
+    chart = search_chart(searches[0]) if searches and searches[0].trials else None
+    return render_template("tuning.html", searches=searches, chart=chart)
 
 
 @bp.get("/quarantine")

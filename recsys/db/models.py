@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     Float,
@@ -126,6 +127,58 @@ class WeeklyRun(Base):
     aggregation: Mapped[str | None] = mapped_column(String(64))
 
     steps: Mapped[list[JobRun]] = relationship(order_by="JobRun.id", viewonly=True)
+
+
+class TuningRun(Base):
+    """One self-tuning search of a weekly run (``jobs.quality.self_tune``): its result and
+    whether its best configuration was adopted. ``status``: running, succeeded, failed,
+    abandoned (a later search found it still running)."""
+
+    __tablename__ = "tuning_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    weekly_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("weekly_runs.id", ondelete="SET NULL"), index=True
+    )
+    week_start: Mapped[dt.date] = mapped_column(Date, index=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: The validation split searched on, and its evaluated listeners.
+    split: Mapped[str | None] = mapped_column(Text)
+    listeners: Mapped[int | None] = mapped_column(Integer)
+    #: Validation scores of the configuration the run had and of the search's best.
+    current_score: Mapped[float | None] = mapped_column(Float)
+    best_score: Mapped[float | None] = mapped_column(Float)
+    #: The two configurations' NDCG on the gate's holdout, which decides the adoption.
+    holdout_current: Mapped[float | None] = mapped_column(Float)
+    holdout_best: Mapped[float | None] = mapped_column(Float)
+    best_params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    trials: Mapped[list[TuningTrial]] = relationship(
+        order_by="TuningTrial.number", cascade="all, delete-orphan"
+    )
+
+
+class TuningTrial(Base):
+    """One configuration a search tried (``recsys.tuning.Trial``)."""
+
+    __tablename__ = "tuning_trials"
+
+    tuning_run_id: Mapped[int] = mapped_column(
+        ForeignKey("tuning_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: NDCG on the validation split; a pruned trial's at half training; NULL if it failed.
+    score: Mapped[float | None] = mapped_column(Float)
+    seconds: Mapped[float] = mapped_column(Float)
+    #: ``start`` (the configuration the run had) or ``search``
+    stage: Mapped[str] = mapped_column(String(16))
+    #: ``complete``, ``pruned`` or ``failed``
+    state: Mapped[str] = mapped_column(String(16))
 
 
 class JobRun(Base):

@@ -22,6 +22,8 @@ from recsys.db.models import (
     Playlist,
     PlaylistTrack,
     Track,
+    TuningRun,
+    TuningTrial,
     User,
     WeeklyRun,
     WeekPublication,
@@ -775,3 +777,71 @@ def request_cancel(
     session.flush()
     session.refresh(run)
     return run
+
+
+# ------------------------------------------------------------------------- self-tuning
+
+
+def start_tuning(session: Session, weekly_run_id: int, week_start: dt.date) -> TuningRun:
+    """Record a new running search; searches still running (their process died) become
+    ``abandoned``, and an earlier search of the same weekly run (a retried step) is
+    replaced."""
+    session.execute(delete(TuningRun).where(TuningRun.weekly_run_id == weekly_run_id))
+    session.execute(
+        update(TuningRun)
+        .where(TuningRun.status == "running")
+        .values(status="abandoned", finished_at=dt.datetime.now(dt.UTC))
+    )
+    tuning = TuningRun(weekly_run_id=weekly_run_id, week_start=week_start, adopted=False)
+    session.add(tuning)
+    session.flush()
+    return tuning
+
+
+def add_tuning_trial(
+    session: Session, tuning_run_id: int, number: int, trial: Mapping[str, Any]
+) -> None:
+    """Store one trial (``recsys.tuning.Trial.to_dict()``) of a search."""
+    score = trial["score"]
+    session.add(
+        TuningTrial(
+            tuning_run_id=tuning_run_id,
+            number=number,
+            params=dict(trial["params"]),
+            score=None if score != score else float(score),  # NaN: the trial failed
+            seconds=float(trial["seconds"]),
+            stage=str(trial["stage"]),
+            state=str(trial["state"]),
+        )
+    )
+
+
+def finish_tuning(session: Session, tuning_run_id: int, status: str, **result: Any) -> None:
+    """End a search with ``status`` and its result (columns of :class:`TuningRun`)."""
+    session.execute(
+        update(TuningRun)
+        .where(TuningRun.id == tuning_run_id)
+        .values(status=status, finished_at=dt.datetime.now(dt.UTC), **result)
+    )
+
+
+def last_tuning(session: Session) -> TuningRun | None:
+    """The newest search that finished."""
+    statement = (
+        select(TuningRun)
+        .where(TuningRun.status == "succeeded")
+        .order_by(TuningRun.week_start.desc(), TuningRun.id.desc())
+        .limit(1)
+    )
+    return session.scalars(statement).first()
+
+
+def recent_tunings(session: Session, limit: int = 10) -> list[TuningRun]:
+    """Searches with their trials, newest first."""
+    statement = (
+        select(TuningRun)
+        .options(selectinload(TuningRun.trials))
+        .order_by(TuningRun.id.desc())
+        .limit(limit)
+    )
+    return list(session.scalars(statement))

@@ -180,7 +180,7 @@ def search(
             if state == "complete" and math.isnan(score):
                 state = "failed"
             done = Trial(params, score, time.perf_counter() - started, stage, state)
-            log.info("trial %s: %s %.4f (%.1f s)", _label(params), state, score, done.seconds)
+            log.debug("trial %s: %s %.4f (%.1f s)", _label(params), state, score, done.seconds)
             results.append(done)
             if on_trial is not None:
                 on_trial(done)

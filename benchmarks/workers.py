@@ -48,6 +48,7 @@ def main() -> int:
         "CRATEDIGGER_BROKER_URL": f"{args.redis}/7",
         "CRATEDIGGER_RESULT_BACKEND": f"{args.redis}/6",
         "CRATEDIGGER_GENERATE_CHUNK_SIZE": str(args.chunk),
+        "CRATEDIGGER_TUNE_EVERY_WEEKS": "0",  # only the generate fan-out is timed
         "CRATEDIGGER_SPARK_MASTER": "local[2]",
     }
     os.environ.update(variables)

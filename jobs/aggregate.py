@@ -902,6 +902,26 @@ def run_aggregation(
         raise error from None
 
 
+def check_layout(data_dir: Path) -> None:
+    """Refuse, in one line and before Spark starts, a data directory that cannot hold a
+    week: missing, without ``catalog/artists`` and ``catalog/tracks``, or without any
+    file of plays under ``events/plays/``.
+
+    Raises
+    ------
+    InputError
+    """
+    if not data_dir.is_dir():
+        raise InputError(f"data directory {data_dir} does not exist")
+    plays_dir = data_dir / "events" / "plays"
+    if not plays_dir.exists():
+        raise InputError(f"{plays_dir} not found: a data directory needs events/plays/")
+    if not any(list_files(plays_dir).values()):
+        raise InputError(f"{plays_dir} holds no file of plays (.parquet, .csv or .jsonl)")
+    for table in (ARTISTS, TRACKS):
+        find_catalog_file(data_dir, table.name)
+
+
 def _aggregate(
     spark: SparkSession,
     data_dir: Path,
@@ -912,11 +932,8 @@ def _aggregate(
     started = time.perf_counter()
     # Absolute and normalised, as Spark names the files it fails to read.
     data_dir = Path(os.path.abspath(data_dir))
-    if not data_dir.is_dir():
-        raise InputError(f"data directory {data_dir} does not exist")
+    check_layout(data_dir)
     plays_dir = data_dir / "events" / "plays"
-    if not plays_dir.exists():
-        raise InputError(f"{plays_dir} not found: a data directory needs events/plays/")
     thumbs_dir = data_dir / "events" / "thumbs"
     summary = AggregationSummary(cutoff=params.cutoff.isoformat())
     cached: list[DataFrame] = []

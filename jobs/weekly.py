@@ -229,10 +229,11 @@ def aggregate(
     """
     import shutil
 
-    from jobs.aggregate import AggregationParams, run_aggregation
+    from jobs.aggregate import AggregationParams, check_layout, run_aggregation
     from jobs.feedback import export_feedback
     from jobs.spark import get_spark
 
+    check_layout(Path(data_dir).absolute())  # before Spark starts and anything is written
     manual = aggregation is None
     if aggregation is None:
         aggregation = f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"

@@ -130,3 +130,33 @@ def test_tokens_bad_arguments(tmp_path: Path, monkeypatch, arguments, message) -
     assert result.exit_code != 0
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_data_directory_without_plays_is_refused_before_spark_starts(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.worlds import write_rows
+
+    data = tmp_path / "data"
+    (data / "events" / "plays").mkdir(parents=True)
+    (data / "catalog").mkdir()
+    write_rows(data / "catalog" / "artists", [{"artist_id": "a", "name": "A"}], "csv")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRATEDIGGER_")}
+    env["CRATEDIGGER_DATA_DIR"] = str(tmp_path / "state")
+    command = [sys.executable, "-c", "from cli.main import main; main()", "aggregate", "--data"]
+    command.append(str(data))
+    result = subprocess.run(
+        [*command, "--week", "2026-11-16"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "holds no file of plays" in result.stderr and "Traceback" not in result.stderr
+    # Refused before the JVM started and before the web thumbs were exported.
+    assert "log4j" not in result.stderr and not (tmp_path / "state" / "feedback").exists()
+    (data / "events" / "plays" / "p.csv").write_text("user_id,track_id,played_at,ms_played\n")
+    again = subprocess.run(
+        [*command, "--week", "2026-11-16"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert "catalog/tracks.{parquet,csv,jsonl} not found" in again.stderr, again.stderr
+    assert "log4j" not in again.stderr

@@ -251,6 +251,22 @@ def _fold(split: Split, features: PairFeatures, cutoff: str) -> Fold:
 # ------------------------------------------------------------------------------- HetRec
 
 
+def _leave_k_out_folds(counts: sp.csr_matrix, k: int, seed: int) -> tuple[Fold, Fold]:
+    """(test, validation): ``k`` random items per listener held out with ``seed``, then
+    ``k`` more of the test fold's training part with ``seed + 1``; raw-count features."""
+    test_split = leave_k_out(counts, k, seed)
+    validation_split = leave_k_out(test_split.train, k, seed + 1)
+    rule = f"leave-{k}-out"
+    return (
+        _fold(test_split, _count_features(test_split.train), f"{rule}, seed {seed}"),
+        _fold(
+            validation_split,
+            _count_features(validation_split.train),
+            f"{rule} of the test fold's train, seed {seed + 1}",
+        ),
+    )
+
+
 def _read_dat(path: Path, dtypes: dict[str, str]) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
@@ -334,9 +350,7 @@ def load_hetrec(
     )
     item_tags.sum_duplicates()
 
-    test_split = leave_k_out(counts, k, seed)
-    validation_split = leave_k_out(test_split.train, k, seed + 1)
-    rule = f"leave-{k}-out"
+    test, validation = _leave_k_out_folds(counts, k, seed)
     return BenchmarkDataset(
         name="hetrec",
         user_ids=[f"u{u}" for u in user_ids.tolist()],
@@ -345,12 +359,8 @@ def load_hetrec(
         item_tags=item_tags,
         tag_names=tag_names,
         item_embeddings=None,
-        test=_fold(test_split, _count_features(test_split.train), f"{rule}, seed {seed}"),
-        validation=_fold(
-            validation_split,
-            _count_features(validation_split.train),
-            f"{rule} of the test fold's train, seed {seed + 1}",
-        ),
+        test=test,
+        validation=validation,
         info={
             "source": str(source),
             "pairs": int(counts.nnz),
@@ -1181,9 +1191,7 @@ def load_ambar(
     )
     counts.sort_indices()
     item_tags, tag_names = _tag_matrix(tracks["tags"].tolist())
-    test_split = leave_k_out(counts, k, seed)
-    validation_split = leave_k_out(test_split.train, k, seed + 1)
-    rule = f"leave-{k}-out"
+    test, validation = _leave_k_out_folds(counts, k, seed)
     item_artist = _artist_codes(track_ids, tracks["artist_id"])
     return BenchmarkDataset(
         name="ambar",
@@ -1193,12 +1201,8 @@ def load_ambar(
         item_tags=item_tags,
         tag_names=tag_names,
         item_embeddings=None,
-        test=_fold(test_split, _count_features(test_split.train), f"{rule}, seed {seed}"),
-        validation=_fold(
-            validation_split,
-            _count_features(validation_split.train),
-            f"{rule} of the test fold's train, seed {seed + 1}",
-        ),
+        test=test,
+        validation=validation,
         info={
             "source": str(source),
             "pairs": int(counts.nnz),

@@ -241,46 +241,34 @@ def most_popular(fold: Fold, k: int) -> MethodRun:
     return MethodRun("most popular", out, fitted - started, time.perf_counter() - fitted)
 
 
-def implicit_als_defaults(fold: Fold, k: int, seed: int) -> MethodRun:
-    from implicit.cpu.als import AlternatingLeastSquares
-
+def _implicit_run(fold: Fold, k: int, name: str, model: Any, note: str) -> MethodRun:
+    """An implicit model fitted on the raw counts, its own top ``k`` unheard (BLAS on one
+    thread, as implicit recommends)."""
     counts = fold.features.matrix(fold.features.raw_count)
     started = time.perf_counter()
     with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(random_state=seed)
         model.fit(counts, show_progress=False)
         fitted = time.perf_counter()
         ids, scores = model.recommend(
             fold.eval_users, counts[fold.eval_users], N=k, filter_already_liked_items=True
         )
-    return MethodRun(
-        "implicit ALS (defaults)",
-        _implicit_lists(ids, scores),
-        fitted - started,
-        time.perf_counter() - fitted,
-        "AlternatingLeastSquares(): factors 100, regularization 0.01, alpha 1, 15 iterations; "
-        "raw counts",
-    )
+    lists = _implicit_lists(ids, scores)
+    return MethodRun(name, lists, fitted - started, time.perf_counter() - fitted, note)
+
+
+def implicit_als_defaults(fold: Fold, k: int, seed: int) -> MethodRun:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    note = "AlternatingLeastSquares(): factors 100, regularization 0.01, alpha 1, 15 iterations"
+    model = AlternatingLeastSquares(random_state=seed)
+    return _implicit_run(fold, k, "implicit ALS (defaults)", model, f"{note}; raw counts")
 
 
 def implicit_bm25(fold: Fold, k: int) -> MethodRun:
     from implicit.nearest_neighbours import BM25Recommender
 
-    counts = fold.features.matrix(fold.features.raw_count)
-    started = time.perf_counter()
-    model = BM25Recommender()
-    model.fit(counts, show_progress=False)
-    fitted = time.perf_counter()
-    ids, scores = model.recommend(
-        fold.eval_users, counts[fold.eval_users], N=k, filter_already_liked_items=True
-    )
-    return MethodRun(
-        "implicit BM25 item-kNN",
-        _implicit_lists(ids, scores),
-        fitted - started,
-        time.perf_counter() - fitted,
-        "BM25Recommender(): K 20, K1 1.2, B 0.75; raw counts",
-    )
+    note = "BM25Recommender(): K 20, K1 1.2, B 0.75; raw counts"
+    return _implicit_run(fold, k, "implicit BM25 item-kNN", BM25Recommender(), note)
 
 
 def _neighbors(fold: Fold, k: int, name: str, fit: Callable[..., Any], note: str) -> MethodRun:

@@ -61,7 +61,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ from benchmarks.datasets import (  # noqa: E402
 )
 from jobs.week import PlaylistPolicy  # noqa: E402
 from recsys.als import ALSParams, train_als  # noqa: E402
+from recsys.blend import PARTNER_FITS, BlendParams, ModelConfig, fit_partners  # noqa: E402
 from recsys.contract import ConfidenceParams, confidence  # noqa: E402
 from recsys.evaluation import evaluate, ndcg_at_k, ndcg_per_user  # noqa: E402
 from recsys.matrix import InteractionMatrix  # noqa: E402
@@ -92,7 +93,7 @@ from recsys.pipeline import PlaylistPipeline  # noqa: E402
 from recsys.playlist import PlaylistRules, mask_known_tracks  # noqa: E402
 from recsys.recommender import PopularityModel, top_n  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
-from recsys.tuning import SEARCH_SEED, SEARCH_SPACE, search  # noqa: E402
+from recsys.tuning import SEARCH_SEED, SEARCH_SPACE, Trial, blend_search, search  # noqa: E402
 
 log = logging.getLogger("quality")
 
@@ -118,6 +119,8 @@ PEERS = (
     "EASE",
 )
 SKIP_WEIGHT = ConfidenceParams().skip_weight
+#: The blend the weekly run ships with (``CRATEDIGGER_BLEND``'s default).
+SHIPPED_BLEND = BlendParams.parse(str(Settings.model_fields["blend"].default))
 BLOCK = 1024
 METRIC_COLUMNS = (
     ("ndcg", "NDCG"),
@@ -394,12 +397,13 @@ class SparkALS:
 class OursConfig:
     formula: str
     params: ALSParams
+    blend: BlendParams = field(default_factory=BlendParams)
 
     def label(self) -> str:
         p = self.params
         return (
             f"{self.formula}, factors {p.factors}, reg {p.regularization}, alpha {p.alpha}, "
-            f"{p.iterations} it"
+            f"{p.iterations} it, blend {self.blend.text()}"
         )
 
 
@@ -423,7 +427,7 @@ def ours(
         track_ids=np.asarray(data.item_ids),
     )
     started = time.perf_counter()
-    model = train_als(matrix, config.params)
+    model = ModelConfig(config.params, config.blend, EASE_MEMORY_MB).train(matrix)
     fitted = time.perf_counter()
     runs = {}
     for cap in caps:
@@ -475,6 +479,7 @@ def _trial(data: BenchmarkDataset, config: OursConfig, k: int, stage: str) -> di
         "stage": stage,
         "formula": config.formula,
         "params": asdict(config.params),
+        "blend": config.blend.text(),
         "validation_ndcg": ndcg,
         "seconds": round(run.fit_seconds + run.recommend_seconds, 2),
     }
@@ -504,17 +509,45 @@ def tune(
         ],
         trials=n_random,
         seed=SEARCH_SEED,
-        on_trial=lambda trial: trials.append(
-            {
-                "stage": "search",
-                "formula": best_formula,
-                "params": asdict(trial.params),
-                "validation_ndcg": trial.score,
-                "seconds": round(trial.seconds, 2),
-            }
-        ),
+        on_trial=lambda trial: trials.append(_trial_row(best_formula, trial)),
+    )
+    best = max(trials, key=lambda t: t["validation_ndcg"])
+    blend_search(
+        *_blend_candidates(data, best["formula"], ALSParams(**best["params"]), k),
+        on_trial=lambda trial: trials.append(_trial_row(best["formula"], trial)),
     )
     return trials
+
+
+def _trial_row(formula: str, trial: Trial) -> dict[str, Any]:
+    return {
+        "stage": trial.stage,
+        "formula": formula,
+        "params": asdict(trial.params),
+        "blend": trial.blend.text(),
+        "validation_ndcg": trial.score,
+        "seconds": round(trial.seconds, 2),
+    }
+
+
+def _blend_candidates(
+    data: BenchmarkDataset, formula: str, params: ALSParams, k: int
+) -> tuple[Any, dict[str, Any], Callable[[Any], float]]:
+    """The blend search's arguments on the validation fold, as the weekly run's: the best
+    ALS, every partner that fits, and NDCG@k of the capped playlists."""
+    fold = data.validation
+    matrix = InteractionMatrix(
+        fold.features.matrix(confidence_formulas(data.name)[formula](fold.features)),
+        np.asarray(data.user_ids),
+        np.asarray(data.item_ids),
+    )
+    base = train_als(matrix, params)
+    partners = fit_partners(matrix, tuple(PARTNER_FITS), EASE_MEMORY_MB)
+
+    def score(model: Any) -> float:
+        return ndcg_at_k(playlists(data, fold, model, shipped_rules(k)), fold.test_rows)
+
+    return base, partners, score
 
 
 # ----------------------------------------------------------------------------- diagnostics
@@ -809,19 +842,26 @@ def run_dataset(
         record(run.name, run)
 
     formulas = list(confidence_formulas(data.name))
-    default_config = OursConfig(formulas[0], ALSParams())
+    default_config = OursConfig(formulas[0], ALSParams(), SHIPPED_BLEND)
     runs = ours(data, fold, default_config, k, caps=(2, k))
     record("ours (defaults)", runs[2])
     record("ours (defaults, no re-ranking)", runs[k])
+    record(
+        "ours (defaults, ALS alone)", ours(data, fold, OursConfig(formulas[0], ALSParams()), k)[2]
+    )
 
     started = time.perf_counter()
     trials = tune(data, k, formula_alphas, n_random)
     search_seconds = time.perf_counter() - started
     best = max(trials, key=lambda t: t["validation_ndcg"])
-    tuned_config = OursConfig(best["formula"], ALSParams(**best["params"]))
+    tuned_config = OursConfig(
+        best["formula"], ALSParams(**best["params"]), BlendParams.parse(best["blend"])
+    )
     runs = ours(data, fold, tuned_config, k, caps=(2, k))
     record("ours (tuned)", runs[2])
     record("ours (tuned, no re-ranking)", runs[k])
+    alone = OursConfig(tuned_config.formula, tuned_config.params)
+    record("ours (tuned, ALS alone)", ours(data, fold, alone, k)[2])
 
     cold_start = cold_start_benchmark(data, k)
     if "skipped" in cold_start:
@@ -875,6 +915,10 @@ def run_dataset(
                 "target": 1.0,
             },
             "vs most popular": {**ratio(variant, "most popular"), "target": 1.5},
+            "vs its own ALS alone": {
+                **ratio(variant, variant.replace(")", ", ALS alone)")),
+                "target": 1.0,
+            },
             "vs implicit BM25 item-kNN": {
                 **ratio(variant, "implicit BM25 item-kNN"),
                 "target": None,

@@ -10,7 +10,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from jobs.week import PlaylistPolicy, TrainingData
-from recsys.als import ALSModel
+from recsys.blend import WeekModel
 from recsys.db import repository
 from recsys.playlist import POPULAR_REASON
 
@@ -27,7 +27,7 @@ class BuiltPlaylists:
 
 def build_playlists(
     policy: PlaylistPolicy,
-    model: ALSModel,
+    model: WeekModel,
     data: TrainingData,
     user_rows: np.ndarray,
     newcomers: np.ndarray | None = None,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -36,10 +37,12 @@ import scipy.sparse as sp
 
 from jobs.training import ResolvedParams, attach_cold_start
 from jobs.week import PlaylistPolicy, Storage
-from recsys.als import ALSModel, ALSParams, train_als
+from recsys.als import ALSParams, train_als
+from recsys.blend import PARTNER_FITS, ModelConfig, WeekModel, fit_partners
 from recsys.contract import week_cutoff
 from recsys.evaluation import evaluate, leave_k_out, ndcg_at_k, recall_at_k, time_split
 from recsys.matrix import InteractionMatrix
+from recsys.neighbors import ItemToItemModel
 from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
 from recsys.recommender import PopularityModel
@@ -51,6 +54,8 @@ from recsys.tuning import (
     Trial,
     TunedParams,
     best_trial,
+    blend_search,
+    playlist_ndcg,
     playlist_ndcg_objective,
     save_tuned_params,
     search,
@@ -225,7 +230,7 @@ def popular_lists(split: WeekSplit, rules: PlaylistRules, block: int = 2048) -> 
     return pipeline.columns(split.eval_users, split.train)
 
 
-def split_playlists(policy: PlaylistPolicy, model: ALSModel, split: WeekSplit) -> np.ndarray:
+def split_playlists(policy: PlaylistPolicy, model: WeekModel, split: WeekSplit) -> np.ndarray:
     """int64 (len(eval_users), length): the evaluated listeners' playlists from ``model``,
     built by the pipeline the weekly run publishes with (:meth:`PlaylistPolicy.pipeline`)."""
     pipeline = policy.pipeline(model, split.track_artist, split.listeners)
@@ -234,12 +239,12 @@ def split_playlists(policy: PlaylistPolicy, model: ALSModel, split: WeekSplit) -
 
 
 def shipped_lists(
-    policy: PlaylistPolicy, split: WeekSplit, params: ALSParams
-) -> tuple[ALSModel, np.ndarray]:
-    """Train ``params`` on the split, with cold-start factors from the content of the
-    split's aggregation, and build the evaluated listeners' playlists the way the weekly
-    run does."""
-    model = train_als(split.matrix(), params)
+    policy: PlaylistPolicy, split: WeekSplit, config: ModelConfig
+) -> tuple[WeekModel, np.ndarray]:
+    """Train ``config`` (ALS and its blend) on the split, with cold-start factors from the
+    content of the split's aggregation, and build the evaluated listeners' playlists the
+    way the weekly run does."""
+    model = config.train(split.matrix())
     if split.source is not None:
         model = attach_cold_start(model, split.listeners, split.source, policy)
     return model, split_playlists(policy, model, split)
@@ -249,15 +254,15 @@ def holdout_metrics(
     paths: AggregationPaths,
     week_start: dt.date,
     policy: PlaylistPolicy,
-    params: ALSParams,
+    config: ModelConfig,
     holdout_days: int,
 ) -> dict[str, Any]:
     """NDCG@K and recall@K of the week's model kind and of popularity on the last
     ``holdout_days`` of the week's aggregation at ``paths``: what the validation gate decides on.
 
     The week's model is judged the way the product is used: a model of the same kind
-    (``params``) is trained on the pairs a listener first met before ``week start -
-    holdout_days`` and must rank the tracks each listener discovered (first played
+    (``config``: ALS and its blend) is trained on the pairs a listener first met before
+    ``week start - holdout_days`` and must rank the tracks each listener discovered (first played
     positively) in those last days, in the playlists of the ``policy``'s pipeline (cold-start
     slots from the same content, the same re-ranking and artist cap). The same split scores
     the most-popular baseline. The held-out pairs' confidence is as aggregated at the week's
@@ -274,7 +279,7 @@ def holdout_metrics(
         return result
     k, truth = policy.rules.length, split.test_rows
     recommended = {
-        "model": shipped_lists(policy, split, params)[1],
+        "model": shipped_lists(policy, split, config)[1],
         "popular": popular_lists(split, policy.rules),
     }
     for name, columns in recommended.items():
@@ -303,7 +308,7 @@ def evaluate_week(
     resolved = ResolvedParams.of(settings)
     policy = PlaylistPolicy.of(settings)
     lists: dict[str, np.ndarray] = {}
-    _, lists["shipped"] = shipped_lists(policy, split, resolved.params)
+    _, lists["shipped"] = shipped_lists(policy, split, resolved.config)
     if step is not None:
         step("shipped configuration")
     lists["most popular"] = popular_lists(split, policy.rules)
@@ -323,11 +328,15 @@ def evaluate_week(
         step("metrics")
     return {
         "split": split.description,
-        "params": {**asdict(resolved.params), **resolved.to_dict()},
+        "params": {**resolved.config.to_dict(), **resolved.to_dict()},
         "listeners": len(split.eval_users),
         "test_items": int(split.test_rows.nnz),
         "methods": methods,
     }
+
+
+#: Share of a search's budget the ALS search may take; the blend search has the rest.
+ALS_BUDGET_SHARE = 0.7
 
 
 def _search(
@@ -341,34 +350,51 @@ def _search(
     on_trial: Callable[[Trial], None] | None,
     also: Sequence[ALSParams] = (),
 ) -> list[Trial]:
-    """:func:`recsys.tuning.search` on ``split`` from ``start`` (then ``also``); the
-    parameters ``start`` took from the environment stay fixed."""
+    """:func:`recsys.tuning.search` on ``split`` from ``start`` (then ``also``), then
+    :func:`recsys.tuning.blend_search` over the best ALS; the parameters ``start`` took
+    from the environment stay fixed (a blend set in the environment: no blend search)."""
     _require_listeners(split)
     # The search compares models, not re-rankers: the pipeline cuts with length and cap only.
     baseline = replace(policy, rules=policy.rules.baseline())
 
-    def pipeline_of(model: ALSModel) -> PlaylistPipeline:
+    def pipeline_of(model: WeekModel) -> PlaylistPipeline:
         return baseline.pipeline(model, split.track_artist, split.listeners)
 
+    matrix = split.matrix()
+    blending = start.sources.get("blend") != "environment"
+    deadline = None if budget_s is None else time.monotonic() + budget_s
     objective = playlist_ndcg_objective(
-        split.matrix(), split.train, split.test_rows, split.eval_users, pipeline_of
+        matrix, split.train, split.test_rows, split.eval_users, pipeline_of
     )
     fixed = [name for name in TUNED_FIELDS if start.sources[name] == "environment"]
-    return search(
+    tried = search(
         objective,
         trials=trials,
-        budget_s=budget_s,
+        budget_s=None if budget_s is None else budget_s * (ALS_BUDGET_SHARE if blending else 1),
         seed=seed,
         start=[start.params, *also],
         fixed=fixed,
         on_trial=on_trial,
     )
+    if not blending or not any(trial.state == "complete" for trial in tried):
+        return tried
+    base = train_als(matrix, best_trial(tried).params)
+    partners: dict[str, ItemToItemModel] = {}
+    for name in PARTNER_FITS:  # EASE, the slowest to fit, last
+        if deadline is None or time.monotonic() < deadline:
+            partners.update(fit_partners(matrix, (name,), start.memory_budget_mb))
+    score = playlist_ndcg(split.train, split.test_rows, split.eval_users, pipeline_of)
+    blends = blend_search(
+        base, partners, score, start=[start.blend], deadline=deadline, on_trial=on_trial
+    )
+    return [*tried, *blends]
 
 
 def _tuned(
     policy: PlaylistPolicy, week_start: dt.date, split: WeekSplit, trials: list[Trial], seed: int
 ) -> TunedParams:
     best = best_trial(trials)
+    blended = any(trial.stage == "blend" for trial in trials)
     return TunedParams(
         params=best.params,
         score=best.score,
@@ -382,6 +408,7 @@ def _tuned(
             "search_space": {name: asdict(bounds) for name, bounds in SEARCH_SPACE.items()},
             "trials": [trial.to_dict() for trial in trials],
         },
+        blend=best.blend if blended else None,
     )
 
 
@@ -479,13 +506,14 @@ def self_tune(
     )
     tuned = _tuned(policy, week_start, validation, tried, seed)
     found = (validation.description, len(validation.eval_users))
-    if tuned.params == current.params:
-        reason = f"kept: the current parameters scored best on validation ({tuned.score:.4f})"
+    best = replace(current.config, als=tuned.params, blend=tuned.blend or current.blend)
+    if best == current.config:
+        reason = f"kept: the current configuration scored best on validation ({tuned.score:.4f})"
         return SelfTuning(tried, *found, {}, None, reason)
     holdout = week_split(paths, week_start, holdout_days=holdout_days)
     scores = {
-        name: ndcg_at_k(shipped_lists(policy, holdout, params)[1], holdout.test_rows)
-        for name, params in (("current", current.params), ("best", tuned.params))
+        name: ndcg_at_k(shipped_lists(policy, holdout, config)[1], holdout.test_rows)
+        for name, config in (("current", current.config), ("best", best))
     }
     verdict = f"holdout NDCG {scores['best']:.4f} vs {scores['current']:.4f} now"
     if scores["best"] > scores["current"]:

@@ -1,26 +1,30 @@
-"""Training a week's model: the ALS parameters of the run and where each came from,
-ALS with the content cold-start projection, the artifact and its ``model_versions`` row,
-and the per-process cache of a model that generation chunks share.
+"""Training a week's model: the ALS parameters and blend of the run and where each came
+from, ALS with the content cold-start projection blended with its partners
+(:mod:`recsys.blend`), the artifact and its ``model_versions`` row, and the per-process
+cache of a model that generation chunks share.
 
-ALS parameters, by precedence: ``CRATEDIGGER_ALS_*`` variables, then
-``DATA_DIR/tuned_params.json`` (written by ``cratedigger tune``; unless
-``CRATEDIGGER_USE_TUNED_PARAMS=false``), then the defaults.
+ALS parameters and the blend, by precedence: ``CRATEDIGGER_ALS_*`` and
+``CRATEDIGGER_BLEND`` variables, then ``DATA_DIR/tuned_params.json`` (written by the weekly
+run's own search or ``cratedigger tune``; unless ``CRATEDIGGER_USE_TUNED_PARAMS=false``),
+then the defaults.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jobs.week import PlaylistPolicy, Storage, Week, load_track_content
-from recsys.als import ALSModel, ALSParams, train_als, with_cold_start
+from recsys.als import ALSParams, with_cold_start
+from recsys.blend import Blend, BlendParams, ModelConfig, WeekModel, load_model
 from recsys.db import repository
 from recsys.db.models import ModelVersion
+from recsys.neighbors import DEFAULT_EASE_MEMORY_MB
 from recsys.settings import Settings
 from recsys.tuning import TUNED_FIELDS, load_tuned_params
 
@@ -37,17 +41,17 @@ def train_week(
     models_dir: Path,
     *,
     show_progress: bool = False,
-) -> ALSModel:
-    """Train ALS on the week, save the artifact under ``models_dir`` and record it in
-    ``model_versions`` (``db``: a session factory).
+) -> WeekModel:
+    """Train ALS and its blend partners on the week, save the artifact under
+    ``models_dir`` and record it in ``model_versions`` (``db``: a session factory).
 
     The version is the week plus a fingerprint of the input and parameters, so training the
     same week on the same data again yields the same version.
     """
-    params, data = resolved.params, week.data
+    config, data = resolved.config, week.data
     if resolved.tuned_file is not None:
-        log.info("training with tuned parameters from %s: %s", resolved.tuned_file, params)
-    model = train_als(data.matrix, params, show_progress=show_progress)
+        log.info("training with tuned parameters from %s: %s", resolved.tuned_file, config)
+    model = config.train(data.matrix, show_progress=show_progress)
     model = attach_cold_start(model, data.track_listeners, week.paths, week.policy)
     model.metadata["params_sources"] = resolved.to_dict()
     version = f"{week.start.isoformat()}-{model.fingerprint[:12]}"
@@ -63,7 +67,7 @@ def train_week(
                 week_start=week.start,
                 fingerprint=model.fingerprint,
                 artifact_path=str(artifact),
-                params=asdict(params),
+                params=config.to_dict(),
                 n_users=int(data.matrix.shape[0]),
                 n_tracks=int(data.matrix.shape[1]),
                 n_interactions=int(data.matrix.user_items.nnz),
@@ -75,23 +79,24 @@ def train_week(
 
 
 def attach_cold_start(
-    model: ALSModel, track_listeners: np.ndarray, paths: AggregationPaths, policy: PlaylistPolicy
-) -> ALSModel:
-    """The model with content-projected factors for its cold tracks (content from the
-    catalog of the aggregation at ``paths``, no listener; the projection is fitted on tracks
-    with at least ``cold_min_plays`` listeners); unchanged when cold start is off
-    (``cold_slots = 0``) or no track is cold."""
+    model: WeekModel, track_listeners: np.ndarray, paths: AggregationPaths, policy: PlaylistPolicy
+) -> WeekModel:
+    """The model with content-projected factors for its cold tracks (on the ALS base of a
+    blend; content from the catalog of the aggregation at ``paths``, no listener; the
+    projection is fitted on tracks with at least ``cold_min_plays`` listeners); unchanged
+    when cold start is off (``cold_slots = 0``) or no track is cold."""
     if policy.rules.cold_slots == 0:
         return model
     content, has_content = load_track_content(paths, model.track_ids)
-    return with_cold_start(
-        model, content, has_content, track_listeners.astype(np.int64), policy.cold_min_plays
+    cold = with_cold_start(
+        model.base, content, has_content, track_listeners.astype(np.int64), policy.cold_min_plays
     )
+    return model.with_base(cold) if isinstance(model, Blend) else cold
 
 
 @functools.lru_cache(maxsize=2)
-def cached_model(artifact_path: str) -> ALSModel:
-    return ALSModel.load(Path(artifact_path))
+def cached_model(artifact_path: str) -> WeekModel:
+    return load_model(Path(artifact_path))
 
 
 # ------------------------------------------------------------------ which ALS parameters
@@ -101,20 +106,30 @@ _SETTING_OF = {name: f"als_{name}" for name in (*TUNED_FIELDS, "random_seed")}
 
 @dataclass(frozen=True)
 class ResolvedParams:
-    """The ALS parameters of a run and where each one came from.
+    """The ALS parameters and the blend of a run and where each one came from.
 
     Attributes
     ----------
     params : ALSParams
     sources : dict
-        Field name -> ``"environment"``, ``"tuned"`` or ``"default"``.
+        Field name (and ``"blend"``) -> ``"environment"``, ``"tuned"`` or ``"default"``.
     tuned_file : str or None
         The tuned parameters' file when it supplied at least one parameter.
+    blend : BlendParams
+    memory_budget_mb : float
+        EASE's memory budget (``CRATEDIGGER_EASE_MEMORY_MB``).
     """
 
     params: ALSParams
     sources: dict[str, str]
     tuned_file: str | None = None
+    blend: BlendParams = field(default_factory=BlendParams)
+    memory_budget_mb: float = DEFAULT_EASE_MEMORY_MB
+
+    @property
+    def config(self) -> ModelConfig:
+        """What the week's model is trained with."""
+        return ModelConfig(self.params, self.blend, self.memory_budget_mb)
 
     def to_dict(self) -> dict[str, Any]:
         return {"sources": self.sources, "tuned_file": self.tuned_file}
@@ -135,6 +150,8 @@ class ResolvedParams:
             for name, setting in _SETTING_OF.items()
         }
         path = Storage.of(settings).tuned_params
+        blend = BlendParams.parse(settings.blend)
+        sources["blend"] = "environment" if "blend" in explicit else "default"
         used_file: str | None = None
         if settings.use_tuned_params and path.is_file():
             tuned = load_tuned_params(path)
@@ -143,7 +160,10 @@ class ResolvedParams:
                     values[name] = getattr(tuned.params, name)
                     sources[name] = "tuned"
                     used_file = str(path)
+            if sources["blend"] == "default" and tuned.blend is not None:
+                blend, sources["blend"] = tuned.blend, "tuned"
+                used_file = str(path)
         params = ALSParams(**values)
         if used_file is not None:
-            log.info("ALS parameters %s (tuned ones from %s)", sources, used_file)
-        return cls(params, sources, used_file)
+            log.info("model parameters %s (tuned ones from %s)", sources, used_file)
+        return cls(params, sources, used_file, blend, settings.ease_memory_mb)

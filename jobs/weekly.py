@@ -356,7 +356,7 @@ def step_tune(settings: Settings, run_id: int) -> dict[str, Any]:
                 best_score=best.score,
                 holdout_current=found.holdout.get("current"),
                 holdout_best=found.holdout.get("best"),
-                best_params=asdict(best.params),
+                best_params=best.to_dict()["params"],
                 adopted=found.tuned is not None,
                 reason=found.reason,
             )
@@ -406,7 +406,7 @@ def step_gate(settings: Settings, run_id: int) -> dict[str, Any]:
             step.storage.paths(step.week_start, step.aggregation),
             step.week_start,
             step.policy,
-            ResolvedParams.of(settings).params,
+            ResolvedParams.of(settings).config,
             settings.gate_holdout_days,
         )
         with step.db.begin() as session:

@@ -142,6 +142,11 @@ class ALSModel(BlockRecommender):
         """Train on ``matrix`` (:func:`train_als`)."""
         return train_als(matrix, params, show_progress=show_progress)
 
+    @property
+    def base(self) -> ALSModel:
+        """The ALS model itself: the week's model's ALS part, as a blend's ``base`` is."""
+        return self
+
     def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """Dot products with :attr:`scoring_item_factors`, shape (len(user_rows), n_tracks)."""
         result: npt.NDArray[np.float32] = self.user_factors[user_rows] @ self.scoring_item_factors.T

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.linalg
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from recsys.matrix import InteractionMatrix
 from recsys.recommender import BlockRecommender, top_n
@@ -172,6 +173,15 @@ class ItemToItemModel(BlockRecommender):
         similarity[similarity == 0] = -np.inf
         similarity[np.arange(len(columns)), columns] = -np.inf
         return top_n(similarity, n)
+
+    def save(self, directory: Path) -> Path:
+        """Write the model into ``directory`` (no pickle); :meth:`load` reads it back."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """The model :meth:`save` wrote into ``directory``."""
+        raise NotImplementedError
 
     def _save(self, directory: Path, params: dict[str, Any], **arrays: npt.NDArray[Any]) -> Path:
         """Write ``model.json``, the training rows, the weights and the id maps (no pickle)."""
@@ -526,8 +536,7 @@ class EASE(ItemToItemModel):
         listened = binarised(matrix.user_items) if binary else positive_part(matrix.user_items)
         gram = _dense_gram(listened)
         gram[np.diag_indices(n_tracks)] += regularization
-        # gram is Fortran-ordered, so scipy inverts it in place: P takes G's memory.
-        precision = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False, assume_a="pos")
+        precision = _spd_inverse_in_place(gram)
         del gram
         precision /= -np.diag(precision)
         np.fill_diagonal(precision, 0.0)
@@ -600,6 +609,44 @@ def _row_shares(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
     totals = np.abs(rows).sum(axis=1, keepdims=True)
     shares: npt.NDArray[np.float32] = rows / np.maximum(totals, np.finfo(np.float32).tiny)
     return shares
+
+
+def _spd_inverse_in_place(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The inverse of the symmetric positive definite, Fortran-ordered ``matrix``, computed
+    in its memory (Cholesky ``potrf`` then ``potri``, the upper triangle mirrored into the
+    lower one block by block, so nothing of the matrix's size is allocated).
+
+    LAPACK runs on one thread: the multi-threaded ``dpotrf`` of the OpenBLAS that SciPy
+    1.17.1 bundles (0.3.31) writes out of bounds on large matrices (a segfault seen here
+    from 17,000 tracks, also on a near-identity matrix; one thread factors that one in
+    34 s). ``scipy.linalg.inv(..., overwrite_a=True)`` crashed the same way
+    (scipy/scipy#26045 is another fault of that mode).
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        If ``matrix`` is not positive definite.
+    """
+    if not matrix.flags.f_contiguous:
+        raise ValueError("the matrix must be Fortran-ordered to be inverted in place")
+    with threadpool_limits(1, "blas"):
+        factor, info = scipy.linalg.lapack.dpotrf(
+            matrix, lower=False, clean=False, overwrite_a=True
+        )
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the Gram matrix is not positive definite (potrf {info})")
+        inverse, info = scipy.linalg.lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the Gram matrix is singular (potri {info})")
+    n = inverse.shape[0]
+    step = 1024
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        diagonal = inverse[start:stop, start:stop]
+        diagonal[...] = np.triu(diagonal) + np.triu(diagonal, 1).T
+        inverse[stop:, start:stop] = inverse[start:stop, stop:].T
+    result: npt.NDArray[np.float64] = inverse
+    return result
 
 
 def _dense_gram(listened: sp.csr_matrix) -> npt.NDArray[np.float64]:

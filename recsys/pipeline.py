@@ -20,6 +20,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from recsys.als import ALSModel
+from recsys.blend import Blend
 from recsys.explain import explain_block
 from recsys.playlist import PlaylistBlock, PlaylistRules, generate_playlists, popular_playlists
 from recsys.recommender import Recommender
@@ -35,8 +36,9 @@ class PlaylistPipeline:
         Length, artist cap, re-ranking, cold slots and the artist thumbs-down limit.
     model : Recommender
         The candidate generator. An :class:`recsys.als.ALSModel` with cold-start factors
-        also fills the cold slots (when ``rules.cold_slots > 0``) and names the anchors of
-        the explanations.
+        (alone or as the base of a :class:`recsys.blend.Blend`) also fills the cold slots
+        (when ``rules.cold_slots > 0``), gives the diversity term its vectors and names the
+        anchors of the explanations.
     track_artist : numpy.ndarray
         int64 (n_tracks,): dense artist number per track.
     track_listeners : numpy.ndarray
@@ -65,7 +67,7 @@ class PlaylistPipeline:
 
     @property
     def _als(self) -> ALSModel | None:
-        return self.model if isinstance(self.model, ALSModel) else None
+        return self.model.base if isinstance(self.model, ALSModel | Blend) else None
 
     @property
     def cold_mask(self) -> npt.NDArray[np.bool_] | None:

@@ -93,6 +93,18 @@ class Settings(BaseSettings):
         description="Train with DATA_DIR/tuned_params.json (written by `cratedigger tune`) "
         "for every ALS parameter whose CRATEDIGGER_ALS_* variable is not set.",
     )
+    blend: str = Field(
+        default="rp3beta:0.5",
+        description="Partners blended with ALS and their weights (ALS weighs 1), e.g. "
+        "'rp3beta:0.5,itemknn:0.3'; partners itemknn, rp3beta, ease; 'none' for ALS alone.",
+    )
+    ease_memory_mb: float = Field(
+        default=4096.0,
+        ge=1.0,
+        le=1_048_576.0,
+        description="MiB EASE's dense track x track matrix may take; above it EASE is left "
+        "out of the blend.",
+    )
     # Self-tuning: the weekly run searches ALS parameters on its own recent weeks.
     tune_every_weeks: int = Field(
         default=4,
@@ -242,6 +254,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
+
+    @field_validator("blend")
+    @classmethod
+    def _known_blend(cls, value: str) -> str:
+        from recsys.blend import BlendParams  # the models' module, only when one is named
+
+        return BlendParams.parse(value).text()
 
     @field_validator("weekly_cron")
     @classmethod

@@ -37,8 +37,10 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from recsys.als import ALSModel, ALSParams, train_als
+from recsys.blend import BlendParams, WeekModel, blended
 from recsys.evaluation import ndcg_at_k
 from recsys.matrix import InteractionMatrix
+from recsys.neighbors import ItemToItemModel
 from recsys.pipeline import PlaylistPipeline
 
 log = logging.getLogger(__name__)
@@ -90,9 +92,12 @@ class Trial:
     seconds : float
         Wall-clock seconds of the objective.
     stage : str
-        ``"start"`` for the configurations scored first, ``"search"`` for the sampler's.
+        ``"start"`` for the configurations scored first, ``"search"`` for the sampler's,
+        ``"blend"`` for the blends of the best ALS (:func:`blend_search`).
     state : str
         ``"complete"``, ``"pruned"`` or ``"failed"``.
+    blend : BlendParams
+        The partners blended with ALS in the trial (none for the ALS search's trials).
     """
 
     params: ALSParams
@@ -100,10 +105,11 @@ class Trial:
     seconds: float
     stage: str = "search"
     state: str = "complete"
+    blend: BlendParams = field(default_factory=BlendParams)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "params": asdict(self.params),
+            "params": {**asdict(self.params), "blend": self.blend.text()},
             "score": self.score,
             "seconds": round(self.seconds, 3),
             "stage": self.stage,
@@ -251,12 +257,92 @@ def _label(params: ALSParams) -> str:
     return ", ".join(f"{name} {getattr(params, name)}" for name in TUNED_FIELDS)
 
 
+def playlist_ndcg(
+    known: sp.csr_matrix,
+    test_rows: sp.csr_matrix,
+    eval_users: npt.NDArray[np.int64],
+    pipeline_of: Callable[[WeekModel], PlaylistPipeline],
+) -> Callable[[WeekModel], float]:
+    """``score(model)``: NDCG@length of the playlists ``pipeline_of(model)`` builds for
+    ``eval_users`` (never a track of ``known``) against ``test_rows``."""
+
+    def score(model: WeekModel) -> float:
+        return ndcg_at_k(pipeline_of(model).columns(eval_users, known), test_rows)
+
+    return score
+
+
+#: The weights :func:`blend_search` tries for each partner (ALS weighs 1).
+BLEND_WEIGHTS = (0.25, 0.5, 1.0)
+
+
+def blend_search(
+    base: ALSModel,
+    partners: Mapping[str, ItemToItemModel],
+    score: Callable[[WeekModel], float],
+    *,
+    start: Sequence[BlendParams] = (),
+    deadline: float | None = None,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> list[Trial]:
+    """Which partners to blend with ``base`` and how much: greedy forward selection.
+
+    It scores the ``start`` blends and ALS alone, then adds to the best blend so far each
+    partner it lacks at each of :data:`BLEND_WEIGHTS`, keeps the best addition if it
+    scores higher, and repeats until no addition helps, every partner is in, or
+    ``deadline`` (``time.monotonic()``) passes. Partners not in ``partners`` (not fitted)
+    are dropped from the start blends.
+
+    Returns
+    -------
+    list of Trial
+        Stage ``"blend"``, ``params`` the base's, in the order tried; no blend twice.
+    """
+    results: list[Trial] = []
+
+    def tried(blend: BlendParams) -> None:
+        if any(trial.blend == blend for trial in results):
+            return
+        started, state = time.perf_counter(), "complete"
+        try:
+            value = float(score(blended(base, partners, blend)))
+        except (ValueError, FloatingPointError):
+            value, state = math.nan, "failed"
+        if state == "complete" and math.isnan(value):
+            state = "failed"
+        done = Trial(base.params, value, time.perf_counter() - started, "blend", state, blend)
+        log.debug("blend %s: %s %.4f (%.1f s)", blend.text(), state, value, done.seconds)
+        results.append(done)
+        if on_trial is not None:
+            on_trial(done)
+
+    def late() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
+    for blend in (*start, BlendParams()):
+        tried(BlendParams(tuple((n, w) for n, w in blend.weights if n in partners)))
+    if not any(trial.state == "complete" for trial in results):
+        return results
+    best = best_trial(results)
+    while not late():
+        chosen = best
+        for name in (n for n in partners if n not in dict(chosen.blend.weights)):
+            for weight in BLEND_WEIGHTS:
+                if late():
+                    return results
+                tried(BlendParams((*chosen.blend.weights, (name, weight))))
+        best = best_trial(results)
+        if best is chosen:
+            break
+    return results
+
+
 def playlist_ndcg_objective(
     train: InteractionMatrix,
     known: sp.csr_matrix,
     test_rows: sp.csr_matrix,
     eval_users: npt.NDArray[np.int64],
-    pipeline_of: Callable[[ALSModel], PlaylistPipeline],
+    pipeline_of: Callable[[WeekModel], PlaylistPipeline],
 ) -> Callable[[ALSParams, Report], float]:
     """An objective: train ALS on ``train`` and score NDCG@length of the playlists that
     ``pipeline_of(model)`` builds for ``eval_users`` against ``test_rows``; half-way
@@ -280,8 +366,7 @@ def playlist_ndcg_objective(
             f"test_rows has shape {test_rows.shape}, expected ({len(eval_users)}, {train.shape[1]})"
         )
 
-    def score(model: ALSModel) -> float:
-        return ndcg_at_k(pipeline_of(model).columns(eval_users, known), test_rows)
+    score = playlist_ndcg(known, test_rows, eval_users, pipeline_of)
 
     def objective(params: ALSParams, report: Report) -> float:
         half = params.iterations // 2
@@ -301,7 +386,7 @@ class TunedParams:
     Attributes
     ----------
     params : ALSParams
-        The best configuration.
+        The best configuration's ALS parameters.
     score : float
         Its validation score.
     default_score : float
@@ -319,10 +404,13 @@ class TunedParams:
     default_score: float
     metric: str
     details: dict[str, Any] = field(default_factory=dict)
+    #: The best configuration's blend; None in files written before blends were searched.
+    blend: BlendParams | None = None
 
     def to_json(self) -> str:
         payload = {
             "params": asdict(self.params),
+            **({} if self.blend is None else {"blend": self.blend.text()}),
             "score": self.score,
             "default_score": self.default_score,
             "metric": self.metric,
@@ -358,9 +446,10 @@ def load_tuned_params(path: Path) -> TunedParams:
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown}")
         params = ALSParams(**raw)
+        blend = BlendParams.parse(str(payload.pop("blend"))) if "blend" in payload else None
         score = float(payload.pop("score"))
         default_score = float(payload.pop("default_score", float("nan")))
         metric = str(payload.pop("metric", ""))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path} does not hold tuned ALS parameters: {exc}") from None
-    return TunedParams(params, score, default_score, metric, payload)
+    return TunedParams(params, score, default_score, metric, payload, blend)

@@ -146,7 +146,16 @@ def test_tune_saves_parameters_that_the_weekly_training_then_uses(
     assert f"saved to {path}" in output
     tuned = load_tuned_params(path)
     trials = tuned.details["trials"]
-    assert len(trials) == 4 and trials[0]["stage"] == "start"
+    searched = [t for t in trials if t["stage"] != "blend"]
+    assert len(searched) == 4 and trials[0]["stage"] == "start"
+    # Then the blends of the best ALS, from the one the run had (the default) on.
+    blends = trials[len(searched) :]
+    assert blends and all(t["stage"] == "blend" for t in blends)
+    assert blends[0]["params"]["blend"] == "rp3beta:0.5" and tuned.blend is not None
+    best_als = max((t for t in searched if t["state"] == "complete"), key=lambda t: t["score"])
+    assert all(
+        {**t["params"], "blend": None} == {**best_als["params"], "blend": None} for t in blends
+    )
     assert tuned.score == max(t["score"] for t in trials if t["state"] == "complete")
     assert tuned.details["week_start"] == WEEK.isoformat()
     space = SEARCH_SPACE["factors"]
@@ -166,13 +175,14 @@ def test_tune_saves_parameters_that_the_weekly_training_then_uses(
 
     upgrade(staged.database_url)
     _, model = train_staged(staged, WEEK)
-    assert model.user_factors.shape[1] == 3
+    assert model.base.user_factors.shape[1] == 3
     assert model.metadata["params_sources"]["tuned_file"] == str(path)
     engine = make_engine(staged.database_url)
     with make_session_factory(engine)() as session:
         row = session.get(ModelVersion, model.metadata["version"])
         assert row is not None
         assert (row.params["factors"], row.params["alpha"]) == (3, 7.0)
+        assert row.params["blend"] == tuned.blend.text()
     engine.dispose()
 
     # A variable set in the environment wins over the file.
@@ -181,5 +191,5 @@ def test_tune_saves_parameters_that_the_weekly_training_then_uses(
 
     explicit = load_settings()
     _, model = train_staged(explicit, WEEK)
-    assert model.user_factors.shape[1] == 5
-    assert model.params.alpha == 7.0
+    assert model.base.user_factors.shape[1] == 5
+    assert model.base.params.alpha == 7.0

@@ -56,7 +56,7 @@ def test_the_gate_and_evaluate_score_exactly_the_weekly_runs_playlists() -> None
     settings = Settings(generate_block_size=64)  # several blocks
     model = train_als(data.matrix, ALSParams(factors=8, iterations=8))
     model = with_cold_start(model, content, np.ones(N_TRACKS, bool), listeners, 3)
-    assert model.cold_start is not None and model.cold_start.cold_mask.sum() == 40
+    assert model.base.cold_start is not None and model.base.cold_start.cold_mask.sum() == 40
     rows = np.arange(0, N_USERS, 3, dtype=np.int64)
 
     weekly = build_playlists(PlaylistPolicy.of(settings), model, data, rows)

@@ -221,8 +221,9 @@ def test_new_tracks_enter_their_groups_playlists_within_the_cold_slots(
     quality_settings: Settings,
 ) -> None:
     world, data, model = _trained(quality_settings)
-    assert model.cold_start is not None
-    cold_tracks = set(model.track_ids[model.cold_start.cold_mask])
+    cold_start = model.base.cold_start
+    assert cold_start is not None
+    cold_tracks = set(model.track_ids[cold_start.cold_mask])
     assert world.new_tracks <= cold_tracks
 
     personal, newcomers = PlaylistPolicy.of(quality_settings).plan(data)

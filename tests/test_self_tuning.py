@@ -16,6 +16,7 @@ from jobs.week import PlaylistPolicy, Storage
 from jobs.weekly import start_run, step_train, step_tune, tuning_due
 from migrations import upgrade
 from recsys.als import ALSParams
+from recsys.blend import BlendParams
 from recsys.db import repository
 from recsys.db.models import ModelVersion, TuningRun, TuningTrial
 from recsys.settings import Settings
@@ -34,7 +35,8 @@ def tuning(staged: Settings) -> Settings:  # noqa: F811
     )
     upgrade(settings.database_url)
     save_tuned_params(
-        Storage.of(settings).tuned_params, TunedParams(POOR, 0.0, float("nan"), "by hand")
+        Storage.of(settings).tuned_params,
+        TunedParams(POOR, 0.0, float("nan"), "by hand", blend=BlendParams()),
     )
     return settings
 
@@ -60,14 +62,19 @@ def test_a_due_search_stores_every_trial_adopts_a_better_one_and_training_uses_i
     # Every trial is stored, in order; the first is the configuration the run had.
     assert counts["trials"] == len(search.trials) >= 3
     assert [t.number for t in search.trials] == list(range(len(search.trials)))
-    assert search.trials[0].stage == "start" and search.trials[0].params == asdict(POOR)
+    assert search.trials[0].stage == "start" and search.trials[0].params == {
+        **asdict(POOR),
+        "blend": "none",
+    }
     assert search.current_score == search.trials[0].score
     complete = [t.score for t in search.trials if t.state == "complete"]
     assert search.best_score == max(complete) > search.current_score
     # Adopted because it beat the current parameters on the gate's holdout, by the file.
     assert search.holdout_best > search.holdout_current
-    adopted = load_tuned_params(Storage.of(tuning).tuned_params).params
-    assert asdict(adopted) == search.best_params != asdict(POOR)
+    adopted = load_tuned_params(Storage.of(tuning).tuned_params)
+    assert adopted.blend is not None
+    assert {**asdict(adopted.params), "blend": adopted.blend.text()} == search.best_params
+    assert adopted.params != POOR
     assert "adopted" in search.reason and search.listeners > 0
 
     version = step_train(tuning, run_id)
@@ -90,9 +97,10 @@ def test_a_due_search_stores_every_trial_adopts_a_better_one_and_training_uses_i
 
 def test_the_current_parameters_are_kept_when_nothing_beats_them(tuning: Settings) -> None:
     # No draws: the only candidates are the current parameters and the defaults, and the
-    # defaults are the current ones here.
+    # defaults are the current ones here; a blend set in the environment is not searched.
     Storage.of(tuning).tuned_params.unlink()
-    current = ResolvedParams.of(tuning)
+    current = ResolvedParams.of(tuning.model_copy(update={"blend": "rp3beta:0.5"}))
+    assert current.sources["blend"] == "environment"
     found = self_tune(
         Storage.of(tuning).paths(WEEK),
         WEEK,
@@ -104,7 +112,7 @@ def test_the_current_parameters_are_kept_when_nothing_beats_them(tuning: Setting
     )
     assert len(found.trials) == 1 and found.trials[0].params == current.params
     assert found.tuned is None and found.holdout == {}
-    assert found.reason.startswith("kept: the current parameters scored best")
+    assert found.reason.startswith("kept: the current configuration scored best")
 
 
 @pytest.mark.parametrize(

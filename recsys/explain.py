@@ -5,7 +5,11 @@ Warm tracks (scored by ALS) get one of two reasons:
 * "Because you played X": X is the track the listener played that the reason points to,
   when it is a *meaningful* anchor;
 * "Popular with listeners like you": when no single played track is meaningful, i.e. the
-  score comes from the listener's taste as a whole.
+  score comes from the listener's taste as a whole;
+* "Listeners of X also play this": instead of the previous one when the week's model is a
+  blend (:mod:`recsys.blend`) and its item-to-item partner links a played track X to the
+  chosen one (the largest positive weight ``W[X, track]`` among the listener's plays): the
+  partner proposed the track because of X.
 
 X is the listener's played track nearest to the chosen one by cosine of item factors; it is
 meaningful when the cosine is at least ``min_similarity``. On the simulated world (64
@@ -53,6 +57,7 @@ class Reason(IntEnum):
     NEW_SIMILAR_TO = 2
     LISTENERS_LIKE_YOU = 3
     NEW_FOR_YOUR_TASTE = 4
+    LISTENERS_OF = 5
 
 
 @dataclass(frozen=True)
@@ -243,14 +248,16 @@ def reason_text(
         return "New release picked for your taste"
     if anchor_title is None:
         raise ValueError(f"anchor_title is required for {reason.name}")
-    prefix = (
-        "Because you played " if reason is Reason.BECAUSE_YOU_PLAYED else ("New track similar to ")
-    )
-    room = max_chars - len(prefix)
+    prefix, suffix = {
+        Reason.BECAUSE_YOU_PLAYED: ("Because you played ", ""),
+        Reason.NEW_SIMILAR_TO: ("New track similar to ", ""),
+        Reason.LISTENERS_OF: ("Listeners of ", " also play this"),
+    }[reason]
+    room = max_chars - len(prefix) - len(suffix)
     if room < 2:
         raise ValueError(f"max_chars {max_chars} leaves no room for a title")
     title = anchor_title if len(anchor_title) <= room else anchor_title[: room - 1] + "…"
-    return prefix + title
+    return prefix + title + suffix
 
 
 def format_reasons(
@@ -284,11 +291,13 @@ def explain_block(
     cold_mask: npt.NDArray[np.bool_],
     *,
     content: npt.NDArray[np.floating] | None = None,
+    co_listening: sp.csr_matrix | npt.NDArray[np.floating] | None = None,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     min_content_similarity: float = DEFAULT_MIN_CONTENT_SIMILARITY,
     max_chars: int = MAX_REASON_CHARS,
 ) -> list[list[str | None]]:
     """A reason string per chosen track: :func:`explain_anchors`, then
+    :func:`co_listening_anchors` when ``co_listening`` is given, then
     :func:`format_reasons` (see those for the arguments).
 
     Returns
@@ -309,4 +318,57 @@ def explain_block(
         min_similarity=min_similarity,
         min_content_similarity=min_content_similarity,
     )
+    if co_listening is not None:
+        explanations = co_listening_anchors(explanations, user_items, co_listening, chosen)
     return format_reasons(explanations, track_titles, max_chars)
+
+
+def co_listening_anchors(
+    explanations: Explanations,
+    user_items: sp.csr_matrix,
+    weights: sp.csr_matrix | npt.NDArray[np.floating],
+    chosen: npt.NDArray[np.int64],
+    *,
+    max_cells: int = DEFAULT_MAX_CELLS,
+) -> Explanations:
+    """``explanations`` with each "Popular with listeners like you" turned into "Listeners
+    of X also play this" where an item-to-item model links a played track X to the chosen
+    one: X is the listener's positively played track with the largest positive
+    ``weights[X, track]`` (never the track itself).
+
+    Parameters
+    ----------
+    user_items : scipy.sparse.csr_matrix
+        (B, n_items): the listeners' rows of the confidence matrix, as for
+        :func:`explain_anchors`.
+    weights : scipy.sparse.csr_matrix or numpy.ndarray
+        (n_items, n_items): how much a listener's entry for track i adds to track j's score
+        (:class:`recsys.neighbors.ItemToItemModel`'s ``weights``).
+    chosen : numpy.ndarray
+        int64 (B, L): the playlists' track columns, -1 padded.
+    """
+    matrix = sp.csr_matrix(user_items)
+    n_items = matrix.shape[1]
+    if weights.shape != (n_items, n_items):
+        raise ValueError(f"weights has shape {weights.shape}, expected ({n_items}, {n_items})")
+    picks = np.asarray(chosen, dtype=np.int64)
+    generic = explanations.kinds == Reason.LISTENERS_LIKE_YOU
+    kinds, anchors = explanations.kinds.copy(), explanations.anchors.copy()
+    counts = np.diff(matrix.indptr).astype(np.int64)
+    wanted = np.flatnonzero(generic.any(axis=1) & (counts > 0))
+    for chunk in row_chunks(counts[wanted], max_cells):
+        rows = wanted[chunk]
+        columns, values, present = padded_rows(matrix, rows)
+        pick_rows = np.where(picks[rows] >= 0, picks[rows], 0)
+        history = np.broadcast_to(columns[:, :, None], (*columns.shape, pick_rows.shape[1]))
+        targets = np.broadcast_to(pick_rows[:, None, :], history.shape)
+        if sp.issparse(weights):
+            link = np.asarray(weights[history.ravel(), targets.ravel()]).reshape(history.shape)
+        else:
+            link = np.asarray(weights)[history, targets]
+        usable = (present & (values > 0))[:, :, None] & (history != targets) & (link > 0)
+        best, best_link = _best(np.where(usable, link, -np.inf).astype(np.float64))
+        named = generic[rows] & np.isfinite(best_link)
+        _set_rows(anchors, rows, named, np.take_along_axis(columns, best, axis=1)[named])
+        _set_rows(kinds, rows, named, Reason.LISTENERS_OF)
+    return Explanations(kinds, anchors, explanations.strength)

@@ -155,7 +155,9 @@ class PlaylistPipeline:
         track_titles: Sequence[str] | npt.NDArray[np.str_],
     ) -> list[list[str | None]]:
         """A reason per chosen track of ``block`` (:func:`recsys.explain.explain_block`):
-        ``played`` holds the block's rows of what each listener played, by confidence.
+        ``played`` holds the block's rows of what each listener played, by confidence. A
+        blend's most weighted partner names the played track behind a pick that ALS's
+        factors explain only as a whole ("Listeners of X also play this").
 
         Raises
         ------
@@ -175,4 +177,12 @@ class PlaylistPipeline:
             content=als.cold_start.content
             if cold is not None and als.cold_start is not None
             else None,
+            co_listening=self._co_listening,
         )
+
+    @property
+    def _co_listening(self) -> sp.csr_matrix | npt.NDArray[np.float32] | None:
+        if not isinstance(self.model, Blend) or not self.model.partners:
+            return None
+        partner, _ = max(self.model.partners.values(), key=lambda pair: pair[1])
+        return partner.weights

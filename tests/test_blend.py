@@ -136,6 +136,19 @@ def test_cold_tracks_keep_alss_opinion_on_the_blends_scale(tmp_path: Path) -> No
     assert pipeline.cold_mask is cold and pipeline.item_vectors is cold_base.scoring_item_factors
     (block,) = pipeline.personal(rows, matrix.user_items)
     assert block.is_cold.any(axis=1).all()
+    # Reasons: the partner names a played track of the listener's own parity.
+    titles = np.array([f"Track {i}" for i in range(N_TRACKS)])
+    reasons = pipeline.explain(block, matrix.user_items, titles)
+    named = [
+        (user, text)
+        for user, row in enumerate(reasons)
+        for text in row
+        if text and "Listeners of" in text
+    ]
+    assert named
+    for user, text in named:
+        anchor = int(text.split("Track ")[1].split(" ")[0])
+        assert anchor in set(matrix.user_items[user].indices) and anchor % 2 == user % 2
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     assert isinstance(loaded, Blend) and loaded.params == model.params

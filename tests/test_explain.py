@@ -149,3 +149,37 @@ def test_explain_rejects_bad_arguments(kwargs: dict, message: str) -> None:
     } | kwargs
     with pytest.raises(ValueError, match=message):
         explain_anchors(**arguments)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_a_co_listening_partner_names_the_played_track_behind_a_generic_pick(
+    dense: bool,
+) -> None:
+    """Listener 0 played tracks 0 (twice) and 3, thumbed 4 down. Track 5's factors are of
+    the second style but nothing played is close enough by cosine (strict threshold), so
+    ALS alone says "Popular with listeners like you"; the partner's weights link 3 -> 5
+    (and, more weakly, 0 -> 5), and a thumbed-down track (4 -> 5) never is the anchor."""
+    factors, _, cold = _styles()
+    user_items = sp.csr_matrix(np.array([[2.0, 0, 0, 1.0, -2.0, 0, 0, 0]]))
+    weights = np.zeros((8, 8), dtype=np.float32)
+    weights[3, 5], weights[0, 5], weights[4, 5] = 0.5, 0.2, 0.9
+    weights[5, 2] = 0.7  # 5 -> 2: the wrong direction for a pick of 2
+    co = weights if dense else sp.csr_matrix(weights)
+    chosen = np.array([[5, 2, 6, -1]])
+    plain = explain_block(user_items, factors, chosen, TITLES, cold, min_similarity=0.999)
+    named = explain_block(
+        user_items, factors, chosen, TITLES, cold, min_similarity=0.999, co_listening=co
+    )
+    assert plain == [
+        ["Popular with listeners like you"] * 2 + ["New release picked for your taste", None]
+    ]
+    assert named == [
+        [
+            "Listeners of Song 3 — Artist 1 also play this",
+            "Popular with listeners like you",  # no played track links to 2
+            "New release picked for your taste",  # cold picks keep their reasons
+            None,
+        ]
+    ]
+    assert reason_text(Reason.LISTENERS_OF, "x" * 500).endswith("… also play this")
+    assert len(reason_text(Reason.LISTENERS_OF, "x" * 500) or "") == MAX_REASON_CHARS

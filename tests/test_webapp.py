@@ -351,13 +351,14 @@ def test_tuning_page_plots_the_newest_search_and_says_what_was_adopted(
             best_score=0.25,
             holdout_current=0.18,
             holdout_best=0.21,
-            best_params={"factors": 32, "regularization": 0.1, "alpha": 5.0, "iterations": 15},
+            best_params={"factors": 32, "regularization": 0.1, "alpha": 5.0, "iterations": 15}
+            | {"blend": "rp3beta:0.5"},
             adopted=True,
             reason="adopted: holdout NDCG 0.2100 vs 0.1800 now",
         )
     html = client.get("/operator/tuning").get_data(as_text=True)
     assert "<strong>adopted</strong>: adopted: holdout NDCG 0.2100 vs 0.1800 now" in html
-    assert "32 factors, reg 0.1, alpha 5, 15 it." in html
+    assert "32 factors, reg 0.1, alpha 5, 15 it., blend rp3beta:0.5" in html
     best = re.search(r'<polyline class="line-model" fill="none" points="([^"]+)"', html)
     assert best is not None
     ys = [float(point.split(",")[1]) for point in best.group(1).split()]

@@ -176,7 +176,7 @@ class Blend(BlockRecommender):
         """float32 (len(user_rows), n_tracks): standardised ALS scores plus each partner's
         weight times its standardised scores."""
         rows = np.asarray(user_rows, dtype=np.int64)
-        total = standardise(np.array(self.base.score(rows), dtype=np.float32))
+        total = standardise(np.asarray(self.base.score(rows), dtype=np.float32))
         cold = None if self.base.cold_start is None else self.base.cold_start.cold_mask
         # A partner cannot score a track nobody played: a cold track takes ALS's opinion in
         # every partner's place, so cold and played tracks stay on one scale.

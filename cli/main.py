@@ -128,7 +128,7 @@ def aggregate(data_dir: Path, week: dt.date) -> None:
 @week_option()
 @friendly_errors
 def train(week: dt.date) -> None:
-    """Train ALS on the week's aggregates and record the model version."""
+    """Train the week's model (ALS and its blend partners) and record its version."""
     from jobs.db import sessions
     from jobs.training import ResolvedParams, train_week
     from jobs.week import Week
@@ -142,7 +142,10 @@ def train(week: dt.date) -> None:
         settings.models_dir,
         show_progress=True,
     )
-    click.echo(f"model {model.metadata['version']} saved under {settings.models_dir}")
+    click.echo(
+        f"model {model.metadata['version']} (blend {model.metadata.get('blend', 'none')}) "
+        f"saved under {settings.models_dir}"
+    )
 
 
 @cli.command()

@@ -136,6 +136,10 @@ def test_cold_tracks_keep_alss_opinion_on_the_blends_scale(tmp_path: Path) -> No
     assert pipeline.cold_mask is cold and pipeline.item_vectors is cold_base.scoring_item_factors
     (block,) = pipeline.personal(rows, matrix.user_items)
     assert block.is_cold.any(axis=1).all()
+    for user, columns in enumerate(block.track_columns):
+        picked = columns[columns >= 0]
+        assert not set(picked) & set(matrix.user_items[user].indices)  # nothing heard
+        assert len(picked) == len(set(picked)) == rules.length
     # Reasons: the partner names a played track of the listener's own parity.
     titles = np.array([f"Track {i}" for i in range(N_TRACKS)])
     reasons = pipeline.explain(block, matrix.user_items, titles)

@@ -160,3 +160,28 @@ def test_a_data_directory_without_plays_is_refused_before_spark_starts(tmp_path:
     )
     assert "catalog/tracks.{parquet,csv,jsonl} not found" in again.stderr, again.stderr
     assert "log4j" not in again.stderr
+
+
+def test_flask_commands_that_do_not_serve_need_no_secret_key_and_run_says_why(
+    tmp_path: Path,
+) -> None:
+    """``flask --app webapp routes`` lists the routes without a secret key; ``flask run``
+    refuses in one line, as the flask CLI reports errors, not with a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRATEDIGGER_")}
+    env["CRATEDIGGER_DATA_DIR"] = str(tmp_path / "state")
+    flask = [sys.executable, "-m", "flask", "--app", "webapp"]
+    routes = subprocess.run(
+        [*flask, "routes"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert routes.returncode == 0, routes.stderr
+    assert "/api/v1/health" in routes.stdout and "Traceback" not in routes.stderr
+    run = subprocess.run(
+        [*flask, "run", "--port", "0"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert run.returncode != 0
+    assert "Error: CRATEDIGGER_SECRET_KEY is not set" in run.stderr
+    assert "Traceback" not in run.stderr

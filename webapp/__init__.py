@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import click
 from flask import Flask, g
 from sqlalchemy.orm import Session
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -117,11 +118,29 @@ def _set_secret_key(app: Flask, settings: Settings, *, dev: bool) -> None:
         app.secret_key = secrets.token_hex(32)
         log.warning("no CRATEDIGGER_SECRET_KEY: using a throwaway key; sign-ins end on restart")
     else:
-        raise ConfigError(
+        command = _flask_command()
+        if command is not None and command != "run":
+            app.secret_key = secrets.token_hex(32)  # `flask routes`, `flask shell`: no cookie
+            return
+        message = (
             "CRATEDIGGER_SECRET_KEY is not set: the web app signs its session cookies with it "
             "and will not start without one. Make one with "
             '`python -c "import secrets; print(secrets.token_hex(32))"`.'
         )
+        if command is not None:  # `flask run`: one line, as the flask CLI reports errors
+            raise click.ClickException(message)
+        raise ConfigError(message)
+
+
+def _flask_command() -> str | None:
+    """The ``flask`` command loading the app (``run``, ``routes``, ``shell``, ...), None when
+    the app is not loaded by the flask CLI (gunicorn, ``cratedigger serve``, tests)."""
+    from flask.cli import FlaskGroup
+
+    context = click.get_current_context(silent=True)
+    if context is None or not isinstance(context.find_root().command, FlaskGroup):
+        return None
+    return context.info_name
 
 
 def settings_of(app: Flask) -> Settings:

@@ -382,7 +382,7 @@ def _search(
     partners: dict[str, ItemToItemModel] = {}
     for name in PARTNER_FITS:  # EASE, the slowest to fit, last
         if deadline is None or time.monotonic() < deadline:
-            partners.update(fit_partners(matrix, (name,), start.memory_budget_mb))
+            partners.update(fit_partners(matrix, (name,), start.config.memory_budget_mb))
     score = playlist_ndcg(split.train, split.test_rows, split.eval_users, pipeline_of)
     blends = blend_search(
         base, partners, score, start=[start.blend], deadline=deadline, on_trial=on_trial

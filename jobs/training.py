@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,6 @@ from recsys.als import ALSParams, with_cold_start
 from recsys.blend import Blend, BlendParams, ModelConfig, WeekModel, load_model
 from recsys.db import repository
 from recsys.db.models import ModelVersion
-from recsys.neighbors import DEFAULT_EASE_MEMORY_MB
 from recsys.settings import Settings
 from recsys.tuning import TUNED_FIELDS, load_tuned_params
 
@@ -106,30 +105,30 @@ _SETTING_OF = {name: f"als_{name}" for name in (*TUNED_FIELDS, "random_seed")}
 
 @dataclass(frozen=True)
 class ResolvedParams:
-    """The ALS parameters and the blend of a run and where each one came from.
+    """The model configuration of a run and where each of its parts came from.
 
     Attributes
     ----------
-    params : ALSParams
+    config : ModelConfig
+        What the week's model is trained with: ALS's parameters, the blend and EASE's
+        memory budget (``CRATEDIGGER_EASE_MEMORY_MB``).
     sources : dict
-        Field name (and ``"blend"``) -> ``"environment"``, ``"tuned"`` or ``"default"``.
+        ALS field name (and ``"blend"``) -> ``"environment"``, ``"tuned"`` or ``"default"``.
     tuned_file : str or None
         The tuned parameters' file when it supplied at least one parameter.
-    blend : BlendParams
-    memory_budget_mb : float
-        EASE's memory budget (``CRATEDIGGER_EASE_MEMORY_MB``).
     """
 
-    params: ALSParams
+    config: ModelConfig
     sources: dict[str, str]
     tuned_file: str | None = None
-    blend: BlendParams = field(default_factory=BlendParams)
-    memory_budget_mb: float = DEFAULT_EASE_MEMORY_MB
 
     @property
-    def config(self) -> ModelConfig:
-        """What the week's model is trained with."""
-        return ModelConfig(self.params, self.blend, self.memory_budget_mb)
+    def params(self) -> ALSParams:
+        return self.config.als
+
+    @property
+    def blend(self) -> BlendParams:
+        return self.config.blend
 
     def to_dict(self) -> dict[str, Any]:
         return {"sources": self.sources, "tuned_file": self.tuned_file}
@@ -166,4 +165,4 @@ class ResolvedParams:
         params = ALSParams(**values)
         if used_file is not None:
             log.info("model parameters %s (tuned ones from %s)", sources, used_file)
-        return cls(params, sources, used_file, blend, settings.ease_memory_mb)
+        return cls(ModelConfig(params, blend, settings.ease_memory_mb), sources, used_file)

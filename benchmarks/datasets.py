@@ -132,6 +132,9 @@ class PairFeatures:
     raw_count : numpy.ndarray
         float64 (nnz,): the count a team would feed a library as is (HetRec's play count,
         the simulator's plays).
+    age_days : numpy.ndarray or None
+        float64 (nnz,): days from the pair's last play to the cut-off (time folds only; the
+        recency of the product's confidence).
     """
 
     pattern: sp.csr_matrix
@@ -140,6 +143,7 @@ class PairFeatures:
     skips: npt.NDArray[np.float64]
     thumb: npt.NDArray[np.int8]
     raw_count: npt.NDArray[np.float64]
+    age_days: npt.NDArray[np.float64] | None = None
 
     def matrix(self, values: npt.ArrayLike) -> sp.csr_matrix:
         """A float32 CSR matrix with the pattern's structure and ``values`` (nnz,)."""
@@ -613,6 +617,9 @@ def _time_fold(events: _Events, shape: tuple[int, int], cutoff: dt.datetime, end
         positions, weights=events.play_completed[before].astype(np.float64), minlength=train.nnz
     ).astype(np.float64)
     plays = train.data.astype(np.float64)
+    last_us = np.full(train.nnz, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(last_us, positions, events.play_us[before])
+    age_days = (_us(cutoff) - last_us).astype(np.float64) / 86_400e6
     thumb = np.zeros(train.nnz, dtype=np.int8)
     rated = events.thumb_us < _us(cutoff)
     if rated.any():
@@ -636,6 +643,7 @@ def _time_fold(events: _Events, shape: tuple[int, int], cutoff: dt.datetime, end
         skips=plays - completed,
         thumb=thumb,
         raw_count=plays.copy(),
+        age_days=age_days,
     )
     return _fold(split, features, cutoff.isoformat())
 

@@ -28,7 +28,7 @@ everything the listener already had:
 Tuning never looks at the test fold: every trial is scored on the validation fold (carved
 out of the test fold's training data), in two stages: each confidence formula at the
 project's default factors and regularization for each alpha, then a seeded random search
-over :data:`SEARCH_SPACE` for the best formula. The best trial is saved to
+over :data:`recsys.tuning.ALS_SPACE` for the best formula. The best trial is saved to
 ``tuned_params.json`` and retrained on the test fold's training data.
 
 On the simulated world two diagnostic rows (not contenders) bound what is achievable: the
@@ -93,7 +93,15 @@ from recsys.pipeline import PlaylistPipeline  # noqa: E402
 from recsys.playlist import PlaylistRules, mask_known_tracks  # noqa: E402
 from recsys.recommender import PopularityModel, top_n  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
-from recsys.tuning import SEARCH_SEED, SEARCH_SPACE, Trial, blend_search, search  # noqa: E402
+from recsys.tuning import (  # noqa: E402
+    ALS_SPACE,
+    SEARCH_SEED,
+    SEARCH_SPACE,
+    Candidate,
+    Trial,
+    blend_search,
+    search,
+)
 
 log = logging.getLogger("quality")
 
@@ -119,7 +127,6 @@ PEERS = (
     "RP3beta",
     "EASE",
 )
-SKIP_WEIGHT = ConfidenceParams().skip_weight
 #: The blend the weekly run ships with (``CRATEDIGGER_BLEND``'s default).
 SHIPPED_BLEND = BlendParams.parse(str(Settings.model_fields["blend"].default))
 BLOCK = 1024
@@ -140,9 +147,33 @@ METRIC_COLUMNS = (
 # ------------------------------------------------------------------- confidence formulas
 
 
-def _project_confidence(completed: np.ndarray, skips: np.ndarray, thumb: np.ndarray) -> np.ndarray:
-    """The contract's formula (``recsys.contract.confidence``) with its default weights."""
-    return confidence(completed, skips, thumb)
+Counts = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+#: The formulas that are the product's own (``recsys.contract.confidence``) on counts taken
+#: from a fold's pair features: (completed, skips, thumb) per pair. The weekly run's search
+#: varies the formula's weights on them (:data:`recsys.tuning.CONFIDENCE_SPACE`).
+PRODUCT_COUNTS: dict[str, Callable[[PairFeatures], Counts]] = {
+    "product": lambda f: (f.completed, f.skips, f.thumb),
+    "product_no_thumbs": lambda f: (f.completed, f.skips, np.zeros_like(f.thumb)),
+    "log": lambda f: (f.raw_count, np.zeros_like(f.raw_count), np.zeros_like(f.thumb)),
+    # What the README's pipeline sees after convert_hetrec: ceil(log2(1 + count)) plays.
+    "product_converted": lambda f: (
+        np.ceil(np.log2(1.0 + f.raw_count)),
+        np.zeros_like(f.raw_count),
+        np.zeros_like(f.thumb),
+    ),
+}
+
+
+def product_confidence(
+    formula: str, features: PairFeatures, weights: ConfidenceParams | None = None
+) -> np.ndarray:
+    """The product's confidence of the fold's pairs under ``weights`` (default: the shipped
+    ones), from the counts of ``formula`` (:data:`PRODUCT_COUNTS`); ages from the fold's
+    features where it has them."""
+    completed, skips, thumb = PRODUCT_COUNTS[formula](features)
+    ages = features.age_days if features.age_days is not None else np.zeros(len(completed))
+    return confidence(completed, skips, thumb, weights or ConfidenceParams(), ages)
 
 
 def _bm25(features: PairFeatures) -> np.ndarray:
@@ -160,11 +191,10 @@ def _bm25(features: PairFeatures) -> np.ndarray:
 
 #: Every confidence formula ``ours`` may train on, from a fold's pair features.
 FORMULAS: dict[str, Callable[[PairFeatures], np.ndarray]] = {
-    "product": lambda f: _project_confidence(f.completed, f.skips, f.thumb),
-    "product_no_thumbs": lambda f: np.log1p(f.completed + SKIP_WEIGHT * f.skips),
-    "log": lambda f: np.log1p(f.raw_count),
-    # What the README's pipeline sees after convert_hetrec: ceil(log2(1 + count)) plays.
-    "product_converted": lambda f: np.log1p(np.ceil(np.log2(1.0 + f.raw_count))),
+    **{
+        name: (lambda f, name=name: product_confidence(name, f))  # type: ignore[misc]
+        for name in PRODUCT_COUNTS
+    },
     "raw": lambda f: f.raw_count,
     "bm25": _bm25,
 }
@@ -270,7 +300,7 @@ def implicit_als_defaults(fold: Fold, k: int, seed: int) -> MethodRun:
 
 def implicit_als_tuned(data: BenchmarkDataset, k: int, trials: int, seed: int) -> MethodRun:
     """implicit's ALS on raw counts with the parameters our own search finds for it with the
-    same number of trials (Optuna TPE over :data:`SEARCH_SPACE`, NDCG@k of its own top k
+    same number of trials (Optuna TPE over :data:`recsys.tuning.ALS_SPACE`, NDCG@k of its own top k
     unheard on the validation fold), then fitted on the test fold."""
     from implicit.cpu.als import AlternatingLeastSquares
 
@@ -283,13 +313,15 @@ def implicit_als_tuned(data: BenchmarkDataset, k: int, trials: int, seed: int) -
             random_state=seed,
         )
 
-    def objective(params: ALSParams, _: Any) -> float:
-        run = _implicit_run(data.validation, k, "", fitted(params), "")
+    def objective(candidate: Candidate, _: Any) -> float:
+        run = _implicit_run(data.validation, k, "", fitted(candidate.als), "")
         return ndcg_at_k(run.recommended, data.validation.test_rows)
 
     started = time.perf_counter()
     defaults = ALSParams(factors=100, regularization=0.01, alpha=1.0, iterations=15)
-    tried = search(objective, trials=trials, seed=SEARCH_SEED, start=[defaults])
+    tried = search(
+        objective, trials=trials, seed=SEARCH_SEED, space=ALS_SPACE, start=[Candidate(defaults)]
+    )
     best = max((t for t in tried if t.state == "complete"), key=lambda t: t.score).params
     searched = time.perf_counter() - started
     run = _implicit_run(
@@ -432,16 +464,33 @@ class SparkALS:
 
 @dataclass(frozen=True)
 class OursConfig:
+    """A configuration of ours: the confidence formula (with the product's weights, when
+    ``confidence`` is set and the formula is one of :data:`PRODUCT_COUNTS`), ALS, blend."""
+
     formula: str
     params: ALSParams
     blend: BlendParams = field(default_factory=BlendParams)
+    confidence: ConfidenceParams | None = None
 
     def label(self) -> str:
-        p = self.params
-        return (
-            f"{self.formula}, factors {p.factors}, reg {p.regularization}, alpha {p.alpha}, "
-            f"{p.iterations} it, blend {self.blend.text()}"
+        p, c = self.params, self.confidence
+        weights = (
+            ""
+            if c is None
+            else f" ({c.confidence_scale}, skips {c.skip_weight:.2g}, thumbs "
+            f"{c.thumb_up_boost:.2g}/{c.thumb_down_confidence:.2g}, half-life "
+            f"{c.half_life_days:g} d)"
         )
+        return (
+            f"{self.formula}{weights}, factors {p.factors}, reg {p.regularization:.3g}, "
+            f"alpha {p.alpha:.3g}, {p.iterations} it, blend {self.blend.text()}"
+        )
+
+    def values(self, data: BenchmarkDataset, features: PairFeatures) -> np.ndarray:
+        """The confidence of ``features``' pairs this configuration trains on."""
+        if self.confidence is not None and self.formula in PRODUCT_COUNTS:
+            return product_confidence(self.formula, features, self.confidence)
+        return confidence_formulas(data.name)[self.formula](features)
 
 
 def ours(
@@ -457,7 +506,7 @@ def ours(
     A capped playlist is re-ranked with the shipped settings' MMR diversity and popularity
     penalty (:func:`shipped_rules`); ``cap == k`` is the plain top ``k``, no re-ranking."""
     features = fold.features
-    values = confidence_formulas(data.name)[config.formula](features)
+    values = config.values(data, features)
     matrix = InteractionMatrix(
         user_items=features.matrix(values),
         user_ids=np.asarray(data.user_ids),
@@ -517,6 +566,7 @@ def _trial(data: BenchmarkDataset, config: OursConfig, k: int, stage: str) -> di
         "formula": config.formula,
         "params": asdict(config.params),
         "blend": config.blend.text(),
+        "confidence": None if config.confidence is None else asdict(config.confidence),
         "validation_ndcg": ndcg,
         "seconds": round(run.fit_seconds + run.recommend_seconds, 2),
     }
@@ -525,13 +575,17 @@ def _trial(data: BenchmarkDataset, config: OursConfig, k: int, stage: str) -> di
 def tune(
     data: BenchmarkDataset, k: int, formula_alphas: list[float], n_random: int
 ) -> list[dict[str, Any]]:
-    """Validation-fold trials: formulas first, then a random search for the best formula.
+    """Validation-fold trials: formulas first, then the weekly run's search for the best one.
 
     Stage ``formula``: every confidence formula at the project's default factors and
     regularization, for each alpha in ``formula_alphas`` (alpha sets the scale, which differs
-    between formulas). Stage ``search``: ``n_random`` distinct configurations drawn with a
-    fixed seed from :data:`SEARCH_SPACE` for the formula that did best in the first stage.
-    Every trial is scored by NDCG@k of the capped playlist on the validation fold.
+    between formulas). Stage ``search``: ``n_random`` configurations drawn by the weekly
+    run's seeded TPE search for the formula that did best in the first stage, over
+    :data:`recsys.tuning.SEARCH_SPACE` (ALS and the confidence weights) when it is one of
+    the product's formulas, else over ALS alone; weights the data set cannot inform (no
+    skips, no thumbs, no timestamps) stay the shipped ones. Stage ``blend``: the weekly
+    run's blend search over the best. Every trial is scored by NDCG@k of the capped playlist
+    on the validation fold.
     """
     defaults = ALSParams()
     trials = [
@@ -540,45 +594,86 @@ def tune(
         for alpha in formula_alphas
     ]
     best_formula = max(trials, key=lambda t: t["validation_ndcg"])["formula"]
+    weighted = best_formula in PRODUCT_COUNTS
+    space = SEARCH_SPACE if weighted else ALS_SPACE
     search(
-        lambda params, report: _trial(data, OursConfig(best_formula, params), k, "search")[
-            "validation_ndcg"
-        ],
+        lambda candidate, report: _trial(
+            data,
+            OursConfig(
+                best_formula, candidate.als, confidence=candidate.confidence if weighted else None
+            ),
+            k,
+            "search",
+        )["validation_ndcg"],
         trials=n_random,
         seed=SEARCH_SEED,
-        on_trial=lambda trial: trials.append(_trial_row(best_formula, trial)),
+        space=space,
+        fixed=_uninformed_weights(data, best_formula) if weighted else (),
+        on_trial=lambda trial: trials.append(_trial_row(best_formula, trial, weighted)),
     )
     best = max(trials, key=lambda t: t["validation_ndcg"])
+    config = _config_of(best)
     blend_search(
-        *_blend_candidates(data, best["formula"], ALSParams(**best["params"]), k),
-        on_trial=lambda trial: trials.append(_trial_row(best["formula"], trial)),
+        *_blend_candidates(data, config, k),
+        on_trial=lambda trial: trials.append(
+            _trial_row(config.formula, trial, config.confidence is not None)
+        ),
+        confidence=config.confidence,
     )
     return trials
 
 
-def _trial_row(formula: str, trial: Trial) -> dict[str, Any]:
+def _uninformed_weights(data: BenchmarkDataset, formula: str) -> list[str]:
+    """The confidence weights that cannot change the validation fold's matrix."""
+    features = data.validation.features
+    _, skips, thumb = PRODUCT_COUNTS[formula](features)
+    fixed = []
+    if not np.any(skips):
+        fixed.append("skip_weight")
+    if not np.any(thumb == 1):
+        fixed.append("thumb_up_boost")
+    if not np.any(thumb == -1):
+        fixed.append("thumb_down_confidence")
+    if features.age_days is None:
+        fixed.append("half_life_days")
+    return fixed
+
+
+def _config_of(row: dict[str, Any]) -> OursConfig:
+    weights = row.get("confidence")
+    return OursConfig(
+        row["formula"],
+        ALSParams(**row["params"]),
+        BlendParams.parse(row["blend"]),
+        None if weights is None else ConfidenceParams(**weights),
+    )
+
+
+def _trial_row(formula: str, trial: Trial, weighted: bool) -> dict[str, Any]:
     return {
         "stage": trial.stage,
         "formula": formula,
         "params": asdict(trial.params),
         "blend": trial.blend.text(),
+        "confidence": asdict(trial.confidence) if weighted else None,
         "validation_ndcg": trial.score,
         "seconds": round(trial.seconds, 2),
     }
 
 
 def _blend_candidates(
-    data: BenchmarkDataset, formula: str, params: ALSParams, k: int
+    data: BenchmarkDataset, config: OursConfig, k: int
 ) -> tuple[Any, dict[str, Any], Callable[[Any], float]]:
     """The blend search's arguments on the validation fold, as the weekly run's: the best
-    ALS, every partner that fits, and NDCG@k of the capped playlists."""
+    ALS (on the best configuration's confidence), every partner that fits, and NDCG@k of
+    the capped playlists."""
     fold = data.validation
     matrix = InteractionMatrix(
-        fold.features.matrix(confidence_formulas(data.name)[formula](fold.features)),
+        fold.features.matrix(config.values(data, fold.features)),
         np.asarray(data.user_ids),
         np.asarray(data.item_ids),
     )
-    base = train_als(matrix, params)
+    base = train_als(matrix, config.params)
     partners = fit_partners(matrix, tuple(PARTNER_FITS), EASE_MEMORY_MB)
 
     def score(model: Any) -> float:
@@ -894,13 +989,11 @@ def run_dataset(
     trials = tune(data, k, formula_alphas, n_random)
     search_seconds = time.perf_counter() - started
     best = max(trials, key=lambda t: t["validation_ndcg"])
-    tuned_config = OursConfig(
-        best["formula"], ALSParams(**best["params"]), BlendParams.parse(best["blend"])
-    )
+    tuned_config = _config_of(best)
     runs = ours(data, fold, tuned_config, k, caps=(2, k))
     record("ours (tuned)", runs[2])
     record("ours (tuned, no re-ranking)", runs[k])
-    alone = OursConfig(tuned_config.formula, tuned_config.params)
+    alone = replace(tuned_config, blend=BlendParams())
     record("ours (tuned, ALS alone)", ours(data, fold, alone, k)[2])
 
     cold_start = cold_start_benchmark(data, k)
@@ -1124,14 +1217,11 @@ def markdown_report(results: dict[str, Any], header: dict[str, Any]) -> str:
             )
         search = result["search"]
         best = search["best"]
-        p = best["params"]
         lines += [
             "",
             f"Tuning: {len(search['trials'])} trials on the validation fold in "
-            f"{search['seconds']:.0f} s (seed {search['seed']}); selected {best['formula']}, "
-            f"factors {p['factors']}, regularization {p['regularization']}, alpha "
-            f"{p['alpha']}, {p['iterations']} iterations (validation NDCG@{k} "
-            f"{best['validation_ndcg']:.4f}).",
+            f"{search['seconds']:.0f} s (seed {search['seed']}); selected "
+            f"{_config_of(best).label()} (validation NDCG@{k} {best['validation_ndcg']:.4f}).",
             "",
         ]
         lines += _cold_start_lines(result["cold_start"], k)
@@ -1343,7 +1433,7 @@ def print_summary(name: str, result: dict[str, Any]) -> None:
         )
     best = result["search"]["best"]
     print(
-        f"  tuned on validation: {best['formula']} {best['params']} "
+        f"  tuned on validation: {_config_of(best).label()} "
         f"(val NDCG {best['validation_ndcg']:.4f})"
     )
     cold = result["cold_start"]
@@ -1397,6 +1487,8 @@ def _tuned_params(results: dict[str, Any]) -> dict[str, Any]:
         name: {
             "formula": result["search"]["best"]["formula"],
             "params": result["search"]["best"]["params"],
+            "blend": result["search"]["best"]["blend"],
+            "confidence": result["search"]["best"].get("confidence"),
             "validation_ndcg": result["search"]["best"]["validation_ndcg"],
             "test_ndcg": result["methods"]["ours (tuned)"]["ndcg"],
             "selected_on": result["search"]["selected_on"],

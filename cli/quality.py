@@ -218,11 +218,14 @@ def tune(
             seed=seed,
             on_trial=lambda _: bar.update(1),
         )
-    p = tuned.params
+    p, c = tuned.params, tuned.confidence or settings.confidence
     click.echo(f"{split.description}: {len(split.eval_users):,} listeners")
     click.echo(
         f"best: factors {p.factors}, regularization {p.regularization}, alpha {p.alpha}, "
-        f"{p.iterations} iterations: NDCG@{settings.playlist_length} "
-        f"{tuned.score:.4f} (current parameters {tuned.default_score:.4f})"
+        f"{p.iterations} iterations; {c.confidence_scale} confidence, skips weigh "
+        f"{c.skip_weight:.3g}, half-life {c.half_life_days:g} days"
+        f"{'' if tuned.blend is None else f'; blend {tuned.blend.text()}'}: "
+        f"NDCG@{settings.playlist_length} {tuned.score:.4f} "
+        f"(current parameters {tuned.default_score:.4f})"
     )
     click.echo(f"saved to {path}; the weekly run trains with it from now on")

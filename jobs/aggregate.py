@@ -51,6 +51,8 @@ from pyspark.sql.pandas.types import from_arrow_type
 from recsys.contract import (
     ARTISTS,
     COMPLETED_MS,
+    CONFIDENCE_SCALES,
+    DECAY_FLOOR,
     EARLIEST_EVENT,
     EVENT_FORMATS,
     ID_COLUMNS,
@@ -102,9 +104,9 @@ class AggregationParams:
     ----------
     cutoff : datetime.datetime
         Only events strictly before this instant count (timezone-aware).
-    skip_weight, thumb_up_boost, thumb_down_confidence : float
-        Confidence weights: :attr:`confidence`, defaults and ranges of
-        :class:`recsys.contract.ConfidenceParams`.
+    skip_weight, thumb_up_boost, thumb_down_confidence, confidence_scale, half_life_days
+        The confidence formula's weights: :attr:`confidence`, defaults and ranges of
+        :class:`recsys.contract.ConfidenceParams` (a pair's age runs to ``cutoff``).
     earliest_event_at : datetime.datetime
         Events before this instant are quarantined as ``timestamp_before_earliest``.
     unreadable_files : str
@@ -117,6 +119,8 @@ class AggregationParams:
     skip_weight: float = _CONFIDENCE.skip_weight
     thumb_up_boost: float = _CONFIDENCE.thumb_up_boost
     thumb_down_confidence: float = _CONFIDENCE.thumb_down_confidence
+    confidence_scale: str = _CONFIDENCE.confidence_scale
+    half_life_days: float = _CONFIDENCE.half_life_days
     earliest_event_at: dt.datetime = EARLIEST_EVENT
     unreadable_files: str = "fail"
 
@@ -138,7 +142,7 @@ class AggregationParams:
 
     @property
     def confidence(self) -> ConfidenceParams:
-        return ConfidenceParams(self.skip_weight, self.thumb_up_boost, self.thumb_down_confidence)
+        return ConfidenceParams.of(self)
 
     @classmethod
     def from_settings(
@@ -804,16 +808,22 @@ def validate_events(
     return valid.withColumnRenamed(table.time_column, "event_at"), quarantine
 
 
-def confidence_column(params: ConfidenceParams) -> Column:
-    """The confidence of rows with integer columns ``completed``, ``skips`` and ``thumb``.
+def confidence_column(params: ConfidenceParams, cutoff: dt.datetime) -> Column:
+    """The confidence of rows with integer columns ``completed``, ``skips`` and ``thumb`` and
+    the timestamp ``last_event_at`` (its age runs to ``cutoff``).
 
     The Spark twin of :func:`recsys.contract.confidence` (the formula of its module doc);
-    ``tests/test_contract.py`` checks that the two agree.
+    ``tests/test_contract.py`` checks that they agree.
     """
     completed, skips, thumb = F.col("completed"), F.col("skips"), F.col("thumb")
-    positive = F.log1p(completed + F.lit(params.skip_weight) * skips) + F.when(
-        thumb == 1, F.lit(params.thumb_up_boost)
-    ).otherwise(F.lit(0.0))
+    listened = completed + F.lit(params.skip_weight) * skips
+    shaped = F.log1p(listened) if params.confidence_scale == "log" else listened.cast("double")
+    positive = shaped + F.when(thumb == 1, F.lit(params.thumb_up_boost)).otherwise(F.lit(0.0))
+    if params.half_life_days > 0:
+        seconds = F.lit(cutoff.timestamp()) - F.unix_micros(F.col("last_event_at")) / F.lit(1e6)
+        age_days = F.greatest(seconds / F.lit(86_400.0), F.lit(0.0))
+        weight = F.pow(F.lit(0.5), age_days / F.lit(params.half_life_days))
+        positive = positive * F.greatest(weight, F.lit(DECAY_FLOOR))
     confidence = F.when(thumb == -1, F.lit(-params.thumb_down_confidence)).otherwise(positive)
     return confidence.cast("double")
 
@@ -857,7 +867,7 @@ def transform_interactions(
         F.coalesce(F.col("thumb"), F.lit(0)).cast("int").alias("thumb"),
         F.least("first_played_at", "first_rated_at").alias("first_event_at"),
         F.greatest("last_played_at", "last_rated_at").alias("last_event_at"),
-    ).withColumn("confidence", confidence_column(params.confidence))
+    ).withColumn("confidence", confidence_column(params.confidence, params.cutoff))
 
 
 # ------------------------------------------------------------------------------------ load
@@ -1169,6 +1179,8 @@ _SETTING_OPTIONS: dict[str, dict[str, Any]] = {
     "skip_weight": {"type": float},
     "thumb_up_boost": {"type": float},
     "thumb_down_confidence": {"type": float},
+    "confidence_scale": {"choices": CONFIDENCE_SCALES},
+    "half_life_days": {"type": float},
     "earliest_event_at": {"type": _utc_instant},
     "unreadable_files": {"choices": UNREADABLE_MODES},
 }

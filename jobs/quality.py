@@ -31,17 +31,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from jobs.training import ResolvedParams, attach_cold_start
-from jobs.week import PlaylistPolicy, Storage
+from jobs.week import COUNT_COLUMNS, PlaylistPolicy, Storage, pair_counts
 from recsys.als import ALSParams, train_als
 from recsys.blend import PARTNER_FITS, ModelConfig, WeekModel, fit_partners
-from recsys.contract import week_cutoff
+from recsys.contract import ConfidenceParams, week_cutoff
 from recsys.evaluation import evaluate, leave_k_out, ndcg_at_k, recall_at_k, time_split
-from recsys.matrix import InteractionMatrix
+from recsys.matrix import InteractionMatrix, PairCounts
 from recsys.neighbors import ItemToItemModel
 from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
@@ -50,7 +51,7 @@ from recsys.settings import Settings
 from recsys.tuning import (
     SEARCH_SEED,
     SEARCH_SPACE,
-    TUNED_FIELDS,
+    Candidate,
     Trial,
     TunedParams,
     best_trial,
@@ -87,6 +88,9 @@ class WeekSplit:
         int64 (n_tracks,): dense artist number.
     listeners : numpy.ndarray
         int64 (n_tracks,): training listeners with a positive confidence per track.
+    pairs : PairCounts
+        The counts of the training pairs: their matrix under other confidence weights
+        (:meth:`matrix`).
     description : str
         The split in words, for reports.
     source : AggregationPaths or None
@@ -100,6 +104,7 @@ class WeekSplit:
     eval_users: np.ndarray
     track_artist: np.ndarray
     listeners: np.ndarray
+    pairs: PairCounts
     description: str
     source: AggregationPaths | None = None
 
@@ -116,8 +121,9 @@ class WeekSplit:
         cold: np.ndarray = tested[self.listeners[tested] == 0].astype(np.int64)
         return cold
 
-    def matrix(self) -> InteractionMatrix:
-        return InteractionMatrix(self.train, self.user_ids, self.track_ids)
+    def matrix(self, confidence: ConfidenceParams) -> InteractionMatrix:
+        """The training pairs' matrix under ``confidence`` (same rows and columns)."""
+        return self.pairs.matrix(confidence)
 
 
 def week_split(
@@ -148,7 +154,8 @@ def week_split(
             "run `cratedigger aggregate --data DIR --week W` first"
         )
     table = pq.read_table(
-        paths.interactions, columns=["user_id", "track_id", "confidence", "first_event_at"]
+        paths.interactions,
+        columns=["user_id", "track_id", "confidence", "first_event_at", *COUNT_COLUMNS],
     )
     tracks = pq.read_table(paths.tracks, columns=["track_id", "artist_id"])
     users = table.column("user_id").to_numpy(zero_copy_only=False).astype(str)
@@ -162,16 +169,18 @@ def week_split(
     user_ids, rows = np.unique(users, return_inverse=True)
     cols = np.searchsorted(catalog, items)
     shape = (len(user_ids), len(catalog))
+    kept = np.arange(len(users), dtype=np.int64)  # the table row of each pair still in play
     if method == "time":
         cutoff = week_cutoff(week_start) - dt.timedelta(days=holdout_days)
         first = pc.cast(table.column("first_event_at"), "int64").to_numpy()  # microseconds
         if validation:
             before = first < int(cutoff.timestamp() * 1e6)
-            rows, cols, confidence, first = (
+            rows, cols, confidence, first, kept = (
                 rows[before],
                 cols[before],
                 confidence[before],
                 first[before],
+                kept[before],
             )
             cutoff -= dt.timedelta(days=holdout_days)
         split = time_split(rows, cols, confidence, first, int(cutoff.timestamp() * 1e6), shape)
@@ -195,9 +204,24 @@ def week_split(
     train = split.train.tocsr()
     train.eliminate_zeros()
     test.eliminate_zeros()
+    train.sort_indices()
     has_train = np.diff(train.indptr) > 0
     has_test = np.diff(test.indptr) > 0
     listeners = np.asarray((train > 0).sum(axis=0), dtype=np.int64).ravel()
+    # Each training entry's row of the table (one row per pair): its counts.
+    train_rows = np.repeat(np.arange(shape[0], dtype=np.int64), np.diff(train.indptr))
+    train_cols = train.indices.astype(np.int64)
+    keys = rows.astype(np.int64) * shape[1] + cols
+    order = np.argsort(keys)
+    found = kept[order[np.searchsorted(keys[order], train_rows * shape[1] + train_cols)]]
+    pairs = pair_counts(
+        table.take(pa.array(found)),
+        week_cutoff(week_start),
+        user_ids,
+        catalog,
+        train_rows,
+        train_cols,
+    )
     return WeekSplit(
         user_ids=user_ids,
         track_ids=catalog,
@@ -206,6 +230,7 @@ def week_split(
         eval_users=np.flatnonzero(has_train & has_test).astype(np.int64),
         track_artist=track_artist.astype(np.int64),
         listeners=listeners,
+        pairs=pairs,
         description=description,
         source=paths,
     )
@@ -244,7 +269,7 @@ def shipped_lists(
     """Train ``config`` (ALS and its blend) on the split, with cold-start factors from the
     content of the split's aggregation, and build the evaluated listeners' playlists the
     way the weekly run does."""
-    model = config.train(split.matrix())
+    model = config.train(split.matrix(config.confidence))
     if split.source is not None:
         model = attach_cold_start(model, split.listeners, split.source, policy)
     return model, split_playlists(policy, model, split)
@@ -348,11 +373,12 @@ def _search(
     budget_s: float | None,
     seed: int,
     on_trial: Callable[[Trial], None] | None,
-    also: Sequence[ALSParams] = (),
+    also: Sequence[Candidate] = (),
 ) -> list[Trial]:
     """:func:`recsys.tuning.search` on ``split`` from ``start`` (then ``also``), then
-    :func:`recsys.tuning.blend_search` over the best ALS; the parameters ``start`` took
-    from the environment stay fixed (a blend set in the environment: no blend search)."""
+    :func:`recsys.tuning.blend_search` over the best ALS and its confidence weights; the
+    parameters ``start`` took from the environment stay fixed (a blend set in the
+    environment: no blend search)."""
     _require_listeners(split)
     # The search compares models, not re-rankers: the pipeline cuts with length and cap only.
     baseline = replace(policy, rules=policy.rules.baseline())
@@ -360,32 +386,39 @@ def _search(
     def pipeline_of(model: WeekModel) -> PlaylistPipeline:
         return baseline.pipeline(model, split.track_artist, split.listeners)
 
-    matrix = split.matrix()
     blending = start.sources.get("blend") != "environment"
     deadline = None if budget_s is None else time.monotonic() + budget_s
     objective = playlist_ndcg_objective(
-        matrix, split.train, split.test_rows, split.eval_users, pipeline_of
+        split.pairs, split.train, split.test_rows, split.eval_users, pipeline_of
     )
-    fixed = [name for name in TUNED_FIELDS if start.sources[name] == "environment"]
+    fixed = [name for name in SEARCH_SPACE if start.sources[name] == "environment"]
     tried = search(
         objective,
         trials=trials,
         budget_s=None if budget_s is None else budget_s * (ALS_BUDGET_SHARE if blending else 1),
         seed=seed,
-        start=[start.params, *also],
+        start=[Candidate(start.params, start.confidence), *also],
         fixed=fixed,
         on_trial=on_trial,
     )
     if not blending or not any(trial.state == "complete" for trial in tried):
         return tried
-    base = train_als(matrix, best_trial(tried).params)
+    best = best_trial(tried)
+    matrix = split.matrix(best.confidence)
+    base = train_als(matrix, best.params)
     partners: dict[str, ItemToItemModel] = {}
     for name in PARTNER_FITS:  # EASE, the slowest to fit, last
         if deadline is None or time.monotonic() < deadline:
             partners.update(fit_partners(matrix, (name,), start.config.memory_budget_mb))
     score = playlist_ndcg(split.train, split.test_rows, split.eval_users, pipeline_of)
     blends = blend_search(
-        base, partners, score, start=[start.blend], deadline=deadline, on_trial=on_trial
+        base,
+        partners,
+        score,
+        start=[start.blend],
+        deadline=deadline,
+        on_trial=on_trial,
+        confidence=best.confidence,
     )
     return [*tried, *blends]
 
@@ -409,6 +442,7 @@ def _tuned(
             "trials": [trial.to_dict() for trial in trials],
         },
         blend=best.blend if blended else None,
+        confidence=best.confidence,
     )
 
 
@@ -502,11 +536,16 @@ def self_tune(
         budget_s=budget_s,
         seed=seed,
         on_trial=on_trial,
-        also=[ALSParams(random_seed=current.params.random_seed)],
+        also=[Candidate(ALSParams(random_seed=current.params.random_seed))],
     )
     tuned = _tuned(policy, week_start, validation, tried, seed)
     found = (validation.description, len(validation.eval_users))
-    best = replace(current.config, als=tuned.params, blend=tuned.blend or current.blend)
+    best = replace(
+        current.config,
+        als=tuned.params,
+        blend=tuned.blend or current.blend,
+        confidence=tuned.confidence or current.confidence,
+    )
     if best == current.config:
         reason = f"kept: the current configuration scored best on validation ({tuned.score:.4f})"
         return SelfTuning(tried, *found, {}, None, reason)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from jobs.week import PlaylistPolicy, Storage, Week, load_track_content
 from recsys.als import ALSParams, with_cold_start
 from recsys.blend import Blend, BlendParams, ModelConfig, WeekModel, load_model
+from recsys.contract import ConfidenceParams
 from recsys.db import repository
 from recsys.db.models import ModelVersion
 from recsys.settings import Settings
@@ -50,7 +51,8 @@ def train_week(
     config, data = resolved.config, week.data
     if resolved.tuned_file is not None:
         log.info("training with tuned parameters from %s: %s", resolved.tuned_file, config)
-    model = config.train(data.matrix, show_progress=show_progress)
+    matrix = data.pairs.matrix(config.confidence)
+    model = config.train(matrix, show_progress=show_progress)
     model = attach_cold_start(model, data.track_listeners, week.paths, week.policy)
     model.metadata["params_sources"] = resolved.to_dict()
     version = f"{week.start.isoformat()}-{model.fingerprint[:12]}"
@@ -67,9 +69,9 @@ def train_week(
                 fingerprint=model.fingerprint,
                 artifact_path=str(artifact),
                 params=config.to_dict(),
-                n_users=int(data.matrix.shape[0]),
-                n_tracks=int(data.matrix.shape[1]),
-                n_interactions=int(data.matrix.user_items.nnz),
+                n_users=int(matrix.shape[0]),
+                n_tracks=int(matrix.shape[1]),
+                n_interactions=int(matrix.user_items.nnz),
                 train_seconds=float(model.metadata["train_seconds"]),
                 status=existing.status if existing is not None else "trained",
             ),
@@ -101,6 +103,7 @@ def cached_model(artifact_path: str) -> WeekModel:
 # ------------------------------------------------------------------ which ALS parameters
 
 _SETTING_OF = {name: f"als_{name}" for name in (*TUNED_FIELDS, "random_seed")}
+_CONFIDENCE_FIELDS = [f.name for f in fields(ConfidenceParams)]
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,8 @@ class ResolvedParams:
         What the week's model is trained with: ALS's parameters, the blend and EASE's
         memory budget (``CRATEDIGGER_EASE_MEMORY_MB``).
     sources : dict
-        ALS field name (and ``"blend"``) -> ``"environment"``, ``"tuned"`` or ``"default"``.
+        ALS field name, confidence weight name and ``"blend"`` -> ``"environment"``,
+        ``"tuned"`` or ``"default"``.
     tuned_file : str or None
         The tuned parameters' file when it supplied at least one parameter.
     """
@@ -129,6 +133,10 @@ class ResolvedParams:
     @property
     def blend(self) -> BlendParams:
         return self.config.blend
+
+    @property
+    def confidence(self) -> ConfidenceParams:
+        return self.config.confidence
 
     def to_dict(self) -> dict[str, Any]:
         return {"sources": self.sources, "tuned_file": self.tuned_file}
@@ -151,18 +159,27 @@ class ResolvedParams:
         path = Storage.of(settings).tuned_params
         blend = BlendParams.parse(settings.blend)
         sources["blend"] = "environment" if "blend" in explicit else "default"
+        weights = {name: getattr(settings, name) for name in _CONFIDENCE_FIELDS}
+        for name in _CONFIDENCE_FIELDS:
+            sources[name] = "environment" if name in explicit else "default"
         used_file: str | None = None
         if settings.use_tuned_params and path.is_file():
             tuned = load_tuned_params(path)
-            for name in TUNED_FIELDS:
+            tuned_values = {
+                **{name: getattr(tuned.params, name) for name in TUNED_FIELDS},
+                **(asdict(tuned.confidence) if tuned.confidence is not None else {}),
+            }
+            for name, value in tuned_values.items():
                 if sources[name] == "default":
-                    values[name] = getattr(tuned.params, name)
+                    (values if name in TUNED_FIELDS else weights)[name] = value
                     sources[name] = "tuned"
                     used_file = str(path)
             if sources["blend"] == "default" and tuned.blend is not None:
                 blend, sources["blend"] = tuned.blend, "tuned"
                 used_file = str(path)
-        params = ALSParams(**values)
+        config = ModelConfig(
+            ALSParams(**values), blend, settings.ease_memory_mb, ConfidenceParams(**weights)
+        )
         if used_file is not None:
             log.info("model parameters %s (tuned ones from %s)", sources, used_file)
-        return cls(ModelConfig(params, blend, settings.ease_memory_mb), sources, used_file)
+        return cls(config, sources, used_file)

@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recsys.coldstart import content_matrix
+from recsys.contract import age_in_days, week_cutoff
 from recsys.db import repository
-from recsys.matrix import InteractionMatrix, build_interaction_matrix
+from recsys.matrix import InteractionMatrix, PairCounts, build_interaction_matrix
 from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
 from recsys.recommender import Recommender
@@ -189,7 +190,10 @@ class TrainingData:
     Attributes
     ----------
     matrix : InteractionMatrix
-        Confidence of (listener, track) pairs with a non-zero confidence.
+        Confidence of (listener, track) pairs with a non-zero confidence, as aggregated.
+    pairs : PairCounts
+        The counts of the same pairs, over the same rows and columns: the matrix under
+        other confidence weights (what the week's model trains on, ``jobs.training``).
     known : scipy.sparse.csr_matrix
         (n_users, n_tracks): every track each listener played or thumbed, whatever its
         confidence; never in their playlist.
@@ -210,6 +214,7 @@ class TrainingData:
     """
 
     matrix: InteractionMatrix
+    pairs: PairCounts
     known: sp.csr_matrix
     track_artist: np.ndarray
     played: sp.csr_matrix
@@ -290,7 +295,7 @@ def read_week(
             f"no aggregates for the week of {start} in {paths.root}; pass --data DIR, or run "
             "`cratedigger aggregate --data DIR --week W` first"
         )
-    data = load_training_data(paths)
+    data = load_training_data(paths, week_cutoff(start))
     return Week(start, aggregation, paths, policy, data, *policy.plan(data))
 
 
@@ -321,11 +326,46 @@ def load_catalog(db: Any, paths: AggregationPaths) -> dict[str, int]:
         }
 
 
-def load_training_data(paths: AggregationPaths) -> TrainingData:
-    """The confidence matrix, what each listener already knows, and track -> artist numbers."""
+#: The interactions' columns a confidence is computed from (:func:`pair_counts`).
+COUNT_COLUMNS = ["completed", "skips", "thumb", "last_event_at"]
+
+
+def pair_counts(
+    table: pa.Table,
+    cutoff: dt.datetime,
+    user_ids: np.ndarray,
+    track_ids: np.ndarray,
+    rows: np.ndarray,
+    columns: np.ndarray,
+) -> PairCounts:
+    """The :class:`recsys.matrix.PairCounts` of the interactions ``table`` (its
+    :data:`COUNT_COLUMNS`), whose pairs sit at ``rows`` and ``columns`` of ``user_ids`` x
+    ``track_ids``, ages to ``cutoff``."""
+    last = pc.cast(table.column("last_event_at"), pa.int64()).to_numpy(zero_copy_only=False)
+    return PairCounts(
+        user_ids=user_ids,
+        track_ids=track_ids,
+        rows=np.asarray(rows, dtype=np.int64),
+        columns=np.asarray(columns, dtype=np.int64),
+        completed=table.column("completed").to_numpy().astype(np.float64),
+        skips=table.column("skips").to_numpy().astype(np.float64),
+        thumb=table.column("thumb").to_numpy().astype(np.int8),
+        age_days=age_in_days(last, cutoff),
+    )
+
+
+def load_training_data(paths: AggregationPaths, cutoff: dt.datetime) -> TrainingData:
+    """The confidence matrix, what each listener already knows, and track -> artist numbers
+    (pair ages run to ``cutoff``, the week's)."""
     tracks = _read(paths.tracks, ["track_id", "title", "artist_id"])
     artists = _read(paths.artists, ["artist_id", "name"])
-    rows = _read(paths.interactions, ["user_id", "track_id", "confidence", "plays"])
+    table = pq.read_table(
+        paths.interactions, columns=["user_id", "track_id", "confidence", "plays", *COUNT_COLUMNS]
+    )
+    rows = {
+        name: table.column(name).to_numpy(zero_copy_only=False)
+        for name in ("user_id", "track_id", "confidence", "plays")
+    }
     all_users, all_tracks = rows["user_id"].astype(str), rows["track_id"].astype(str)
     confidence = rows["confidence"].astype(np.float32)
     signal = confidence != 0
@@ -382,8 +422,17 @@ def load_training_data(paths: AggregationPaths) -> TrainingData:
         ),
         shape=(len(outsiders), matrix.shape[1]),
     )
+    pairs = pair_counts(
+        table.filter(pa.array(signal)),
+        cutoff,
+        matrix.user_ids,
+        matrix.track_ids,
+        user_rows[signal],
+        track_columns[signal],
+    )
     return TrainingData(
         matrix=matrix,
+        pairs=pairs,
         known=known.tocsr(),
         track_artist=track_artist.astype(np.int64),
         played=played.tocsr(),

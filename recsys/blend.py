@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from recsys.als import ALSModel, ALSParams, train_als
+from recsys.contract import ConfidenceParams
 from recsys.matrix import InteractionMatrix
 from recsys.neighbors import (
     DEFAULT_EASE_MEMORY_MB,
@@ -270,7 +271,8 @@ def blended(
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """How a week's model is trained: ALS's parameters, the blend and EASE's memory budget.
+    """How a week's model is trained: the confidence weights, ALS's parameters, the blend
+    and EASE's memory budget.
 
     Attributes
     ----------
@@ -278,14 +280,22 @@ class ModelConfig:
     blend : BlendParams
     memory_budget_mb : float
         MiB EASE may take (``CRATEDIGGER_EASE_MEMORY_MB``); above it EASE is left out.
+    confidence : ConfidenceParams
+        The weights that turn the week's counts into the matrix trained on
+        (:meth:`recsys.matrix.PairCounts.matrix`).
     """
 
     als: ALSParams = field(default_factory=ALSParams)
     blend: BlendParams = field(default_factory=BlendParams)
     memory_budget_mb: float = DEFAULT_EASE_MEMORY_MB
+    confidence: ConfidenceParams = field(default_factory=ConfidenceParams)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self.als), "blend": self.blend.text()}
+        return {
+            **asdict(self.als),
+            "blend": self.blend.text(),
+            "confidence": asdict(self.confidence),
+        }
 
     def train(self, matrix: InteractionMatrix, *, show_progress: bool = False) -> WeekModel:
         """ALS on ``matrix`` and the blend's partners fitted on the same matrix; the

@@ -24,16 +24,22 @@ rules in order: a row failing several is quarantined for the first. The Spark jo
 (``benchmarks/datasets.py``) runs the same table, and ``tests/test_contract.py`` checks that
 both give every row the same reason.
 
-Confidence of a (listener, track) pair, from its plays and latest thumb::
+Confidence of a (listener, track) pair, from its plays, latest thumb and last event::
 
     thumb = -1:  confidence = -thumb_down_confidence      (preference 0, held strongly)
-    otherwise:   confidence = ln(1 + completed + skip_weight * skips)
-                              + (thumb_up_boost if thumb = +1 else 0)
+    otherwise:   confidence = (shape(completed + skip_weight * skips)
+                               + (thumb_up_boost if thumb = +1 else 0)) * decay
+    shape(x)   = ln(1 + x) when confidence_scale = "log", x when it is "linear"
+    decay      = max(DECAY_FLOOR, 0.5 ** (age_days / half_life_days)), 1 when the half-life is 0
 
-A play is completed when ``ms_played >= min(COMPLETED_MS, duration_ms / 2)``; every other
-play is a skip. ALS multiplies the confidence by ``alpha``. :func:`confidence` is the numpy
-form; ``jobs.aggregate.confidence_column`` is its Spark twin, and ``tests/test_contract.py``
-checks that they agree.
+``age_days`` is the time from the pair's last event to the week's cut-off: with a half-life,
+recent spins weigh more than old ones (and an old one never less than ``DECAY_FLOOR`` of a
+fresh one, so no listened pair drops out). A play is completed when
+``ms_played >= min(COMPLETED_MS, duration_ms / 2)``; every other play is a skip. ALS
+multiplies the confidence by ``alpha``. :func:`confidence` is the numpy form;
+``jobs.aggregate.confidence_column`` is its Spark twin, and ``tests/test_contract.py`` checks
+that they agree. The weekly run's search may tune these weights (``recsys.tuning``); the
+training step then recomputes the confidence from the counts the aggregation keeps.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import datetime as dt
 import functools
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from types import MappingProxyType
 from typing import ClassVar
@@ -325,6 +331,13 @@ THUMB_COLUMNS = THUMBS.columns
 # ------------------------------------------------------------------------------- confidence
 
 
+#: ``confidence_scale`` values: how completed and skipped plays turn into confidence.
+CONFIDENCE_SCALES = ("log", "linear")
+#: The least a decayed pair weighs, as a share of the same pair heard at the cut-off.
+DECAY_FLOOR = 0.01
+_SECONDS_PER_DAY = 86_400.0
+
+
 @dataclass(frozen=True)
 class ConfidenceParams:
     """The weights of the confidence formula (module doc); the one place of their defaults.
@@ -332,12 +345,15 @@ class ConfidenceParams:
     Raises
     ------
     ValueError
-        If a weight is outside its range in :attr:`RANGES` (or NaN); the message names it.
+        If a weight is outside its range in :attr:`RANGES` (or NaN), or the scale is not
+        one of :data:`CONFIDENCE_SCALES`; the message names it.
     """
 
     skip_weight: float = 0.25
     thumb_up_boost: float = 2.0
     thumb_down_confidence: float = 2.0
+    confidence_scale: str = "log"
+    half_life_days: float = 0.0
 
     #: Inclusive range of each weight (the settings check the same).
     RANGES: ClassVar[Mapping[str, tuple[float, float]]] = MappingProxyType(
@@ -345,14 +361,26 @@ class ConfidenceParams:
             "skip_weight": (0.0, 1.0),
             "thumb_up_boost": (0.0, 100.0),
             "thumb_down_confidence": (0.0, 100.0),
+            "half_life_days": (0.0, 3650.0),
         }
     )
+
+    @classmethod
+    def of(cls, source: object) -> ConfidenceParams:
+        """The weights from the attributes of the same names of ``source`` (the settings,
+        an aggregation's parameters)."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
 
     def __post_init__(self) -> None:
         for name, (low, high) in self.RANGES.items():
             value = getattr(self, name)
             if not low <= value <= high:
                 raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+        if self.confidence_scale not in CONFIDENCE_SCALES:
+            raise ValueError(
+                f"confidence_scale must be one of {', '.join(CONFIDENCE_SCALES)}, "
+                f"got {self.confidence_scale!r}"
+            )
 
 
 def is_completed(ms_played: npt.ArrayLike, duration_ms: npt.ArrayLike) -> npt.NDArray[np.bool_]:
@@ -380,6 +408,7 @@ def confidence(
     skips: npt.ArrayLike,
     thumb: npt.ArrayLike,
     params: ConfidenceParams | None = None,
+    age_days: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float64]:
     """The confidence of (listener, track) pairs (module doc), vectorised.
 
@@ -391,6 +420,9 @@ def confidence(
         The pair's latest thumb, (n,): +1, -1 or 0 (none).
     params : ConfidenceParams, optional
         The weights; default ``ConfidenceParams()``.
+    age_days : array_like, optional
+        Days from each pair's last event to the cut-off, (n,); needed when
+        ``params.half_life_days`` is above 0 (negative ages count as 0).
 
     Returns
     -------
@@ -400,7 +432,8 @@ def confidence(
     Raises
     ------
     ValueError
-        If ``completed``, ``skips`` and ``thumb`` do not have one shape.
+        If ``completed``, ``skips`` and ``thumb`` (and ``age_days``) do not have one shape, or
+        a half-life is set without ``age_days``.
     """
     params = params or ConfidenceParams()
     done = np.asarray(completed, dtype=np.float64)
@@ -411,13 +444,39 @@ def confidence(
             f"completed, skips and thumb must have one shape, got {done.shape}, "
             f"{skipped.shape} and {latest.shape}"
         )
-    positive = np.log1p(done + params.skip_weight * skipped) + np.where(
-        latest == 1, params.thumb_up_boost, 0.0
-    )
+    listened = done + params.skip_weight * skipped
+    shaped = np.log1p(listened) if params.confidence_scale == "log" else listened
+    positive = shaped + np.where(latest == 1, params.thumb_up_boost, 0.0)
+    if params.half_life_days > 0:
+        if age_days is None:
+            raise ValueError("age_days is needed when half_life_days is above 0")
+        age = np.asarray(age_days, dtype=np.float64)
+        if age.shape != done.shape:
+            raise ValueError(f"age_days has shape {age.shape}, the counts {done.shape}")
+        positive = positive * decay(age, params.half_life_days)
     result: npt.NDArray[np.float64] = np.where(
         latest == -1, -params.thumb_down_confidence, positive
     )
     return result
+
+
+def decay(age_days: npt.ArrayLike, half_life_days: float) -> npt.NDArray[np.float64]:
+    """``max(DECAY_FLOOR, 0.5 ** (age / half_life))`` per age in days (negative ages count as
+    0); ones when ``half_life_days`` is 0."""
+    age = np.maximum(np.asarray(age_days, dtype=np.float64), 0.0)
+    if half_life_days <= 0:
+        return np.ones_like(age)
+    weight: npt.NDArray[np.float64] = np.maximum(DECAY_FLOOR, 0.5 ** (age / half_life_days))
+    return weight
+
+
+def age_in_days(last_event_us: npt.ArrayLike, cutoff: dt.datetime) -> npt.NDArray[np.float64]:
+    """Days from each last event (int64 microseconds since the epoch, UTC) to ``cutoff``."""
+    cutoff_us = cutoff.timestamp() * 1e6
+    age: npt.NDArray[np.float64] = (cutoff_us - np.asarray(last_event_us, dtype=np.float64)) / (
+        _SECONDS_PER_DAY * 1e6
+    )
+    return age
 
 
 # ------------------------------------------------------------------------ ids and weeks

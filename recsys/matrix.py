@@ -11,6 +11,8 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from recsys.contract import ConfidenceParams, confidence
+
 
 @dataclass(frozen=True)
 class InteractionMatrix:
@@ -114,3 +116,77 @@ def build_interaction_matrix(
         raise ValueError("a (user_id, track_id) pair occurs more than once")
     matrix.sort_indices()
     return InteractionMatrix(user_items=matrix, user_ids=row_ids, track_ids=catalog)
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """What the confidence of each (listener, track) pair is computed from, so a matrix can
+    be rebuilt with other confidence weights (:meth:`matrix`) over the same rows and columns.
+
+    Attributes
+    ----------
+    user_ids, track_ids : numpy.ndarray
+        str: the rows and columns of every matrix built (sorted, as in
+        :class:`InteractionMatrix`).
+    rows, columns : numpy.ndarray
+        int64 (n_pairs,): each pair's row and column.
+    completed, skips : numpy.ndarray
+        float64 (n_pairs,): completed and skipped plays.
+    thumb : numpy.ndarray
+        int8 (n_pairs,): the latest thumb, +1, -1 or 0.
+    age_days : numpy.ndarray
+        float64 (n_pairs,): days from the pair's last event to the week's cut-off.
+    """
+
+    user_ids: npt.NDArray[np.str_]
+    track_ids: npt.NDArray[np.str_]
+    rows: npt.NDArray[np.int64]
+    columns: npt.NDArray[np.int64]
+    completed: npt.NDArray[np.float64]
+    skips: npt.NDArray[np.float64]
+    thumb: npt.NDArray[np.int8]
+    age_days: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        n = len(self.rows)
+        for name in ("columns", "completed", "skips", "thumb", "age_days"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} values, rows {n}")
+        if n and (
+            self.rows.min() < 0
+            or self.rows.max() >= len(self.user_ids)
+            or self.columns.min() < 0
+            or self.columns.max() >= len(self.track_ids)
+        ):
+            raise ValueError("a pair's row or column is outside the user and track ids")
+
+    def confidence(self, params: ConfidenceParams) -> npt.NDArray[np.float32]:
+        """float32 (n_pairs,): each pair's confidence under ``params``."""
+        values = confidence(self.completed, self.skips, self.thumb, params, self.age_days)
+        return values.astype(np.float32)
+
+    def matrix(self, params: ConfidenceParams) -> InteractionMatrix:
+        """The confidence matrix under ``params``: the same rows and columns whatever the
+        weights (a pair whose confidence is 0 is left out, its listener's row stays)."""
+        values = self.confidence(params)
+        keep = values != 0
+        user_items = sp.csr_matrix(
+            (values[keep], (self.rows[keep], self.columns[keep])),
+            shape=(len(self.user_ids), len(self.track_ids)),
+            dtype=np.float32,
+        )
+        user_items.sort_indices()
+        return InteractionMatrix(user_items, self.user_ids, self.track_ids)
+
+    def subset(self, keep: npt.NDArray[np.bool_]) -> PairCounts:
+        """The pairs where ``keep`` (bool (n_pairs,)) is true, over the same ids."""
+        return PairCounts(
+            self.user_ids,
+            self.track_ids,
+            self.rows[keep],
+            self.columns[keep],
+            self.completed[keep],
+            self.skips[keep],
+            self.thumb[keep],
+            self.age_days[keep],
+        )

@@ -134,6 +134,16 @@ class Settings(BaseSettings):
     thumb_down_confidence: float = _confidence_field(
         "thumb_down_confidence", "Size of the negative confidence of a track thumbed down last."
     )
+    confidence_scale: Literal["log", "linear"] = Field(
+        default="log",
+        description="How completed and skipped plays become confidence: log(1 + plays) or "
+        "the plays themselves.",
+    )
+    half_life_days: float = _confidence_field(
+        "half_life_days",
+        "Recency: a pair last heard this many days before the cut-off weighs half as much as "
+        "one heard at it (0: no decay).",
+    )
     # Cold start, re-ranking and the playlist of listeners without history.
     cold_min_plays: int = Field(
         default=5,
@@ -345,8 +355,9 @@ class Settings(BaseSettings):
 
     @property
     def confidence(self) -> ConfidenceParams:
-        """``skip_weight``, ``thumb_up_boost`` and ``thumb_down_confidence`` as one object."""
-        return ConfidenceParams(self.skip_weight, self.thumb_up_boost, self.thumb_down_confidence)
+        """The confidence formula's weights (``skip_weight`` ... ``half_life_days``) as one
+        object."""
+        return ConfidenceParams.of(self)
 
 
 # Read by the test suite and CI, not by the service.

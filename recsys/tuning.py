@@ -1,8 +1,12 @@
-"""Hyper-parameter search for ALS, and the tuned parameters the weekly run uses.
+"""Hyper-parameter search for ALS, the confidence weights and the blend, and the tuned
+parameters the weekly run uses.
 
 The search (:func:`search`) is Optuna's seeded TPE sampler with median pruning over
-:data:`SEARCH_SPACE` (factors, regularization, alpha, iterations), within a number of
-trials and a time budget. It first scores the configurations it is given to start from
+:data:`SEARCH_SPACE`: ALS's factors, regularization, alpha and iterations, and the
+confidence's shape (log or linear), skip and thumb weights and recency half-life (each
+trial rebuilds the matrix from the week's counts, :class:`recsys.matrix.PairCounts`),
+within a number of trials and a time budget; :func:`blend_search` then picks the
+partners of the best. It first scores the configurations it is given to start from
 (the current ones), so its best is never worse than what runs today on the same data. An
 objective (usually :func:`playlist_ndcg_objective`: NDCG@K of the playlists on a
 validation split, never on a test fold) may report an intermediate score half-way through
@@ -14,7 +18,8 @@ kept. The weekly run searches on its own every few weeks (``jobs.quality.self_tu
 Which parameters the weekly run trains with (:meth:`jobs.training.ResolvedParams.of`),
 per parameter:
 
-1. a ``CRATEDIGGER_ALS_*`` variable that is set (or a keyword override of the settings);
+1. a ``CRATEDIGGER_ALS_*``, confidence (``CRATEDIGGER_SKIP_WEIGHT``...) or
+   ``CRATEDIGGER_BLEND`` variable that is set (or a keyword override of the settings);
 2. else ``DATA_DIR/tuned_params.json``, when it exists and ``CRATEDIGGER_USE_TUNED_PARAMS``
    is true (the default);
 3. else the settings' default.
@@ -38,8 +43,9 @@ import scipy.sparse as sp
 
 from recsys.als import ALSModel, ALSParams, train_als
 from recsys.blend import BlendParams, WeekModel, blended
+from recsys.contract import ConfidenceParams
 from recsys.evaluation import ndcg_at_k
-from recsys.matrix import InteractionMatrix
+from recsys.matrix import PairCounts
 from recsys.neighbors import ItemToItemModel
 from recsys.pipeline import PlaylistPipeline
 
@@ -56,18 +62,57 @@ class Range:
     integer: bool = False
 
 
-#: What the search varies. Factors reach 256 (well-tuned iALS wants large dimensions,
-#: Rendle et al. 2021); regularization and alpha span four and two decades.
-SEARCH_SPACE: dict[str, Range] = {
+@dataclass(frozen=True)
+class Choice:
+    """A parameter that takes one of ``values``."""
+
+    values: tuple[Any, ...]
+
+
+#: What the search varies of ALS. Factors reach 256 (well-tuned iALS wants large
+#: dimensions, Rendle et al. 2021); regularization and alpha span four and two decades.
+ALS_SPACE: dict[str, Range | Choice] = {
     "factors": Range(16, 256, integer=True),
     "regularization": Range(1e-3, 30.0),
     "alpha": Range(0.5, 50.0),
     "iterations": Range(8, 30, log=False, integer=True),
 }
+#: What it varies of the confidence (:class:`recsys.contract.ConfidenceParams`): the shape,
+#: the weight of skips and thumbs, and a recency half-life (ListenBrainz trains on the last
+#: 180 days; 0 is no decay). The weights stay above 0, so every listened pair keeps a
+#: confidence and the matrix keeps its rows and columns whatever the trial.
+CONFIDENCE_SPACE: dict[str, Range | Choice] = {
+    "confidence_scale": Choice(("log", "linear")),
+    "skip_weight": Range(0.05, 1.0, log=False),
+    "thumb_up_boost": Range(0.1, 10.0),
+    "thumb_down_confidence": Range(0.1, 10.0),
+    "half_life_days": Choice((0.0, 30.0, 90.0, 180.0, 365.0)),
+}
+SEARCH_SPACE: dict[str, Range | Choice] = {**ALS_SPACE, **CONFIDENCE_SPACE}
 SEARCH_SEED = 20261116
 TUNED_PARAMS_FILE = "tuned_params.json"
 #: The ALS parameters a search sets; ``random_seed`` stays the settings' own.
-TUNED_FIELDS = tuple(SEARCH_SPACE)
+TUNED_FIELDS = tuple(ALS_SPACE)
+#: The confidence weights a search sets.
+CONFIDENCE_FIELDS = tuple(CONFIDENCE_SPACE)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search: ALS's parameters and the confidence weights."""
+
+    als: ALSParams = field(default_factory=ALSParams)
+    confidence: ConfidenceParams = field(default_factory=ConfidenceParams)
+
+    def value(self, name: str) -> Any:
+        return getattr(self.als if name in TUNED_FIELDS else self.confidence, name)
+
+    def with_values(self, values: Mapping[str, Any]) -> Candidate:
+        """A copy with the named parameters of :data:`SEARCH_SPACE` replaced."""
+        als = {n: v for n, v in values.items() if n in TUNED_FIELDS}
+        weights = {n: v for n, v in values.items() if n in CONFIDENCE_FIELDS}
+        return Candidate(replace(self.als, **als), replace(self.confidence, **weights))
+
 
 #: ``report(step, value)``: an objective's intermediate score; raises when the trial is
 #: pruned.
@@ -85,7 +130,7 @@ class Trial:
     Attributes
     ----------
     params : ALSParams
-        The configuration.
+        The configuration's ALS parameters.
     score : float
         The objective's value (higher is better); for a pruned trial its last intermediate
         score, NaN if it failed.
@@ -98,6 +143,8 @@ class Trial:
         ``"complete"``, ``"pruned"`` or ``"failed"``.
     blend : BlendParams
         The partners blended with ALS in the trial (none for the ALS search's trials).
+    confidence : ConfidenceParams
+        The confidence weights of the trial's matrix.
     """
 
     params: ALSParams
@@ -106,10 +153,19 @@ class Trial:
     stage: str = "search"
     state: str = "complete"
     blend: BlendParams = field(default_factory=BlendParams)
+    confidence: ConfidenceParams = field(default_factory=ConfidenceParams)
+
+    @property
+    def candidate(self) -> Candidate:
+        return Candidate(self.params, self.confidence)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "params": {**asdict(self.params), "blend": self.blend.text()},
+            "params": {
+                **asdict(self.params),
+                "blend": self.blend.text(),
+                "confidence": asdict(self.confidence),
+            },
             "score": self.score,
             "seconds": round(self.seconds, 3),
             "stage": self.stage,
@@ -118,13 +174,13 @@ class Trial:
 
 
 def search(
-    objective: Callable[[ALSParams, Report], float],
+    objective: Callable[[Candidate, Report], float],
     *,
     trials: int,
     budget_s: float | None = None,
     seed: int = SEARCH_SEED,
-    space: Mapping[str, Range] = SEARCH_SPACE,
-    start: Sequence[ALSParams] = (),
+    space: Mapping[str, Range | Choice] = SEARCH_SPACE,
+    start: Sequence[Candidate] = (),
     fixed: Sequence[str] = (),
     on_trial: Callable[[Trial], None] | None = None,
 ) -> list[Trial]:
@@ -134,16 +190,19 @@ def search(
     Parameters
     ----------
     objective : callable
-        ``(params, report) -> score``, higher is better; it may call ``report(step, value)``
+        ``(candidate, report) -> score``, higher is better; it may call ``report(step, value)``
         with an intermediate score, which raises :class:`Pruned` when the trial falls below
         the median of the earlier trials at that step.
     trials : int
         Configurations to draw after ``start`` (>= 0).
-    start : sequence of ALSParams
+    space : mapping
+        Parameter name (of :data:`SEARCH_SPACE`) -> its values; the others stay the first
+        start's.
+    start : sequence of Candidate
         Configurations scored first (e.g. the current ones), stage ``"start"``, once each;
         the first also supplies ``random_seed`` and the values of ``fixed`` to all.
     fixed : sequence of str
-        Names of :data:`TUNED_FIELDS` the search must not vary (e.g. set in the environment).
+        Names of :data:`SEARCH_SPACE` the search must not vary (e.g. set in the environment).
     on_trial : callable, optional
         Called with each trial as it ends (progress, storage).
 
@@ -156,10 +215,11 @@ def search(
 
     if trials < 0:
         raise ValueError(f"trials must be >= 0, got {trials}")
-    unknown = sorted(set(space) - set(TUNED_FIELDS)) + sorted(set(fixed) - set(TUNED_FIELDS))
+    names = (*TUNED_FIELDS, *CONFIDENCE_FIELDS)
+    unknown = sorted(set(space) - set(names)) + sorted(set(fixed) - set(names))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; the search sets {TUNED_FIELDS}")
-    base = start[0] if start else ALSParams()
+        raise ValueError(f"unknown parameter(s) {unknown}; the search sets {names}")
+    base = start[0] if start else Candidate()
     varied = {name: bounds for name, bounds in space.items() if name not in fixed}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -171,7 +231,7 @@ def search(
     results: list[Trial] = []
     deadline = None if budget_s is None else time.monotonic() + budget_s
 
-    def scored(params: ALSParams, stage: str, report: Report) -> Trial:
+    def scored(candidate: Candidate, stage: str, report: Report) -> Trial:
         started, state, score, last = time.perf_counter(), "complete", math.nan, [math.nan]
 
         def reporting(step: int, value: float) -> None:
@@ -179,29 +239,31 @@ def search(
             report(step, value)
 
         try:
-            score = float(objective(params, reporting))
+            score = float(objective(candidate, reporting))
         except Pruned:
             state, score = "pruned", last[0]
         finally:
             if state == "complete" and math.isnan(score):
                 state = "failed"
-            done = Trial(params, score, time.perf_counter() - started, stage, state)
-            log.debug("trial %s: %s %.4f (%.1f s)", _label(params), state, score, done.seconds)
+            seconds = time.perf_counter() - started
+            done = Trial(
+                candidate.als, score, seconds, stage, state, confidence=candidate.confidence
+            )
+            log.debug("trial %s: %s %.4f (%.1f s)", _label(candidate), state, score, seconds)
             results.append(done)
             if on_trial is not None:
                 on_trial(done)
         return done
 
-    firsts = list(dict.fromkeys(replace(p, **{n: getattr(base, n) for n in fixed}) for p in start))
-    for params in firsts:  # scored as they are, even outside the space
+    pinned = {n: base.value(n) for n in fixed}
+    firsts = list(dict.fromkeys(c.with_values(pinned) for c in start))
+    for candidate in firsts:  # scored as they are, even outside the space
         try:
-            done = scored(params, "start", lambda step, value: None)
+            done = scored(candidate, "start", lambda step, value: None)
         except (ValueError, FloatingPointError):  # recorded as failed
             continue
-        values = {name: getattr(params, name) for name in varied}
-        inside = all(
-            varied[name].low <= value <= varied[name].high for name, value in values.items()
-        )
+        values = {name: candidate.value(name) for name in varied}
+        inside = all(_inside(varied[name], value) for name, value in values.items())
         if done.state == "complete" and inside:  # what TPE learns from
             trial = optuna.trial.create_trial(
                 params=values, distributions=distributions, value=done.score
@@ -216,7 +278,7 @@ def search(
             if trial.should_prune():
                 raise Pruned
 
-        done = scored(replace(base, **values), "search", report)
+        done = scored(base.with_values(values), "search", report)
         if done.state == "pruned":
             raise optuna.TrialPruned
         if deadline is not None and time.monotonic() > deadline:
@@ -228,9 +290,17 @@ def search(
     return results
 
 
-def _distribution(bounds: Range) -> Any:
+def _inside(bounds: Range | Choice, value: Any) -> bool:
+    if isinstance(bounds, Choice):
+        return value in bounds.values
+    return bool(bounds.low <= value <= bounds.high)
+
+
+def _distribution(bounds: Range | Choice) -> Any:
     import optuna
 
+    if isinstance(bounds, Choice):
+        return optuna.distributions.CategoricalDistribution(bounds.values)
     if bounds.integer:
         return optuna.distributions.IntDistribution(
             int(bounds.low), int(bounds.high), log=bounds.log
@@ -238,7 +308,9 @@ def _distribution(bounds: Range) -> Any:
     return optuna.distributions.FloatDistribution(bounds.low, bounds.high, log=bounds.log)
 
 
-def _suggest(trial: Any, name: str, bounds: Range) -> float:
+def _suggest(trial: Any, name: str, bounds: Range | Choice) -> Any:
+    if isinstance(bounds, Choice):
+        return trial.suggest_categorical(name, bounds.values)
     if bounds.integer:
         return int(trial.suggest_int(name, int(bounds.low), int(bounds.high), log=bounds.log))
     return float(trial.suggest_float(name, bounds.low, bounds.high, log=bounds.log))
@@ -253,8 +325,8 @@ def best_trial(trials: Sequence[Trial]) -> Trial:
     return max(complete, key=lambda trial: trial.score)
 
 
-def _label(params: ALSParams) -> str:
-    return ", ".join(f"{name} {getattr(params, name)}" for name in TUNED_FIELDS)
+def _label(candidate: Candidate) -> str:
+    return ", ".join(f"{name} {candidate.value(name)}" for name in SEARCH_SPACE)
 
 
 def playlist_ndcg(
@@ -284,6 +356,7 @@ def blend_search(
     start: Sequence[BlendParams] = (),
     deadline: float | None = None,
     on_trial: Callable[[Trial], None] | None = None,
+    confidence: ConfidenceParams | None = None,
 ) -> list[Trial]:
     """Which partners to blend with ``base`` and how much: greedy forward selection.
 
@@ -296,8 +369,10 @@ def blend_search(
     Returns
     -------
     list of Trial
-        Stage ``"blend"``, ``params`` the base's, in the order tried; no blend twice.
+        Stage ``"blend"``, ``params`` the base's (and ``confidence`` the one it was trained
+        with), in the order tried; no blend twice.
     """
+    weights = confidence or ConfidenceParams()
     results: list[Trial] = []
 
     def tried(blend: BlendParams) -> None:
@@ -310,7 +385,8 @@ def blend_search(
             value, state = math.nan, "failed"
         if state == "complete" and math.isnan(value):
             state = "failed"
-        done = Trial(base.params, value, time.perf_counter() - started, "blend", state, blend)
+        seconds = time.perf_counter() - started
+        done = Trial(base.params, value, seconds, "blend", state, blend, weights)
         log.debug("blend %s: %s %.4f (%.1f s)", blend.text(), state, value, done.seconds)
         results.append(done)
         if on_trial is not None:
@@ -338,20 +414,21 @@ def blend_search(
 
 
 def playlist_ndcg_objective(
-    train: InteractionMatrix,
+    train: PairCounts,
     known: sp.csr_matrix,
     test_rows: sp.csr_matrix,
     eval_users: npt.NDArray[np.int64],
     pipeline_of: Callable[[WeekModel], PlaylistPipeline],
-) -> Callable[[ALSParams, Report], float]:
-    """An objective: train ALS on ``train`` and score NDCG@length of the playlists that
-    ``pipeline_of(model)`` builds for ``eval_users`` against ``test_rows``; half-way
-    through training it reports the score of the model so far (pruning).
+) -> Callable[[Candidate, Report], float]:
+    """An objective: train ALS on the matrix of ``train`` under the candidate's confidence
+    weights and score NDCG@length of the playlists that ``pipeline_of(model)`` builds for
+    ``eval_users`` against ``test_rows``; half-way through training it reports the score of
+    the model so far (pruning).
 
     Parameters
     ----------
-    train : InteractionMatrix
-        Confidence matrix of the validation split's training part.
+    train : PairCounts
+        The counts of the validation split's training pairs.
     known : scipy.sparse.csr_matrix
         (n_users, n_tracks): what each listener already had in training; never recommended.
     test_rows : scipy.sparse.csr_matrix
@@ -361,17 +438,19 @@ def playlist_ndcg_objective(
     pipeline_of : callable
         The playlist pipeline over a trained model.
     """
-    if test_rows.shape != (len(eval_users), train.shape[1]):
+    n_tracks = len(train.track_ids)
+    if test_rows.shape != (len(eval_users), n_tracks):
         raise ValueError(
-            f"test_rows has shape {test_rows.shape}, expected ({len(eval_users)}, {train.shape[1]})"
+            f"test_rows has shape {test_rows.shape}, expected ({len(eval_users)}, {n_tracks})"
         )
 
     score = playlist_ndcg(known, test_rows, eval_users, pipeline_of)
 
-    def objective(params: ALSParams, report: Report) -> float:
+    def objective(candidate: Candidate, report: Report) -> float:
+        params = candidate.als
         half = params.iterations // 2
         look = (half, lambda model: report(half, score(model))) if half >= 1 else None
-        return score(train_als(train, params, checkpoint=look))
+        return score(train_als(train.matrix(candidate.confidence), params, checkpoint=look))
 
     return objective
 
@@ -397,6 +476,10 @@ class TunedParams:
         split".
     details : dict
         Where and how the search ran (week, split, seed, space, trials).
+    blend : BlendParams or None
+        The best configuration's blend; None in files written before blends were searched.
+    confidence : ConfidenceParams or None
+        Its confidence weights; None in files written before they were searched.
     """
 
     params: ALSParams
@@ -404,13 +487,14 @@ class TunedParams:
     default_score: float
     metric: str
     details: dict[str, Any] = field(default_factory=dict)
-    #: The best configuration's blend; None in files written before blends were searched.
     blend: BlendParams | None = None
+    confidence: ConfidenceParams | None = None
 
     def to_json(self) -> str:
         payload = {
             "params": asdict(self.params),
             **({} if self.blend is None else {"blend": self.blend.text()}),
+            **({} if self.confidence is None else {"confidence": asdict(self.confidence)}),
             "score": self.score,
             "default_score": self.default_score,
             "metric": self.metric,
@@ -447,9 +531,20 @@ def load_tuned_params(path: Path) -> TunedParams:
             raise ValueError(f"unknown parameter(s) {unknown}")
         params = ALSParams(**raw)
         blend = BlendParams.parse(str(payload.pop("blend"))) if "blend" in payload else None
+        weights = payload.pop("confidence", None)
+        confidence = None if weights is None else _confidence_of(weights)
         score = float(payload.pop("score"))
         default_score = float(payload.pop("default_score", float("nan")))
         metric = str(payload.pop("metric", ""))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path} does not hold tuned ALS parameters: {exc}") from None
-    return TunedParams(params, score, default_score, metric, payload, blend)
+    return TunedParams(params, score, default_score, metric, payload, blend, confidence)
+
+
+def _confidence_of(raw: Any) -> ConfidenceParams:
+    if not isinstance(raw, dict):
+        raise TypeError(f"confidence must be an object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - {f.name for f in fields(ConfidenceParams)})
+    if unknown:
+        raise ValueError(f"unknown confidence weight(s) {unknown}")
+    return ConfidenceParams(**raw)

@@ -107,6 +107,8 @@ def test_confidence_params_have_one_set_of_defaults_and_ranges(
         "skip_weight": 0.25,
         "thumb_up_boost": 2.0,
         "thumb_down_confidence": 2.0,
+        "confidence_scale": "log",
+        "half_life_days": 0.0,
     }
     assert Settings().confidence == default
     assert AggregationParams(CUTOFF).confidence == default
@@ -121,9 +123,15 @@ def test_confidence_params_have_one_set_of_defaults_and_ranges(
                 AggregationParams(CUTOFF, **{name: bad})  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match=f"CRATEDIGGER_{name.upper()}"):
             load_settings(**{name: high + 1})
+    with pytest.raises(ValueError, match="confidence_scale must be one of log, linear"):
+        ConfidenceParams(confidence_scale="cubic")
+    with pytest.raises(ConfigError, match="CRATEDIGGER_CONFIDENCE_SCALE"):
+        load_settings(confidence_scale="cubic")
     monkeypatch.setenv("CRATEDIGGER_SKIP_WEIGHT", "0.5")
     monkeypatch.setenv("CRATEDIGGER_THUMB_DOWN_CONFIDENCE", "3")
-    assert load_settings().confidence == ConfidenceParams(0.5, 2.0, 3.0)
+    monkeypatch.setenv("CRATEDIGGER_CONFIDENCE_SCALE", "linear")
+    monkeypatch.setenv("CRATEDIGGER_HALF_LIFE_DAYS", "90")
+    assert load_settings().confidence == ConfidenceParams(0.5, 2.0, 3.0, "linear", 90.0)
 
 
 def test_numpy_confidence_is_the_documented_formula() -> None:
@@ -133,6 +141,21 @@ def test_numpy_confidence_is_the_documented_formula() -> None:
     expected = [0.0, math.log1p(3 + 0.5) + 1.5, -3.0, 1.5, math.log1p(5 + 2.5)]
     np.testing.assert_allclose(values, expected, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(confidence([1], [0], [0]), [math.log1p(1)])
+    linear = ConfidenceParams(skip_weight=0.5, thumb_up_boost=1.5, confidence_scale="linear")
+    np.testing.assert_allclose(
+        confidence([3, 2, 0], [1, 4, 0], [1, -1, 1], linear), [3.5 + 1.5, -2.0, 1.5]
+    )
+    # A half-life halves a pair per half-life of age; thumbs-down do not fade; the floor holds.
+    fading = ConfidenceParams(half_life_days=10.0)
+    ages = [0.0, 10.0, 20.0, 10.0, 1000.0, -5.0]
+    values = confidence([1, 1, 1, 0, 1, 1], [0] * 6, [0, 0, 0, -1, 0, 0], fading, ages)
+    ln2 = math.log1p(1)
+    expected = [ln2, ln2 / 2, ln2 / 4, -2.0, ln2 * contract.DECAY_FLOOR, ln2]
+    np.testing.assert_allclose(values, expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="age_days is needed"):
+        confidence([1], [0], [0], fading)
+    with pytest.raises(ValueError, match="age_days has shape"):
+        confidence([1], [0], [0], fading, [1.0, 2.0])
     with pytest.raises(ValueError, match=r"one shape, got \(2,\), \(1,\) and \(2,\)"):
         confidence([1, 2], [0], [0, 0])
     np.testing.assert_array_equal(
@@ -431,7 +454,14 @@ def test_spark_and_pandas_give_every_parquet_row_the_same_reason(
 
 @pytest.mark.spark
 @pytest.mark.parametrize(
-    "params", [ConfidenceParams(), ConfidenceParams(0.5, 1.5, 3.0), ConfidenceParams(1.0, 0.0, 0.0)]
+    "params",
+    [
+        ConfidenceParams(),
+        ConfidenceParams(0.5, 1.5, 3.0),
+        ConfidenceParams(1.0, 0.0, 0.0),
+        ConfidenceParams(0.5, 1.0, 2.0, "linear", 3650.0),  # ages of ~20,000 days: ~2 %
+        ConfidenceParams(half_life_days=30.0),  # the floor
+    ],
 )
 def test_numpy_confidence_equals_spark_confidence(spark, params: ConfidenceParams) -> None:
     rng = np.random.default_rng(11)
@@ -471,10 +501,14 @@ def test_numpy_confidence_equals_spark_confidence(spark, params: ConfidenceParam
     played = pairs.loc[counts.index]
     np.testing.assert_array_equal(played["completed"], counts["sum"])
     np.testing.assert_array_equal(played["skips"], counts["size"] - counts["sum"])
+    last = pd.to_datetime(rows["last_event_at"])  # the session's time zone is UTC
+    last = last.dt.tz_localize("UTC") if last.dt.tz is None else last.dt.tz_convert("UTC")
+    last_us = last.dt.as_unit("us").astype("int64").to_numpy()
+    ages = contract.age_in_days(last_us, CUTOFF)
     np.testing.assert_allclose(
-        confidence(rows["completed"], rows["skips"], rows["thumb"], params),
+        confidence(rows["completed"], rows["skips"], rows["thumb"], params, ages),
         rows["confidence"],
-        rtol=0,
+        rtol=1e-9,
         atol=1e-12,
     )
     assert set(rows["thumb"]) == {-1, 0, 1}

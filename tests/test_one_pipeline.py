@@ -10,7 +10,8 @@ from jobs.generation import build_playlists
 from jobs.quality import WeekSplit, split_playlists
 from jobs.week import PlaylistPolicy, TrainingData
 from recsys.als import ALSParams, train_als, with_cold_start
-from recsys.matrix import InteractionMatrix
+from recsys.contract import ConfidenceParams
+from recsys.matrix import InteractionMatrix, PairCounts
 from recsys.settings import Settings
 
 N_USERS, N_TRACKS, N_ARTISTS = 300, 400, 60
@@ -22,10 +23,12 @@ def _week() -> tuple[TrainingData, np.ndarray, np.ndarray]:
     taste = rng.integers(0, 4, N_USERS)
     genre = rng.integers(0, 4, N_TRACKS)
     dense = np.zeros((N_USERS, N_TRACKS), dtype=np.float32)
+    plays = np.zeros_like(dense)
     for user in range(N_USERS):
         liked = np.flatnonzero((genre == taste[user]) & (np.arange(N_TRACKS) < 360))
         picks = rng.choice(liked, size=12, replace=False)
-        dense[user, picks] = np.log1p(rng.integers(1, 9, size=12)).astype(np.float32)
+        plays[user, picks] = rng.integers(1, 9, size=12)
+        dense[user, picks] = np.log1p(plays[user, picks]).astype(np.float32)
         dense[user, picks[:2]] = -2.0  # thumbs-down
     user_items = sp.csr_matrix(dense)
     matrix = InteractionMatrix(
@@ -33,10 +36,24 @@ def _week() -> tuple[TrainingData, np.ndarray, np.ndarray]:
         np.array([f"u{i:04d}" for i in range(N_USERS)]),
         np.array([f"t{i:04d}" for i in range(N_TRACKS)]),
     )
+    rows, cols = user_items.nonzero()
+    pairs = PairCounts(
+        matrix.user_ids,
+        matrix.track_ids,
+        rows.astype(np.int64),
+        cols.astype(np.int64),
+        completed=plays[rows, cols].astype(np.float64),
+        skips=np.zeros(len(rows)),
+        thumb=np.where(dense[rows, cols] < 0, -1, 0).astype(np.int8),
+        age_days=np.zeros(len(rows)),
+    )
+    # The counts give back the matrix under the default weights.
+    assert np.allclose(pairs.matrix(ConfidenceParams()).user_items.toarray(), dense)
     listeners = np.asarray((user_items > 0).sum(axis=0), dtype=np.int64).ravel()
     known = (user_items != 0).astype(np.float32).tocsr()
     data = TrainingData(
         matrix=matrix,
+        pairs=pairs,
         known=known,
         track_artist=(np.arange(N_TRACKS) % N_ARTISTS).astype(np.int64),
         played=user_items.multiply(user_items > 0).tocsr(),
@@ -68,6 +85,7 @@ def test_the_gate_and_evaluate_score_exactly_the_weekly_runs_playlists() -> None
         eval_users=rows,
         track_artist=data.track_artist,
         listeners=data.track_listeners,
+        pairs=data.pairs,
         description="the whole week",
     )
     measured = split_playlists(PlaylistPolicy.of(settings), model, split)

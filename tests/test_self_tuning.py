@@ -6,17 +6,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
 from jobs.db import sessions
-from jobs.quality import self_tune
+from jobs.quality import self_tune, week_split
 from jobs.training import ResolvedParams
-from jobs.week import PlaylistPolicy, Storage
+from jobs.week import PlaylistPolicy, Storage, Week
 from jobs.weekly import start_run, step_train, step_tune, tuning_due
 from migrations import upgrade
 from recsys.als import ALSParams
 from recsys.blend import BlendParams
+from recsys.contract import ConfidenceParams
 from recsys.db import repository
 from recsys.db.models import ModelVersion, TuningRun, TuningTrial
 from recsys.settings import Settings
@@ -65,15 +67,24 @@ def test_a_due_search_stores_every_trial_adopts_a_better_one_and_training_uses_i
     assert search.trials[0].stage == "start" and search.trials[0].params == {
         **asdict(POOR),
         "blend": "none",
+        "confidence": asdict(ConfidenceParams()),
     }
+    # The search varied the confidence weights too, within their space.
+    weights = [t.params["confidence"] for t in search.trials if t.stage == "search"]
+    assert len({w["skip_weight"] for w in weights}) > 1
+    assert {w["half_life_days"] for w in weights} <= {0.0, 30.0, 90.0, 180.0, 365.0}
     assert search.current_score == search.trials[0].score
     complete = [t.score for t in search.trials if t.state == "complete"]
     assert search.best_score == max(complete) > search.current_score
     # Adopted because it beat the current parameters on the gate's holdout, by the file.
     assert search.holdout_best > search.holdout_current
     adopted = load_tuned_params(Storage.of(tuning).tuned_params)
-    assert adopted.blend is not None
-    assert {**asdict(adopted.params), "blend": adopted.blend.text()} == search.best_params
+    assert adopted.blend is not None and adopted.confidence is not None
+    assert {
+        **asdict(adopted.params),
+        "blend": adopted.blend.text(),
+        "confidence": asdict(adopted.confidence),
+    } == search.best_params
     assert adopted.params != POOR
     assert "adopted" in search.reason and search.listeners > 0
 
@@ -186,3 +197,31 @@ def test_a_search_left_running_by_a_killed_process_is_abandoned_by_the_next(
         kept_trials = session.scalars(select(TuningTrial.tuning_run_id)).all()
         assert sorted(searches) == [(killed, first, "abandoned"), (latest, second, "running")]
     assert kept_trials == [killed]  # what the killed search found stays readable
+
+
+@pytest.mark.parametrize("method", ["time", "leave-k-out"])
+def test_the_counts_give_back_the_aggregated_confidence_and_other_weights_keep_the_pairs(
+    staged: Settings,  # noqa: F811
+    method: str,
+) -> None:
+    """What the week trains on and what a search trial trains on come from the counts the
+    aggregation kept: under the aggregation's own weights they are its confidence column
+    (Spark's), and under other weights the same pairs with other values."""
+    week = Week.of(staged, WEEK)
+    aggregated = week.data.matrix.user_items
+    rebuilt = week.data.pairs.matrix(staged.confidence)
+    assert np.array_equal(rebuilt.user_ids, week.data.matrix.user_ids)
+    assert np.allclose(rebuilt.user_items.toarray(), aggregated.toarray(), atol=1e-6)
+    other = ConfidenceParams(confidence_scale="linear", skip_weight=0.9, half_life_days=30.0)
+    changed = week.data.pairs.matrix(other).user_items
+    assert (changed != 0).toarray().tolist() == (aggregated != 0).toarray().tolist()
+    assert not np.allclose(changed.data, aggregated.data)
+    assert np.array_equal(np.sign(changed.data), np.sign(aggregated.data))  # thumbs-down stay
+
+    for validation in (False, True):
+        split = week_split(week.paths, WEEK, method=method, validation=validation)
+        assert np.allclose(
+            split.matrix(staged.confidence).user_items.toarray(), split.train.toarray(), atol=1e-6
+        )
+        changed = split.matrix(other).user_items
+        assert (changed != 0).toarray().tolist() == (split.train != 0).toarray().tolist()

@@ -13,12 +13,16 @@ import scipy.sparse as sp
 from jobs.training import ResolvedParams
 from jobs.week import Storage
 from recsys.als import ALSModel, ALSParams
-from recsys.matrix import InteractionMatrix
+from recsys.contract import ConfidenceParams
+from recsys.matrix import PairCounts
 from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
 from recsys.settings import Settings
 from recsys.tuning import (
+    CONFIDENCE_SPACE,
     SEARCH_SPACE,
+    Candidate,
+    Choice,
     Range,
     Trial,
     TunedParams,
@@ -37,21 +41,25 @@ SMALL_SPACE = {
 }
 
 
-def _score(params: ALSParams, report: object = None) -> float:
+def _known(params: ALSParams) -> float:
     """A known objective: best at many factors, little regularization, high alpha."""
     return float(np.log2(params.factors) + params.alpha / 100 - params.regularization)
 
 
+def _score(candidate: Candidate, report: object = None) -> float:
+    return _known(candidate.als)
+
+
 def test_search_is_seeded_and_starts_with_the_given_configurations() -> None:
     start = ALSParams(factors=2, regularization=1.0, alpha=1.0, iterations=5)
-    first = search(_score, trials=10, seed=3, space=SMALL_SPACE, start=[start])
-    again = search(_score, trials=10, seed=3, space=SMALL_SPACE, start=[start])
-    other = search(_score, trials=10, seed=4, space=SMALL_SPACE, start=[start])
+    first = search(_score, trials=10, seed=3, space=SMALL_SPACE, start=[Candidate(start)])
+    again = search(_score, trials=10, seed=3, space=SMALL_SPACE, start=[Candidate(start)])
+    other = search(_score, trials=10, seed=4, space=SMALL_SPACE, start=[Candidate(start)])
     assert [t.params for t in first] == [t.params for t in again]
     assert [t.params for t in first] != [t.params for t in other]
     assert first[0].params == start and first[0].stage == "start"
     assert len(first) == 11 and {t.stage for t in first[1:]} == {"search"}
-    assert [t.score for t in first] == [_score(t.params) for t in first]
+    assert [t.score for t in first] == [_known(t.params) for t in first]
     for trial in first:  # within the space, the integer ones whole
         assert 2 <= trial.params.factors <= 64 and trial.params.iterations == 5
         assert 0.01 <= trial.params.regularization <= 10.0 and 1.0 <= trial.params.alpha <= 40.0
@@ -59,7 +67,7 @@ def test_search_is_seeded_and_starts_with_the_given_configurations() -> None:
 
 def test_tpe_finds_better_configurations_than_it_starts_from() -> None:
     start = ALSParams(factors=2, regularization=5.0, alpha=1.0, iterations=5)
-    trials = search(_score, trials=40, seed=1, space=SMALL_SPACE, start=[start])
+    trials = search(_score, trials=40, seed=1, space=SMALL_SPACE, start=[Candidate(start)])
     best = best_trial(trials)
     assert best.score > trials[0].score + 4  # log2(factors) grew by 4 or regularization fell
     # The second half of the search (TPE's model at work) beats its random start-up draws.
@@ -68,7 +76,9 @@ def test_tpe_finds_better_configurations_than_it_starts_from() -> None:
 
 def test_fixed_parameters_stay_as_the_first_start_sets_them() -> None:
     start = ALSParams(factors=48, regularization=1.0, alpha=7.0, iterations=5)
-    trials = search(_score, trials=8, space=SMALL_SPACE, start=[start], fixed=["factors"])
+    trials = search(
+        _score, trials=8, space=SMALL_SPACE, start=[Candidate(start)], fixed=["factors"]
+    )
     assert {t.params.factors for t in trials} == {48}
     assert len({t.params.alpha for t in trials}) > 1
     with pytest.raises(ValueError, match="unknown parameter"):
@@ -78,9 +88,9 @@ def test_fixed_parameters_stay_as_the_first_start_sets_them() -> None:
 def test_the_budget_stops_the_search_between_trials() -> None:
     import time
 
-    def slow(params: ALSParams, report: object) -> float:
+    def slow(candidate: Candidate, report: object) -> float:
         time.sleep(0.3)
-        return _score(params)
+        return _score(candidate)
 
     trials = search(slow, trials=100, budget_s=0.5, space=SMALL_SPACE)
     assert 1 <= len(trials) <= 3
@@ -89,11 +99,12 @@ def test_the_budget_stops_the_search_between_trials() -> None:
 def test_trials_that_trail_at_their_checkpoint_are_pruned_and_failures_kept() -> None:
     seen: list[Trial] = []
 
-    def objective(params: ALSParams, report) -> float:  # type: ignore[no-untyped-def]
+    def objective(candidate: Candidate, report) -> float:  # type: ignore[no-untyped-def]
+        params = candidate.als
         if params.alpha > 35:
             raise ValueError("diverged")
-        report(1, _score(params))  # the checkpoint: a trailing trial stops here
-        return _score(params) + 1.0
+        report(1, _known(params))  # the checkpoint: a trailing trial stops here
+        return _known(params) + 1.0
 
     trials = search(objective, trials=30, seed=2, space=SMALL_SPACE, on_trial=seen.append)
     assert seen == trials
@@ -101,11 +112,11 @@ def test_trials_that_trail_at_their_checkpoint_are_pruned_and_failures_kept() ->
     assert {"complete", "pruned"} <= states
     for trial in trials:
         if trial.state == "pruned":  # scored at the checkpoint only
-            assert trial.score == _score(trial.params)
+            assert trial.score == _known(trial.params)
         elif trial.state == "failed":
             assert np.isnan(trial.score) and trial.params.alpha > 35
         else:
-            assert trial.score == _score(trial.params) + 1.0
+            assert trial.score == _known(trial.params) + 1.0
     assert best_trial(trials).state == "complete"
 
 
@@ -117,7 +128,7 @@ def test_best_trial_prefers_the_earliest_of_equal_complete_scores() -> None:
         best_trial([])
 
 
-def _two_groups() -> tuple[InteractionMatrix, sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+def _two_groups() -> tuple[PairCounts, sp.csr_matrix, sp.csr_matrix, np.ndarray]:
     """40 listeners in two groups of 20 tracks; each listener's last 3 group tracks are
     held out. A model that learns the groups ranks them first."""
     rng = np.random.default_rng(0)
@@ -133,31 +144,40 @@ def _two_groups() -> tuple[InteractionMatrix, sp.csr_matrix, sp.csr_matrix, np.n
     test = sp.csr_matrix(
         (np.ones(len(test_rows), np.float32), (test_rows, test_cols)), shape=(40, 40)
     )
-    matrix = InteractionMatrix(
-        train,
+    train.sort_indices()
+    entry_rows, entry_cols = train.nonzero()
+    pairs = PairCounts(
         np.array([f"u{i:02d}" for i in range(40)]),
         np.array([f"t{i:02d}" for i in range(40)]),
+        entry_rows.astype(np.int64),
+        entry_cols.astype(np.int64),
+        completed=np.ones(len(entry_rows)),
+        skips=np.zeros(len(entry_rows)),
+        thumb=np.zeros(len(entry_rows), dtype=np.int8),
+        age_days=np.zeros(len(entry_rows)),
     )
-    return matrix, train, test, np.arange(40, dtype=np.int64)
+    return pairs, train, test, np.arange(40, dtype=np.int64)
 
 
 def test_the_playlist_objective_rewards_a_model_that_learns_the_groups() -> None:
-    matrix, known, test, users = _two_groups()
+    pairs, known, test, users = _two_groups()
     listeners = np.asarray((known > 0).sum(axis=0), dtype=np.int64).ravel()
 
     def pipeline_of(model: ALSModel) -> PlaylistPipeline:
         return PlaylistPipeline(PlaylistRules(length=5), model, np.arange(40), listeners)
 
-    objective = playlist_ndcg_objective(matrix, known, test, users, pipeline_of)
+    objective = playlist_ndcg_objective(pairs, known, test, users, pipeline_of)
     halfway: list[tuple[int, float]] = []
 
     def report(step: int, value: float) -> None:
         halfway.append((step, value))
 
-    learns = objective(ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=10), report)
+    learns = objective(
+        Candidate(ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=10)), report
+    )
     assert [step for step, _ in halfway] == [5] and 0.0 < halfway[0][1] <= 1.0
     flattened = objective(
-        ALSParams(factors=2, regularization=100.0, alpha=0.01, iterations=1), report
+        Candidate(ALSParams(factors=2, regularization=100.0, alpha=0.01, iterations=1)), report
     )
     assert len(halfway) == 1  # one iteration: no checkpoint
     assert 0.0 <= flattened < learns <= 1.0
@@ -165,7 +185,7 @@ def test_the_playlist_objective_rewards_a_model_that_learns_the_groups() -> None
     # 3 among 30 for a model that ranks every unheard track alike.
     assert learns > 1.5 * flattened and learns > 0.3
     with pytest.raises(ValueError, match="test_rows has shape"):
-        playlist_ndcg_objective(matrix, known, test[:10], users, pipeline_of)
+        playlist_ndcg_objective(pairs, known, test[:10], users, pipeline_of)
 
 
 # -------------------------------------------------------------------- tuned parameters
@@ -228,7 +248,126 @@ def test_a_corrupt_tuned_file_stops_the_run_instead_of_being_ignored(tmp_path: P
 def test_the_search_space_covers_the_shipped_defaults() -> None:
     defaults = ALSParams()
     for name, bounds in SEARCH_SPACE.items():
-        assert bounds.low <= getattr(defaults, name) <= bounds.high, name
+        value = Candidate().value(name)
+        if isinstance(bounds, Choice):
+            assert value in bounds.values, name
+        else:
+            assert bounds.low <= value <= bounds.high, name
+    for name in CONFIDENCE_SPACE:
+        assert Settings.model_fields[name].default == getattr(ConfidenceParams(), name)
     assert Settings.model_fields["als_factors"].default == defaults.factors
     assert Settings.model_fields["als_regularization"].default == defaults.regularization
     assert Settings.model_fields["als_alpha"].default == defaults.alpha
+
+
+# ------------------------------------------------------------------ confidence weights
+
+
+def _confidence_score(candidate: Candidate, report: object = None) -> float:
+    """Best with linear confidence, skips weighing 0.6 and a 90-day half-life."""
+    weights = candidate.confidence
+    return (
+        (1.0 if weights.confidence_scale == "linear" else 0.0)
+        - abs(weights.skip_weight - 0.6)
+        + (0.5 if weights.half_life_days == 90.0 else 0.0)
+    )
+
+
+def test_the_search_varies_the_confidence_shape_and_finds_the_better_one() -> None:
+    space = {
+        "confidence_scale": CONFIDENCE_SPACE["confidence_scale"],
+        "skip_weight": CONFIDENCE_SPACE["skip_weight"],
+        "half_life_days": CONFIDENCE_SPACE["half_life_days"],
+    }
+    trials = search(_confidence_score, trials=40, seed=5, space=space, start=[Candidate()])
+    assert trials[0].confidence == ConfidenceParams()  # the defaults first, as they are
+    seen = {t.confidence.confidence_scale for t in trials}
+    assert seen == {"log", "linear"}
+    assert {t.confidence.half_life_days for t in trials} <= set(space["half_life_days"].values)
+    assert all(0.05 <= t.confidence.skip_weight <= 1.0 for t in trials)
+    best = best_trial(trials)
+    assert best.confidence.confidence_scale == "linear" and best.score > trials[0].score + 1.0
+    assert all(t.params == ALSParams() for t in trials)  # ALS is not in this space
+    payload = best.to_dict()["params"]["confidence"]
+    assert payload["confidence_scale"] == "linear" and "skip_weight" in payload
+
+
+def test_confidence_weights_set_in_the_environment_stay_fixed() -> None:
+    start = Candidate(confidence=ConfidenceParams(skip_weight=0.3))
+    trials = search(
+        _confidence_score,
+        trials=6,
+        space=CONFIDENCE_SPACE,
+        start=[start],
+        fixed=["skip_weight", "confidence_scale"],
+    )
+    assert {t.confidence.skip_weight for t in trials} == {0.3}
+    assert {t.confidence.confidence_scale for t in trials} == {"log"}
+    assert len({t.confidence.thumb_up_boost for t in trials}) > 1
+
+
+def test_the_objective_trains_on_the_candidates_confidence() -> None:
+    pairs, known, test, users = _two_groups()
+    listeners = np.asarray((known > 0).sum(axis=0), dtype=np.int64).ravel()
+    matrices: list[str] = []
+
+    def pipeline_of(model: ALSModel) -> PlaylistPipeline:
+        matrices.append(model.fingerprint)
+        return PlaylistPipeline(PlaylistRules(length=5), model, np.arange(40), listeners)
+
+    objective = playlist_ndcg_objective(pairs, known, test, users, pipeline_of)
+    als = ALSParams(factors=4, regularization=0.01, alpha=10.0, iterations=1)
+    logs = objective(Candidate(als), lambda step, value: None)
+    linear = objective(
+        Candidate(als, ConfidenceParams(confidence_scale="linear")), lambda step, value: None
+    )
+    # One completed play: ln 2 under log, 1 under linear, so the models differ.
+    assert pairs.matrix(ConfidenceParams()).user_items.data[0] == pytest.approx(np.log(2))
+    assert pairs.matrix(ConfidenceParams(confidence_scale="linear")).user_items.data[0] == 1.0
+    assert matrices[0] != matrices[1]  # the fingerprint covers the confidence values
+    assert 0.0 <= logs <= 1.0 and 0.0 <= linear <= 1.0
+
+
+def test_tuned_confidence_round_trips_and_fills_what_the_environment_does_not_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = ConfidenceParams(skip_weight=0.7, confidence_scale="linear", half_life_days=90.0)
+    tuned = TunedParams(ALSParams(factors=16), 0.3, 0.25, "ndcg@50", confidence=weights)
+    path = save_tuned_params(Storage.of(_settings(tmp_path)).tuned_params, tuned)
+    assert load_tuned_params(path).confidence == weights
+    resolved = ResolvedParams.of(_settings(tmp_path))
+    assert resolved.confidence == weights and resolved.sources["half_life_days"] == "tuned"
+    assert resolved.config.to_dict()["confidence"]["confidence_scale"] == "linear"
+
+    monkeypatch.setenv("CRATEDIGGER_SKIP_WEIGHT", "0.1")
+    mixed = ResolvedParams.of(Settings(data_dir=tmp_path))
+    assert mixed.confidence.skip_weight == 0.1 and mixed.sources["skip_weight"] == "environment"
+    assert mixed.confidence.half_life_days == 90.0
+
+    # A file from before confidence was searched still loads: the settings' weights train.
+    monkeypatch.delenv("CRATEDIGGER_SKIP_WEIGHT")
+    path.write_text(json.dumps({"params": {"factors": 16}, "score": 0.3}))
+    assert load_tuned_params(path).confidence is None
+    assert ResolvedParams.of(_settings(tmp_path)).confidence == ConfidenceParams()
+
+
+@pytest.mark.parametrize(
+    "confidence",
+    [
+        {"skip_weight": 7.0},
+        {"confidence_scale": "cubic"},
+        {"half_life_days": -1},
+        {"half_life_days": "soon"},
+        {"learning_rate": 1},
+        ["log"],
+        {"skip_weight": float("nan")},
+    ],
+)
+def test_a_tuned_file_with_bad_confidence_weights_names_itself(
+    tmp_path: Path, confidence: object
+) -> None:
+    path = Storage.of(_settings(tmp_path)).tuned_params
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"params": {"factors": 16}, "score": 0.3, "confidence": confidence}))
+    with pytest.raises(ValueError, match=r"tuned_params\.json does not hold"):
+        load_tuned_params(path)

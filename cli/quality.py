@@ -218,14 +218,22 @@ def tune(
             seed=seed,
             on_trial=lambda _: bar.update(1),
         )
-    p, c = tuned.params, tuned.confidence or settings.confidence
+    p, c, r = tuned.params, tuned.confidence or settings.confidence, tuned.rerank
+    parts = [
+        f"factors {p.factors}, regularization {p.regularization}, alpha {p.alpha}, "
+        f"{p.iterations} iterations",
+        f"{c.confidence_scale} confidence, skips weigh {c.skip_weight:.3g}, half-life "
+        f"{c.half_life_days:g} days",
+        *([] if tuned.blend is None else [f"blend {tuned.blend.text()}"]),
+        *(
+            []
+            if r is None
+            else [f"MMR {r.diversity:g}, popularity penalty {r.popularity_penalty:g}"]
+        ),
+    ]
     click.echo(f"{split.description}: {len(split.eval_users):,} listeners")
     click.echo(
-        f"best: factors {p.factors}, regularization {p.regularization}, alpha {p.alpha}, "
-        f"{p.iterations} iterations; {c.confidence_scale} confidence, skips weigh "
-        f"{c.skip_weight:.3g}, half-life {c.half_life_days:g} days"
-        f"{'' if tuned.blend is None else f'; blend {tuned.blend.text()}'}: "
-        f"NDCG@{settings.playlist_length} {tuned.score:.4f} "
+        f"best: {'; '.join(parts)}: NDCG@{settings.playlist_length} {tuned.score:.4f} "
         f"(current parameters {tuned.default_score:.4f})"
     )
     click.echo(f"saved to {path}; the weekly run trains with it from now on")

@@ -39,9 +39,17 @@ import scipy.sparse as sp
 from jobs.training import ResolvedParams, attach_cold_start
 from jobs.week import COUNT_COLUMNS, PlaylistPolicy, Storage, pair_counts
 from recsys.als import ALSParams, train_als
-from recsys.blend import PARTNER_FITS, ModelConfig, WeekModel, fit_partners
+from recsys.blend import PARTNER_FITS, ModelConfig, WeekModel, blended, fit_partners
 from recsys.contract import ConfidenceParams, week_cutoff
-from recsys.evaluation import evaluate, leave_k_out, ndcg_at_k, recall_at_k, time_split
+from recsys.evaluation import (
+    evaluate,
+    intra_list_diversity,
+    leave_k_out,
+    ndcg_at_k,
+    novelty,
+    recall_at_k,
+    time_split,
+)
 from recsys.matrix import InteractionMatrix, PairCounts
 from recsys.neighbors import ItemToItemModel
 from recsys.pipeline import PlaylistPipeline
@@ -52,12 +60,16 @@ from recsys.tuning import (
     SEARCH_SEED,
     SEARCH_SPACE,
     Candidate,
+    ListQuality,
+    RerankKnobs,
     Trial,
     TunedParams,
     best_trial,
     blend_search,
+    chosen_rerank,
     playlist_ndcg,
     playlist_ndcg_objective,
+    rerank_search,
     save_tuned_params,
     search,
 )
@@ -376,7 +388,9 @@ def _search(
     also: Sequence[Candidate] = (),
 ) -> list[Trial]:
     """:func:`recsys.tuning.search` on ``split`` from ``start`` (then ``also``), then
-    :func:`recsys.tuning.blend_search` over the best ALS and its confidence weights; the
+    :func:`recsys.tuning.blend_search` over the best ALS and its confidence weights, then,
+    when the policy has a re-ranking bound (:attr:`PlaylistPolicy.rerank_bound`: knobs not
+    set in the environment), :func:`recsys.tuning.rerank_search` over the best model; the
     parameters ``start`` took from the environment stay fixed (a blend set in the
     environment: no blend search)."""
     _require_listeners(split)
@@ -401,33 +415,67 @@ def _search(
         fixed=fixed,
         on_trial=on_trial,
     )
-    if not blending or not any(trial.state == "complete" for trial in tried):
+    if not any(trial.state == "complete" for trial in tried):
         return tried
     best = best_trial(tried)
     matrix = split.matrix(best.confidence)
     base = train_als(matrix, best.params)
     partners: dict[str, ItemToItemModel] = {}
-    for name in PARTNER_FITS:  # EASE, the slowest to fit, last
-        if deadline is None or time.monotonic() < deadline:
-            partners.update(fit_partners(matrix, (name,), start.config.memory_budget_mb))
-    score = playlist_ndcg(split.train, split.test_rows, split.eval_users, pipeline_of)
-    blends = blend_search(
-        base,
-        partners,
-        score,
-        start=[start.blend],
-        deadline=deadline,
-        on_trial=on_trial,
-        confidence=best.confidence,
-    )
-    return [*tried, *blends]
+    if blending:
+        for name in PARTNER_FITS:  # EASE, the slowest to fit, last
+            if deadline is None or time.monotonic() < deadline:
+                partners.update(fit_partners(matrix, (name,), start.config.memory_budget_mb))
+        score = playlist_ndcg(split.train, split.test_rows, split.eval_users, pipeline_of)
+        tried += blend_search(
+            base,
+            partners,
+            score,
+            start=[start.blend],
+            deadline=deadline,
+            on_trial=on_trial,
+            confidence=best.confidence,
+        )
+        best = best_trial(tried)
+    bound = policy.rerank_bound
+    if bound is not None and (deadline is None or time.monotonic() < deadline):
+        if not blending:  # the blend of the environment, fitted once
+            best = replace(best, blend=start.blend)
+            names = [name for name, _ in start.blend.weights]
+            partners = fit_partners(matrix, names, start.config.memory_budget_mb)
+        model = blended(base, partners, best.blend)
+        tried += rerank_search(
+            _list_quality(policy, split, model),
+            bound,
+            best,
+            deadline=deadline,
+            on_trial=on_trial,
+        )[0]
+    return tried
+
+
+def _list_quality(
+    policy: PlaylistPolicy, split: WeekSplit, model: WeekModel
+) -> Callable[[RerankKnobs], ListQuality]:
+    """knobs -> NDCG@K, intra-list diversity and novelty of the split's playlists by the
+    shipped pipeline with those re-ranking knobs."""
+
+    def measure(knobs: RerankKnobs) -> ListQuality:
+        lists = split_playlists(policy.with_rerank(knobs), model, split)
+        vectors = model.base.scoring_item_factors
+        return ListQuality(
+            ndcg_at_k(lists, split.test_rows),
+            intra_list_diversity(lists, vectors),
+            novelty(lists, split.listeners, split.train.shape[0]),
+        )
+
+    return measure
 
 
 def _tuned(
     policy: PlaylistPolicy, week_start: dt.date, split: WeekSplit, trials: list[Trial], seed: int
 ) -> TunedParams:
     best = best_trial(trials)
-    blended = any(trial.stage == "blend" for trial in trials)
+    searched_blend = any(trial.stage == "blend" for trial in trials)
     return TunedParams(
         params=best.params,
         score=best.score,
@@ -441,8 +489,9 @@ def _tuned(
             "search_space": {name: asdict(bounds) for name, bounds in SEARCH_SPACE.items()},
             "trials": [trial.to_dict() for trial in trials],
         },
-        blend=best.blend if blended else None,
+        blend=best.blend if searched_blend else None,
         confidence=best.confidence,
+        rerank=chosen_rerank(trials),
     )
 
 
@@ -467,7 +516,13 @@ def tune_week(
     untuned = ResolvedParams.of(settings.model_copy(update={"use_tuned_params": False}))
     policy = PlaylistPolicy.of(settings)
     tried = _search(
-        policy, split, untuned, trials=trials, budget_s=budget_s, seed=seed, on_trial=on_trial
+        policy,
+        split,
+        untuned,
+        trials=trials,
+        budget_s=budget_s,
+        seed=seed,
+        on_trial=on_trial,
     )
     tuned = _tuned(policy, week_start, split, tried, seed)
     path = save_tuned_params(Storage.of(settings).tuned_params, tuned)
@@ -518,9 +573,10 @@ def self_tune(
     on_trial: Callable[[Trial], None] | None = None,
 ) -> SelfTuning:
     """Search on the week's validation split (the gate's time split, ``holdout_days``
-    earlier) from the ``current`` parameters and the defaults, then adopt the best only if
-    it beats the current one on the gate's own holdout (the last ``holdout_days``), both
-    built by the shipped pipeline (gorse's rule: a new model only when it is better).
+    earlier) from the ``current`` parameters and the defaults (and the re-ranking knobs
+    within the ``policy``'s bound), then adopt the best only if it beats the
+    current one on the gate's own holdout (the last ``holdout_days``), both built by the
+    shipped pipeline (gorse's rule: a new model only when it is better).
 
     Raises
     ------
@@ -546,13 +602,17 @@ def self_tune(
         blend=tuned.blend or current.blend,
         confidence=tuned.confidence or current.confidence,
     )
-    if best == current.config:
+    best_policy = policy if tuned.rerank is None else policy.with_rerank(tuned.rerank)
+    if best == current.config and best_policy == policy:
         reason = f"kept: the current configuration scored best on validation ({tuned.score:.4f})"
         return SelfTuning(tried, *found, {}, None, reason)
     holdout = week_split(paths, week_start, holdout_days=holdout_days)
     scores = {
-        name: ndcg_at_k(shipped_lists(policy, holdout, config)[1], holdout.test_rows)
-        for name, config in (("current", current.config), ("best", best))
+        name: ndcg_at_k(shipped_lists(rules, holdout, config)[1], holdout.test_rows)
+        for name, rules, config in (
+            ("current", policy, current.config),
+            ("best", best_policy, best),
+        )
     }
     verdict = f"holdout NDCG {scores['best']:.4f} vs {scores['current']:.4f} now"
     if scores["best"] > scores["current"]:

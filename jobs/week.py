@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import logging
 import shutil
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
 from recsys.recommender import Recommender
 from recsys.settings import Settings
-from recsys.tuning import TUNED_PARAMS_FILE
+from recsys.tuning import TUNED_PARAMS_FILE, RerankKnobs, load_tuned_params
 
 if TYPE_CHECKING:
     from jobs.aggregate import AggregationPaths  # the Spark job's module: imported lazily
@@ -139,7 +139,13 @@ _SETTING_OF = {
 @dataclass(frozen=True)
 class PlaylistPolicy:
     """The shipped playlists: the rules, who gets which kind of playlist, and how the
-    work is cut (``CRATEDIGGER_*`` settings of the same names)."""
+    work is cut (``CRATEDIGGER_*`` settings of the same names).
+
+    The re-ranking knobs (``CRATEDIGGER_MMR_DIVERSITY``, ``CRATEDIGGER_POPULARITY_PENALTY``)
+    come from their variable when it is set, else from ``tuned_params.json`` when the weekly
+    search chose them there (and ``CRATEDIGGER_USE_TUNED_PARAMS`` is true), else from the
+    defaults: the precedence of the model's parameters (:mod:`jobs.training`).
+    """
 
     rules: PlaylistRules
     min_user_interactions: int = 1
@@ -147,14 +153,44 @@ class PlaylistPolicy:
     cold_min_plays: int = 5
     block_size: int = 2048
     chunk_size: int = 5000
+    #: The knobs the weekly search's re-ranking stage must stay as diverse and novel as:
+    #: the configured ones (never earlier tuned ones); None when either is set in the
+    #: environment (then they are fixed, not searched).
+    rerank_bound: RerankKnobs | None = None
 
     @classmethod
     def of(cls, settings: Settings) -> PlaylistPolicy:
         def read(kind: type) -> dict[str, Any]:
-            names = [f.name for f in fields(kind) if f.name != "rules"]
+            names = [f.name for f in fields(kind) if f.name not in ("rules", "rerank_bound")]
             return {name: getattr(settings, _SETTING_OF.get(name, name)) for name in names}
 
-        return cls(PlaylistRules(**read(PlaylistRules)), **read(cls))
+        rules = PlaylistRules(**read(PlaylistRules))
+        bound = (
+            None
+            if settings.model_fields_set & {"mmr_diversity", "popularity_penalty"}
+            else RerankKnobs(rules.diversity, rules.popularity_penalty)
+        )
+        tuned = Storage.of(settings).tuned_params
+        if settings.use_tuned_params and tuned.is_file():
+            knobs = load_tuned_params(tuned).rerank
+            if knobs is not None:
+                explicit = settings.model_fields_set
+                if "mmr_diversity" not in explicit:
+                    rules = replace(rules, diversity=knobs.diversity)
+                if "popularity_penalty" not in explicit:
+                    rules = replace(rules, popularity_penalty=knobs.popularity_penalty)
+        return cls(rules, **read(cls), rerank_bound=bound)
+
+    def with_rerank(self, knobs: RerankKnobs) -> PlaylistPolicy:
+        """The same policy with other re-ranking knobs."""
+        rules = replace(
+            self.rules, diversity=knobs.diversity, popularity_penalty=knobs.popularity_penalty
+        )
+        return replace(self, rules=rules)
+
+    @property
+    def rerank(self) -> RerankKnobs:
+        return RerankKnobs(self.rules.diversity, self.rules.popularity_penalty)
 
     def pipeline(
         self, model: Recommender, track_artist: np.ndarray, track_listeners: np.ndarray

@@ -50,7 +50,7 @@ from recsys.db.models import ModelVersion, WeeklyRun, WeekPublication
 from recsys.db.repository import RunNotActive
 from recsys.gate import GateDecision, GateThresholds, decide
 from recsys.settings import Settings
-from recsys.tuning import TUNED_FIELDS, Trial, best_trial, save_tuned_params
+from recsys.tuning import TUNED_FIELDS, Trial, best_trial, chosen_rerank, save_tuned_params
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +345,10 @@ def step_tune(settings: Settings, run_id: int) -> dict[str, Any]:
         if found.tuned is not None:
             save_tuned_params(step.storage.tuned_params, found.tuned)
         best = best_trial(found.trials)
+        knobs = chosen_rerank(found.trials)
+        best_params = best.to_dict()["params"]
+        if knobs is not None:
+            best_params["rerank"] = asdict(knobs)
         with step.db.begin() as session:
             repository.finish_tuning(
                 session,
@@ -356,7 +360,7 @@ def step_tune(settings: Settings, run_id: int) -> dict[str, Any]:
                 best_score=best.score,
                 holdout_current=found.holdout.get("current"),
                 holdout_best=found.holdout.get("best"),
-                best_params=best.to_dict()["params"],
+                best_params=best_params,
                 adopted=found.tuned is not None,
                 reason=found.reason,
             )

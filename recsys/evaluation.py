@@ -46,6 +46,7 @@ __all__ = [
     "gini_coefficient",
     "hit_matrix",
     "holdout_items",
+    "intra_list_diversity",
     "item_popularity",
     "leave_k_out",
     "map_at_k",
@@ -554,6 +555,50 @@ def novelty(recommended: npt.ArrayLike, popularity: npt.ArrayLike, n_users: int)
         return float("nan")
     per_list = np.where(valid, information[np.maximum(recs, 0)], 0.0).sum(axis=1)
     return float(np.mean(per_list[nonempty] / lengths[nonempty]))
+
+
+def intra_list_diversity(
+    recommended: npt.ArrayLike, item_vectors: npt.ArrayLike, block: int = 1024
+) -> float:
+    """Mean pairwise cosine distance (1 - cosine similarity) of each list's items, averaged
+    over lists with at least two items (NaN when there is none): what the MMR re-ranking
+    raises, in the space of its vectors.
+
+    Parameters
+    ----------
+    recommended : numpy.ndarray
+        int64 array (n_lists, K) padded with -1.
+    item_vectors : numpy.ndarray
+        float array (n_items, d): e.g. the ALS item factors. A zero vector counts as
+        dissimilar to every other (similarity 0).
+    block : int
+        Lists gathered at once (bounds the (block, K, d) gather).
+    """
+    recs = np.asarray(recommended, dtype=np.int64)
+    vectors = np.asarray(item_vectors, dtype=np.float32)
+    if recs.ndim != 2 or vectors.ndim != 2:
+        raise ValueError(
+            f"recommended and item_vectors must be 2-d, got {recs.shape} and {vectors.shape}"
+        )
+    if recs.size and recs.max() >= len(vectors):
+        raise ValueError(f"item_vectors has {len(vectors)} rows but recommended holds {recs.max()}")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    totals: list[np.ndarray] = []
+    for start in range(0, len(recs), block):
+        rows = recs[start : start + block]
+        valid = rows >= 0
+        gathered = unit[np.maximum(rows, 0)] * valid[:, :, None]  # padding: zero vectors
+        similarity = np.einsum("bkd,bjd->bkj", gathered, gathered, dtype=np.float64)
+        count = valid.sum(axis=1).astype(np.float64)
+        pairs = count * (count - 1.0)
+        # The diagonal adds each valid item's self-similarity 1 (0 for a zero vector).
+        self_similarity = np.einsum("bkd,bkd->b", gathered, gathered, dtype=np.float64)
+        off_diagonal = similarity.sum(axis=(1, 2)) - self_similarity
+        keep = pairs > 0
+        totals.append(1.0 - off_diagonal[keep] / pairs[keep])
+    values = np.concatenate(totals) if totals else np.empty(0)
+    return float(values.mean()) if len(values) else float("nan")
 
 
 def gini_coefficient(values: npt.ArrayLike) -> float:

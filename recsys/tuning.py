@@ -145,6 +145,10 @@ class Trial:
         The partners blended with ALS in the trial (none for the ALS search's trials).
     confidence : ConfidenceParams
         The confidence weights of the trial's matrix.
+    rerank : RerankKnobs or None
+        The re-ranking knobs of a ``"rerank"`` trial (:func:`rerank_search`), whose score
+        is NDCG of the fully re-ranked playlists; None for the other stages, which score
+        the model's artist-capped playlists.
     """
 
     params: ALSParams
@@ -154,6 +158,7 @@ class Trial:
     state: str = "complete"
     blend: BlendParams = field(default_factory=BlendParams)
     confidence: ConfidenceParams = field(default_factory=ConfidenceParams)
+    rerank: RerankKnobs | None = None
 
     @property
     def candidate(self) -> Candidate:
@@ -165,6 +170,7 @@ class Trial:
                 **asdict(self.params),
                 "blend": self.blend.text(),
                 "confidence": asdict(self.confidence),
+                **({} if self.rerank is None else {"rerank": asdict(self.rerank)}),
             },
             "score": self.score,
             "seconds": round(self.seconds, 3),
@@ -317,9 +323,9 @@ def _suggest(trial: Any, name: str, bounds: Range | Choice) -> Any:
 
 
 def best_trial(trials: Sequence[Trial]) -> Trial:
-    """The complete trial with the highest score; the earliest among equals (``start``
-    wins ties)."""
-    complete = [trial for trial in trials if trial.state == "complete"]
+    """The complete model trial (not a ``"rerank"`` one: another objective) with the
+    highest score; the earliest among equals (``start`` wins ties)."""
+    complete = [t for t in trials if t.state == "complete" and t.stage != "rerank"]
     if not complete:
         raise ValueError("no complete trial to choose from")
     return max(complete, key=lambda trial: trial.score)
@@ -413,6 +419,115 @@ def blend_search(
     return results
 
 
+@dataclass(frozen=True)
+class RerankKnobs:
+    """The re-ranking's knobs the weekly search may set (``CRATEDIGGER_MMR_DIVERSITY`` and
+    ``CRATEDIGGER_POPULARITY_PENALTY``)."""
+
+    diversity: float
+    popularity_penalty: float
+
+
+#: What the re-ranking stage combines (MMR lambda x popularity penalty).
+RERANK_DIVERSITY = (0.1, 0.2, 0.3, 0.4)
+RERANK_PENALTY = (0.0, 0.05, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class ListQuality:
+    """What :func:`rerank_search` reads of one set of playlists."""
+
+    ndcg: float
+    intra_list_diversity: float
+    novelty: float
+
+    def within(self, bound: ListQuality) -> bool:
+        """At least as diverse and as novel as ``bound`` (up to rounding)."""
+        return bool(
+            self.intra_list_diversity >= bound.intra_list_diversity - 1e-9
+            and self.novelty >= bound.novelty - 1e-9
+        )
+
+
+def rerank_search(
+    measure: Callable[[RerankKnobs], ListQuality],
+    start: RerankKnobs,
+    model: Trial,
+    *,
+    deadline: float | None = None,
+    on_trial: Callable[[Trial], None] | None = None,
+) -> tuple[list[Trial], RerankKnobs]:
+    """The re-ranking knobs of the best model: the most accurate within the diversity bound.
+
+    ``start`` (the configured knobs) is measured first; its lists' intra-list diversity
+    and novelty are the bound. Every combination of :data:`RERANK_DIVERSITY` and
+    :data:`RERANK_PENALTY` is then measured until ``deadline`` (``time.monotonic()``);
+    one whose lists are at least as diverse and as novel as the bound's is a candidate
+    (state ``"complete"``), any other is kept as ``"outside"``. The candidate with the
+    highest NDCG wins (``start`` on ties): the search may trade one knob for the other, it
+    never buys accuracy with diversity.
+
+    Parameters
+    ----------
+    measure : callable
+        knobs -> :class:`ListQuality` of the fully re-ranked playlists of the validation
+        listeners.
+    model : Trial
+        The model trial the knobs are searched for (its parameters are recorded on each
+        trial).
+
+    Returns
+    -------
+    (trials, chosen)
+        Stage ``"rerank"`` trials in the order measured, and the knobs chosen.
+    """
+    results: list[Trial] = []
+    measured: dict[RerankKnobs, ListQuality] = {}
+
+    def tried(knobs: RerankKnobs) -> None:
+        started = time.perf_counter()
+        try:
+            quality = measure(knobs)
+        except (ValueError, FloatingPointError):
+            quality = ListQuality(math.nan, math.nan, math.nan)
+        seconds = time.perf_counter() - started
+        bound = measured.get(start, quality)
+        state = (
+            "failed"
+            if math.isnan(quality.ndcg)
+            else "complete"
+            if quality.within(bound)
+            else "outside"
+        )
+        measured[knobs] = quality
+        done = replace(model, score=quality.ndcg, seconds=seconds, stage="rerank", state=state)
+        done = replace(done, rerank=knobs)
+        results.append(done)
+        if on_trial is not None:
+            on_trial(done)
+
+    tried(start)
+    if math.isnan(measured[start].ndcg):
+        return results, start
+    for diversity in RERANK_DIVERSITY:
+        for penalty in RERANK_PENALTY:
+            knobs = RerankKnobs(diversity, penalty)
+            if knobs in measured:
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            tried(knobs)
+    return results, chosen_rerank(results) or start
+
+
+def chosen_rerank(trials: Sequence[Trial]) -> RerankKnobs | None:
+    """The knobs of the ``"rerank"`` trial within the bound with the highest NDCG (the
+    earliest among equals: the configured knobs win ties); None without such a trial."""
+    within = [t for t in trials if t.stage == "rerank" and t.state == "complete"]
+    chosen = max(within, key=lambda t: t.score, default=None)
+    return None if chosen is None else chosen.rerank
+
+
 def playlist_ndcg_objective(
     train: PairCounts,
     known: sp.csr_matrix,
@@ -480,6 +595,8 @@ class TunedParams:
         The best configuration's blend; None in files written before blends were searched.
     confidence : ConfidenceParams or None
         Its confidence weights; None in files written before they were searched.
+    rerank : RerankKnobs or None
+        The re-ranking knobs chosen for it; None when they were not searched.
     """
 
     params: ALSParams
@@ -489,12 +606,14 @@ class TunedParams:
     details: dict[str, Any] = field(default_factory=dict)
     blend: BlendParams | None = None
     confidence: ConfidenceParams | None = None
+    rerank: RerankKnobs | None = None
 
     def to_json(self) -> str:
         payload = {
             "params": asdict(self.params),
             **({} if self.blend is None else {"blend": self.blend.text()}),
             **({} if self.confidence is None else {"confidence": asdict(self.confidence)}),
+            **({} if self.rerank is None else {"rerank": asdict(self.rerank)}),
             "score": self.score,
             "default_score": self.default_score,
             "metric": self.metric,
@@ -533,12 +652,25 @@ def load_tuned_params(path: Path) -> TunedParams:
         blend = BlendParams.parse(str(payload.pop("blend"))) if "blend" in payload else None
         weights = payload.pop("confidence", None)
         confidence = None if weights is None else _confidence_of(weights)
+        knobs = payload.pop("rerank", None)
+        rerank = None if knobs is None else _rerank_of(knobs)
         score = float(payload.pop("score"))
         default_score = float(payload.pop("default_score", float("nan")))
         metric = str(payload.pop("metric", ""))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{path} does not hold tuned ALS parameters: {exc}") from None
-    return TunedParams(params, score, default_score, metric, payload, blend, confidence)
+    return TunedParams(params, score, default_score, metric, payload, blend, confidence, rerank)
+
+
+def _rerank_of(raw: Any) -> RerankKnobs:
+    if not isinstance(raw, dict) or set(raw) != {"diversity", "popularity_penalty"}:
+        raise ValueError(f"rerank must hold diversity and popularity_penalty, got {raw!r}")
+    diversity, penalty = float(raw["diversity"]), float(raw["popularity_penalty"])
+    if not (0.0 <= diversity <= 1.0 and 0.0 <= penalty <= 10.0):
+        raise ValueError(
+            f"rerank diversity must be in [0, 1] and popularity_penalty in [0, 10], got {raw!r}"
+        )
+    return RerankKnobs(diversity, penalty)
 
 
 def _confidence_of(raw: Any) -> ConfidenceParams:

@@ -146,17 +146,26 @@ def test_tune_saves_parameters_that_the_weekly_training_then_uses(
     assert f"saved to {path}" in output
     tuned = load_tuned_params(path)
     trials = tuned.details["trials"]
-    searched = [t for t in trials if t["stage"] != "blend"]
+    searched = [t for t in trials if t["stage"] in ("start", "search")]
     assert len(searched) == 4 and trials[0]["stage"] == "start"
-    # Then the blends of the best ALS, from the one the run had (the default) on.
-    blends = trials[len(searched) :]
-    assert blends and all(t["stage"] == "blend" for t in blends)
+    # Then the blends of the best ALS, from the one the run had (the default) on, then the
+    # re-ranking knobs of the best model, from the configured ones on.
+    blends = [t for t in trials if t["stage"] == "blend"]
+    reranks = [t for t in trials if t["stage"] == "rerank"]
+    assert [t["stage"] for t in trials] == ["start"] + ["search"] * 3 + ["blend"] * len(blends) + [
+        "rerank"
+    ] * len(reranks)
+    assert blends and reranks
+    assert reranks[0]["params"]["rerank"] == {"diversity": 0.2, "popularity_penalty": 0.1}
+    assert tuned.rerank is not None and "MMR" in output
     assert blends[0]["params"]["blend"] == "rp3beta:0.5" and tuned.blend is not None
     best_als = max((t for t in searched if t["state"] == "complete"), key=lambda t: t["score"])
     assert all(
         {**t["params"], "blend": None} == {**best_als["params"], "blend": None} for t in blends
     )
-    assert tuned.score == max(t["score"] for t in trials if t["state"] == "complete")
+    assert tuned.score == max(
+        t["score"] for t in trials if t["state"] == "complete" and t["stage"] != "rerank"
+    )
     assert tuned.details["week_start"] == WEEK.isoformat()
     space = SEARCH_SPACE["factors"]
     assert space.low <= tuned.params.factors <= space.high

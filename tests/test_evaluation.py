@@ -22,6 +22,7 @@ from recsys.evaluation import (
     gini_coefficient,
     hit_matrix,
     holdout_items,
+    intra_list_diversity,
     item_popularity,
     leave_k_out,
     map_at_k,
@@ -462,3 +463,33 @@ def test_holdout_items_and_removal() -> None:
 def test_holdout_items_rejects_bad_input(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         holdout_items(**kwargs)
+
+
+def test_intra_list_diversity_is_the_mean_pairwise_cosine_distance() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(30, 4)).astype(np.float32)
+    vectors[7] = 0.0  # a track without a vector: dissimilar to all
+    lists = rng.integers(0, 30, size=(9, 6))
+    lists[0, 3:] = -1  # padding
+    lists[1, 1:] = -1  # one item: no pair, left out
+    lists[2, :] = [7, 1, 2, 3, 4, 5]
+    expected = []
+    for row in lists:
+        items = [int(i) for i in row if i >= 0]
+        if len(items) < 2:
+            continue
+        distances = []
+        for a in range(len(items)):
+            for b in range(len(items)):
+                if a == b:
+                    continue
+                u, v = vectors[items[a]], vectors[items[b]]
+                nu, nv = np.linalg.norm(u), np.linalg.norm(v)
+                cos = 0.0 if nu == 0 or nv == 0 else float(u @ v / (nu * nv))
+                distances.append(1.0 - cos)
+        expected.append(np.mean(distances))
+    assert intra_list_diversity(lists, vectors, block=4) == pytest.approx(np.mean(expected))
+    assert intra_list_diversity([[0, 0]], vectors) == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(intra_list_diversity([[1, -1]], vectors))
+    with pytest.raises(ValueError, match="item_vectors has 30 rows"):
+        intra_list_diversity([[30, 1]], vectors)

@@ -74,24 +74,37 @@ def test_a_due_search_stores_every_trial_adopts_a_better_one_and_training_uses_i
     assert len({w["skip_weight"] for w in weights}) > 1
     assert {w["half_life_days"] for w in weights} <= {0.0, 30.0, 90.0, 180.0, 365.0}
     assert search.current_score == search.trials[0].score
-    complete = [t.score for t in search.trials if t.state == "complete"]
+    # The best is the best model (re-ranking trials score the re-ranked lists, apart).
+    complete = [t.score for t in search.trials if t.state == "complete" and t.stage != "rerank"]
     assert search.best_score == max(complete) > search.current_score
     # Adopted because it beat the current parameters on the gate's holdout, by the file.
     assert search.holdout_best > search.holdout_current
     adopted = load_tuned_params(Storage.of(tuning).tuned_params)
     assert adopted.blend is not None and adopted.confidence is not None
+    model_params = {k: v for k, v in search.best_params.items() if k != "rerank"}
     assert {
         **asdict(adopted.params),
         "blend": adopted.blend.text(),
         "confidence": asdict(adopted.confidence),
-    } == search.best_params
+    } == model_params
+    # The re-ranking stage ran over the best model, the configured knobs first; what it
+    # chose is as diverse and novel as they are (state "complete") and is what it adopted.
+    reranks = [t for t in search.trials if t.stage == "rerank"]
+    assert reranks and reranks[0].params["rerank"] == {"diversity": 0.2, "popularity_penalty": 0.1}
+    assert {t.state for t in reranks} <= {"complete", "outside"}
+    assert adopted.rerank is not None
+    assert search.best_params["rerank"] == asdict(adopted.rerank)
+    chosen = [t for t in reranks if t.params["rerank"] == asdict(adopted.rerank)]
+    assert chosen[0].state == "complete"
+    assert chosen[0].score == max(t.score for t in reranks if t.state == "complete")
+    assert PlaylistPolicy.of(tuning).rerank == adopted.rerank
     assert adopted.params != POOR
     assert "adopted" in search.reason and search.listeners > 0
 
     version = step_train(tuning, run_id)
     with sessions(tuning)() as session:
         model = session.get(ModelVersion, version)
-        assert model is not None and model.params == search.best_params
+        assert model is not None and model.params == model_params
 
     # The same week again, and the next three: not due; four weeks on it is.
     _end(tuning, run_id)
@@ -108,14 +121,18 @@ def test_a_due_search_stores_every_trial_adopts_a_better_one_and_training_uses_i
 
 def test_the_current_parameters_are_kept_when_nothing_beats_them(tuning: Settings) -> None:
     # No draws: the only candidates are the current parameters and the defaults, and the
-    # defaults are the current ones here; a blend set in the environment is not searched.
+    # defaults are the current ones here; a blend and re-ranking knobs set in the
+    # environment are not searched.
     Storage.of(tuning).tuned_params.unlink()
-    current = ResolvedParams.of(tuning.model_copy(update={"blend": "rp3beta:0.5"}))
+    fixed = tuning.model_copy(update={"blend": "rp3beta:0.5", "mmr_diversity": 0.2})
+    current = ResolvedParams.of(fixed)
     assert current.sources["blend"] == "environment"
+    policy = PlaylistPolicy.of(fixed)
+    assert policy.rerank_bound is None
     found = self_tune(
         Storage.of(tuning).paths(WEEK),
         WEEK,
-        PlaylistPolicy.of(tuning),
+        policy,
         current,
         holdout_days=tuning.gate_holdout_days,
         trials=0,

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from jobs.training import ResolvedParams
-from jobs.week import Storage
+from jobs.week import PlaylistPolicy, Storage
 from recsys.als import ALSModel, ALSParams
 from recsys.contract import ConfidenceParams
 from recsys.matrix import PairCounts
@@ -20,15 +20,21 @@ from recsys.playlist import PlaylistRules
 from recsys.settings import Settings
 from recsys.tuning import (
     CONFIDENCE_SPACE,
+    RERANK_DIVERSITY,
+    RERANK_PENALTY,
     SEARCH_SPACE,
     Candidate,
     Choice,
+    ListQuality,
     Range,
+    RerankKnobs,
     Trial,
     TunedParams,
     best_trial,
+    chosen_rerank,
     load_tuned_params,
     playlist_ndcg_objective,
+    rerank_search,
     save_tuned_params,
     search,
 )
@@ -369,5 +375,90 @@ def test_a_tuned_file_with_bad_confidence_weights_names_itself(
     path = Storage.of(_settings(tmp_path)).tuned_params
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"params": {"factors": 16}, "score": 0.3, "confidence": confidence}))
+    with pytest.raises(ValueError, match=r"tuned_params\.json does not hold"):
+        load_tuned_params(path)
+
+
+# ------------------------------------------------------------------ re-ranking knobs
+
+
+def _quality(knobs: RerankKnobs) -> ListQuality:
+    """Known lists: MMR buys diversity and costs accuracy, the penalty buys novelty and costs
+    a little; only a penalty of 0.05 with MMR 0.3 (more diverse and as novel as the
+    configured 0.2 / 0.1) is more accurate than them. MMR 0.4 is the most accurate of all,
+    but below the configured novelty: outside the bound."""
+    d, p = knobs.diversity, knobs.popularity_penalty
+    ndcg = 0.5 - 0.1 * d - 0.2 * p + (0.05 if (d, p) in ((0.3, 0.05), (0.4, 0.0)) else 0.0)
+    ndcg += 0.2 if (d, p) == (0.4, 0.0) else 0.0
+    novelty = 10.0 + 10.0 * p + (1.0 if (d, p) == (0.3, 0.05) else 0.0)
+    return ListQuality(ndcg, 0.5 + d, novelty)
+
+
+def test_the_rerank_stage_takes_the_most_accurate_knobs_within_the_diversity_bound() -> None:
+    start = RerankKnobs(0.2, 0.1)
+    model = Trial(ALSParams(factors=8), 0.6, 1.0, "blend")
+    seen: list[Trial] = []
+    trials, chosen = rerank_search(_quality, start, model, on_trial=seen.append)
+    assert seen == trials and trials[0].rerank == start and trials[0].state == "complete"
+    assert len(trials) == len(RERANK_DIVERSITY) * len(RERANK_PENALTY)  # start is one of them
+    assert all(t.stage == "rerank" and t.params == model.params for t in trials)
+    by_knobs = {t.rerank: t for t in trials}
+    assert by_knobs[RerankKnobs(0.4, 0.0)].state == "outside"  # accurate, not novel enough
+    assert by_knobs[RerankKnobs(0.1, 0.2)].state == "outside"  # novel, not diverse enough
+    assert chosen == RerankKnobs(0.3, 0.05) == chosen_rerank(trials)
+    assert by_knobs[chosen].score > by_knobs[start].score
+    assert trials[0].to_dict()["params"]["rerank"] == {"diversity": 0.2, "popularity_penalty": 0.1}
+    # The model's best is never a re-ranking trial, even one that scores higher.
+    assert best_trial([model, *trials]) is model
+
+
+def test_the_configured_knobs_stay_when_nothing_within_the_bound_beats_them() -> None:
+    def only_worse(knobs: RerankKnobs) -> ListQuality:
+        better = knobs != RerankKnobs(0.2, 0.1)
+        return ListQuality(0.6 if better else 0.5, 0.1 if better else 0.5, 10.0)
+
+    model = Trial(ALSParams(), 0.6, 1.0)
+    trials, chosen = rerank_search(only_worse, RerankKnobs(0.2, 0.1), model)
+    assert chosen == RerankKnobs(0.2, 0.1)
+    assert {t.state for t in trials[1:]} == {"outside"}
+    # A deadline in the past: the configured knobs only.
+    late, kept = rerank_search(_quality, RerankKnobs(0.2, 0.1), model, deadline=0.0)
+    assert len(late) == 1 and kept == RerankKnobs(0.2, 0.1)
+
+
+def test_tuned_rerank_knobs_set_the_policy_unless_the_environment_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    knobs = RerankKnobs(0.3, 0.05)
+    tuned = TunedParams(ALSParams(), 0.3, 0.25, "ndcg@50", rerank=knobs)
+    path = save_tuned_params(Storage.of(_settings(tmp_path)).tuned_params, tuned)
+    assert load_tuned_params(path).rerank == knobs
+    assert PlaylistPolicy.of(_settings(tmp_path)).rerank == knobs
+    assert PlaylistPolicy.of(_settings(tmp_path, use_tuned_params=False)).rerank == RerankKnobs(
+        0.2, 0.1
+    )
+    monkeypatch.setenv("CRATEDIGGER_MMR_DIVERSITY", "0.0")
+    assert PlaylistPolicy.of(Settings(data_dir=tmp_path)).rerank == RerankKnobs(0.0, 0.05)
+    assert PlaylistPolicy.of(Settings(data_dir=tmp_path)).rerank_bound is None  # not searched
+    monkeypatch.delenv("CRATEDIGGER_MMR_DIVERSITY")
+    # The bound is the configured knobs, never the tuned ones.
+    assert PlaylistPolicy.of(Settings(data_dir=tmp_path)).rerank_bound == RerankKnobs(0.2, 0.1)
+
+
+@pytest.mark.parametrize(
+    "rerank",
+    [
+        {"diversity": 2.0, "popularity_penalty": 0.1},
+        {"diversity": 0.2},
+        {"diversity": "much", "popularity_penalty": 0.1},
+        {"diversity": float("nan"), "popularity_penalty": 0.1},
+        {"diversity": 0.2, "popularity_penalty": -1},
+        [0.2, 0.1],
+    ],
+)
+def test_a_tuned_file_with_bad_rerank_knobs_names_itself(tmp_path: Path, rerank: object) -> None:
+    path = Storage.of(_settings(tmp_path)).tuned_params
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"params": {"factors": 16}, "score": 0.3, "rerank": rerank}))
     with pytest.raises(ValueError, match=r"tuned_params\.json does not hold"):
         load_tuned_params(path)

@@ -69,23 +69,27 @@ def search_chart(tuning: TuningRun) -> LineChart:
     the best complete score so far."""
     complete: list[float | None] = []
     pruned: list[float | None] = []
+    reranked: list[float | None] = []
     best: list[float | None] = []
     top: float | None = None
     for trial in tuning.trials:
-        score = trial.score if trial.state == "complete" else None
+        # Re-ranking trials score the fully re-ranked lists: another objective, not "best".
+        model = trial.stage != "rerank"
+        score = trial.score if trial.state == "complete" and model else None
         complete.append(score)
         pruned.append(trial.score if trial.state == "pruned" else None)
+        reranked.append(trial.score if not model and trial.state != "failed" else None)
         if score is not None and (top is None or score > top):
             top = score
         best.append(top)
-    return LineChart(
-        labels=[str(trial.number + 1) for trial in tuning.trials],
-        series=[
-            Series("best so far", best, "line-model"),
-            Series("trial", complete, "dot-trial", joined=False),
-            Series("pruned at half training", pruned, "dot-pruned", joined=False),
-        ],
-    )
+    series = [
+        Series("best so far", best, "line-model"),
+        Series("trial", complete, "dot-trial", joined=False),
+        Series("pruned at half training", pruned, "dot-pruned", joined=False),
+    ]
+    if any(value is not None for value in reranked):
+        series.append(Series("re-ranking knobs (re-ranked lists)", reranked, "dot-rerank", False))
+    return LineChart(labels=[str(trial.number + 1) for trial in tuning.trials], series=series)
 
 
 @bp.get("/tuning")

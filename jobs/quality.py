@@ -415,7 +415,8 @@ def _search(
         fixed=fixed,
         on_trial=on_trial,
     )
-    if not any(trial.state == "complete" for trial in tried):
+    bound = policy.rerank_bound
+    if not any(trial.state == "complete" for trial in tried) or (not blending and bound is None):
         return tried
     best = best_trial(tried)
     matrix = split.matrix(best.confidence)
@@ -436,7 +437,6 @@ def _search(
             confidence=best.confidence,
         )
         best = best_trial(tried)
-    bound = policy.rerank_bound
     if bound is not None and (deadline is None or time.monotonic() < deadline):
         if not blending:  # the blend of the environment, fitted once
             best = replace(best, blend=start.blend)

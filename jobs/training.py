@@ -26,7 +26,7 @@ from recsys.contract import ConfidenceParams
 from recsys.db import repository
 from recsys.db.models import ModelVersion
 from recsys.settings import Settings
-from recsys.tuning import TUNED_FIELDS, load_tuned_params
+from recsys.tuning import TUNED_FIELDS
 
 if TYPE_CHECKING:
     from jobs.aggregate import AggregationPaths
@@ -156,15 +156,15 @@ class ResolvedParams:
             name: "environment" if setting in explicit else "default"
             for name, setting in _SETTING_OF.items()
         }
-        path = Storage.of(settings).tuned_params
+        storage = Storage.of(settings)
         blend = BlendParams.parse(settings.blend)
         sources["blend"] = "environment" if "blend" in explicit else "default"
         weights = {name: getattr(settings, name) for name in _CONFIDENCE_FIELDS}
         for name in _CONFIDENCE_FIELDS:
             sources[name] = "environment" if name in explicit else "default"
         used_file: str | None = None
-        if settings.use_tuned_params and path.is_file():
-            tuned = load_tuned_params(path)
+        tuned = storage.tuned(settings.use_tuned_params)
+        if tuned is not None:
             tuned_values = {
                 **{name: getattr(tuned.params, name) for name in TUNED_FIELDS},
                 **(asdict(tuned.confidence) if tuned.confidence is not None else {}),
@@ -173,10 +173,10 @@ class ResolvedParams:
                 if sources[name] == "default":
                     (values if name in TUNED_FIELDS else weights)[name] = value
                     sources[name] = "tuned"
-                    used_file = str(path)
+                    used_file = str(storage.tuned_params)
             if sources["blend"] == "default" and tuned.blend is not None:
                 blend, sources["blend"] = tuned.blend, "tuned"
-                used_file = str(path)
+                used_file = str(storage.tuned_params)
         config = ModelConfig(
             ALSParams(**values), blend, settings.ease_memory_mb, ConfidenceParams(**weights)
         )

@@ -31,7 +31,7 @@ from recsys.pipeline import PlaylistPipeline
 from recsys.playlist import PlaylistRules
 from recsys.recommender import Recommender
 from recsys.settings import Settings
-from recsys.tuning import TUNED_PARAMS_FILE, RerankKnobs, load_tuned_params
+from recsys.tuning import TUNED_PARAMS_FILE, RerankKnobs, TunedParams, load_tuned_params
 
 if TYPE_CHECKING:
     from jobs.aggregate import AggregationPaths  # the Spark job's module: imported lazily
@@ -65,6 +65,18 @@ class Storage:
     def tuned_params(self) -> Path:
         """Where ``cratedigger tune`` saves, and the weekly run reads, the tuned parameters."""
         return self.data_dir / TUNED_PARAMS_FILE
+
+    def tuned(self, use: bool = True) -> TunedParams | None:
+        """The weekly search's saved result (:attr:`tuned_params`) when it exists and ``use``
+        (``CRATEDIGGER_USE_TUNED_PARAMS``).
+
+        Raises
+        ------
+        ValueError
+            If the file exists, is to be used, and cannot be read.
+        """
+        path = self.tuned_params
+        return load_tuned_params(path) if use and path.is_file() else None
 
     def _folders(self, week_start: dt.date) -> tuple[Path, Path, Path]:
         """The week's folders of aggregates, quarantine and exported web thumbs."""
@@ -170,15 +182,14 @@ class PlaylistPolicy:
             if settings.model_fields_set & {"mmr_diversity", "popularity_penalty"}
             else RerankKnobs(rules.diversity, rules.popularity_penalty)
         )
-        tuned = Storage.of(settings).tuned_params
-        if settings.use_tuned_params and tuned.is_file():
-            knobs = load_tuned_params(tuned).rerank
-            if knobs is not None:
-                explicit = settings.model_fields_set
-                if "mmr_diversity" not in explicit:
-                    rules = replace(rules, diversity=knobs.diversity)
-                if "popularity_penalty" not in explicit:
-                    rules = replace(rules, popularity_penalty=knobs.popularity_penalty)
+        tuned = Storage.of(settings).tuned(settings.use_tuned_params)
+        knobs = None if tuned is None else tuned.rerank
+        if knobs is not None:
+            explicit = settings.model_fields_set
+            if "mmr_diversity" not in explicit:
+                rules = replace(rules, diversity=knobs.diversity)
+            if "popularity_penalty" not in explicit:
+                rules = replace(rules, popularity_penalty=knobs.popularity_penalty)
         return cls(rules, **read(cls), rerank_bound=bound)
 
     def with_rerank(self, knobs: RerankKnobs) -> PlaylistPolicy:

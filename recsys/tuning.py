@@ -500,8 +500,9 @@ def rerank_search(
             else "outside"
         )
         measured[knobs] = quality
-        done = replace(model, score=quality.ndcg, seconds=seconds, stage="rerank", state=state)
-        done = replace(done, rerank=knobs)
+        done = replace(
+            model, score=quality.ndcg, seconds=seconds, stage="rerank", state=state, rerank=knobs
+        )
         results.append(done)
         if on_trial is not None:
             on_trial(done)

@@ -1,10 +1,13 @@
 """Celery tasks of the weekly run: thin wrappers around the steps in :mod:`jobs.weekly`.
 
 ``start_weekly_run`` claims the week (one active run per week) and launches
-aggregate -> tune -> train -> gate -> fan-out; the fan-out replaces itself with a chord of
-``generate_chunk`` tasks whose callback publishes the week. Every task is idempotent,
-acknowledged late (a killed worker's task is delivered again) and retried with backoff on
-transient database and broker errors; a step that fails for good marks the run failed.
+aggregate -> tune -> train -> gate -> fan-out; the fan-out sends one ``generate_chunk`` task
+per chunk of listeners, and the chunk that finds every chunk done in the database sends
+``publish``. Completion is counted in the database, not in the result backend (a chord's
+counter lives in Redis, which a restart empties, and a lost count leaves the run waiting
+for ever). Every task is idempotent, acknowledged late (a killed worker's task is
+delivered again) and retried with backoff on transient database and broker errors; a step
+that fails for good marks the run failed.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from celery import Task, chain, chord, group, shared_task
+from celery import Task, chain, group, shared_task
 from celery.signals import setup_logging
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -138,22 +141,35 @@ def gate(self: Task, run_id: int) -> dict[str, Any]:
 
 
 @shared_task(name="cratedigger.fan_out", bind=True, base=StepTask)
-def fan_out(self: Task, run_id: int) -> Any:
-    """Replace this task with a chord: one task per chunk of listeners, then publish."""
+def fan_out(self: Task, run_id: int) -> dict[str, Any]:
+    """Send one task per chunk of listeners; the last one to finish publishes."""
     settings = _settings(self)
     if not weekly.run_is_active(settings, run_id):
         return {"skipped": f"weekly run #{run_id} is not active"}
     n_chunks = weekly.plan_chunks(settings, run_id)
-    chunks = group(generate_chunk.si(run_id=run_id, chunk=c) for c in range(n_chunks))
-    raise self.replace(chord(chunks, publish.si(run_id=run_id, n_chunks=n_chunks)))
+    if n_chunks == 0:
+        publish.si(run_id=run_id, n_chunks=0).apply_async()
+    else:
+        group(
+            generate_chunk.si(run_id=run_id, chunk=c, n_chunks=n_chunks) for c in range(n_chunks)
+        ).apply_async()
+    return {"chunks": n_chunks}
 
 
 @shared_task(name="cratedigger.generate_chunk", bind=True, base=StepTask)
-def generate_chunk(self: Task, run_id: int, chunk: int) -> dict[str, Any]:
+def generate_chunk(self: Task, run_id: int, chunk: int, n_chunks: int) -> dict[str, Any]:
+    """One chunk's playlists; then, if every chunk is done, send ``publish``. The count
+    is read after this chunk's transaction committed, so of chunks ending together at
+    least one sees them all (a second ``publish`` finds the run ended and does nothing),
+    and a chunk killed between its commit and the send is delivered again and sends it."""
+    settings = _settings(self)
     try:
-        return weekly.step_generate_chunk(_settings(self), run_id, chunk)
+        counts = weekly.step_generate_chunk(settings, run_id, chunk)
     except weekly.RunNotActive as exc:
         return _skip(exc)
+    if weekly.chunks_done(settings, run_id) >= n_chunks:
+        publish.si(run_id=run_id, n_chunks=n_chunks).apply_async()
+    return counts
 
 
 @shared_task(name="cratedigger.publish", bind=True, base=StepTask)

@@ -454,6 +454,13 @@ def plan_chunks(settings: Settings, run_id: int) -> int:
     return Week.of(settings, week_start, aggregation).n_chunks
 
 
+def chunks_done(settings: Settings, run_id: int) -> int:
+    """How many of the run's generate chunks have succeeded (committed rows)."""
+    with sessions(settings)() as session:
+        statuses = repository.chunk_statuses(session, run_id)
+    return sum(status == "succeeded" for status in statuses.values())
+
+
 def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str, int]:
     """Write the playlists of one chunk of listeners, idempotently."""
     with _step(settings, run_id, "generate", chunk) as (step, outcome):

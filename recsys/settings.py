@@ -204,7 +204,7 @@ class Settings(BaseSettings):
     )
     result_backend: str = Field(
         default="redis://127.0.0.1:6379/1",
-        description="Celery result backend; chords need Redis or a database backend.",
+        description="Celery result backend (task results; chunks are counted in the database).",
     )
     broker_visibility_timeout: int = Field(
         default=3600,

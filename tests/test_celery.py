@@ -278,6 +278,20 @@ def test_a_worker_killed_during_the_fan_out_is_survived(env: Env) -> None:
     assert all(len(tracks) == len(set(tracks)) == 50 for tracks in playlists.values())
 
 
+def test_the_result_backend_emptied_during_the_fan_out_does_not_stall_the_run(env: Env) -> None:
+    """A Redis restart empties the result backend (Redis here keeps nothing on disk): the
+    week is still published, since chunks are counted in the database."""
+    import redis
+
+    env.start_worker()
+    run_id = _start(env)
+    env.wait_for(lambda: _chunks_done(env, run_id) >= 2, PATIENCE_S, "the fan-out to be under way")
+    redis.Redis.from_url(env.variables["CRATEDIGGER_RESULT_BACKEND"]).flushdb()
+    run = env.wait_for(lambda: env.finished(run_id), PATIENCE_S, "the run to complete")
+    assert run.status == "succeeded", run.error
+    assert len(env.visible_playlists(WEEK)) == _listeners_with_history(env)
+
+
 def test_the_database_refusing_connections_during_generation_is_retried(env: Env) -> None:
     env.start_worker()
     run_id = _start(env)

@@ -15,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from cli.bigquery import bigquery
+from cli.imports import import_group
 from cli.options import (
     WEEK_HELP,
     command_settings,
-    data_option,
     friendly_errors,
     port_option,
     progress,
+    source_option,
     week_option,
 )
 from cli.quality import evaluate, tune
@@ -105,10 +107,12 @@ def simulate(
 
 
 @cli.command()
-@data_option("Data directory (catalog/ and events/).", required=True)
+@source_option(
+    "Data directory (catalog/ and events/) or bigquery://PROJECT/DATASET.", required=True
+)
 @week_option()
 @friendly_errors
-def aggregate(data_dir: Path, week: dt.date) -> None:
+def aggregate(data_dir: str, week: dt.date) -> None:
     """Validate and aggregate events before the week (Spark), quarantine bad rows,
     and load the catalog into the database."""
     from jobs.db import sessions
@@ -122,6 +126,26 @@ def aggregate(data_dir: Path, week: dt.date) -> None:
         f"{summary['interactions']:,} interactions of {summary['users']:,} listeners; "
         f"quarantined {summary['quarantined_total']:,} rows: {summary['quarantined']}"
     )
+
+
+@cli.command("export-feedback")
+@week_option()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder to write thumbs.parquet into: the aggregation's --feedback-thumbs.",
+)
+@friendly_errors
+def export_feedback_command(week: dt.date, out: Path) -> None:
+    """Write the thumbs listeners gave in the web app before the week as thumb events
+    (OUT/thumbs.parquet), for `spark-submit jobs/aggregate.py --feedback-thumbs OUT`."""
+    from jobs.db import sessions
+    from jobs.feedback import export_feedback
+
+    settings = command_settings(database=True)
+    folder, written = export_feedback(sessions(settings), out, week)
+    click.echo(f"{written:,} web thumbs given before {week} written to {folder / 'thumbs.parquet'}")
 
 
 @cli.command()
@@ -150,13 +174,29 @@ def train(week: dt.date) -> None:
 
 @cli.command()
 @week_option()
+@click.option(
+    "--no-gate",
+    is_flag=True,
+    help="Publish the model without the validation gate (an operator's explicit choice).",
+)
 @friendly_errors
-def generate(week: dt.date) -> None:
-    """Build and publish the week's playlists with the week's newest model (no gate)."""
-    from jobs.weekly import generate_and_publish
+def generate(week: dt.date, no_gate: bool) -> None:
+    """Load the catalog of the week's newest aggregation into the database, gate the week's
+    newest model, then build and publish the playlists with it."""
+    from jobs.weekly import GateRejected, generate_and_publish
 
     settings = command_settings(database=True)
-    report = generate_and_publish(settings, week, progress=progress)
+    try:
+        report = generate_and_publish(settings, week, gate=not no_gate, progress=progress)
+    except GateRejected as exc:
+        raise click.ClickException(f"{exc}; nothing was published") from None
+    catalog = report.catalog
+    click.echo(
+        f"catalog: {catalog['artists']:,} artists, {catalog['tracks']:,} tracks, "
+        f"{catalog['users']:,} listeners"
+    )
+    if report.gate:
+        click.echo(f"gate: {report.gate.get('reason')}")
     click.echo(
         f"run #{report.run_id}: {report.playlists:,} playlists "
         f"({report.playlist_tracks:,} tracks) published for the week of {week}"
@@ -164,7 +204,10 @@ def generate(week: dt.date) -> None:
 
 
 @cli.command("run-week")
-@data_option("Data directory (catalog/ and events/); default: CRATEDIGGER_SOURCE_DIR.")
+@source_option(
+    "Data directory (catalog/ and events/) or bigquery://PROJECT/DATASET; "
+    "default: CRATEDIGGER_SOURCE_DIR."
+)
 @week_option(WEEK_HELP + " Only events before it are used.")
 @click.option(
     "--via-celery",
@@ -172,7 +215,7 @@ def generate(week: dt.date) -> None:
     help="Send the run to the Celery workers and follow it.",
 )
 @friendly_errors
-def run_week_command(data_dir: Path | None, week: dt.date, via_celery: bool) -> None:
+def run_week_command(data_dir: str | None, week: dt.date, via_celery: bool) -> None:
     """Aggregate, train, gate, generate and publish the week's playlists.
 
     In-process by default (the embedded mode); with --via-celery the workers run the same
@@ -205,7 +248,7 @@ def run_week_command(data_dir: Path | None, week: dt.date, via_celery: bool) -> 
     _print_report(report)
 
 
-def _run_via_celery(settings: Settings, source: Path, week: dt.date) -> None:
+def _run_via_celery(settings: Settings, source: str, week: dt.date) -> None:
     import time
 
     from jobs.celery import app
@@ -214,7 +257,7 @@ def _run_via_celery(settings: Settings, source: Path, week: dt.date) -> None:
     from recsys.db import repository
 
     result = start_weekly_run.apply_async(
-        kwargs={"week": week.isoformat(), "data_dir": str(source), "trigger": "cli"}
+        kwargs={"week": week.isoformat(), "data_dir": source, "trigger": "cli"}
     )
     broker = app.connection_for_write().as_uri()  # the password masked
     click.echo(f"sent to {broker}; waiting for a worker to claim the week")
@@ -262,6 +305,13 @@ def _print_report(report: Any) -> None:
     )
     for kind, reasons in sorted(agg["quarantined"].items()):
         click.echo(f"    {kind}: " + ", ".join(f"{r}={n}" for r, n in sorted(reasons.items())))
+    if report.export:
+        exported = report.export.get("rows")
+        click.echo(
+            f"  exported {exported:,} playlist rows to BigQuery"
+            if exported is not None
+            else f"  not exported to BigQuery: {report.export.get('error')}"
+        )
     click.echo("  stage seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in report.stages.items()))
 
 
@@ -359,6 +409,7 @@ def status(limit: int) -> None:
     now = dt.datetime.now(dt.UTC)
     with sessions(settings)() as session:
         runs = repository.recent_weekly_runs(session, limit)
+        exports = repository.exports_of(session, [run.id for run in runs])
         if not runs:
             click.echo("no weekly runs yet")
         for run in runs:
@@ -384,6 +435,19 @@ def status(limit: int) -> None:
                 click.echo(
                     f"    generate   {done}/{len(chunks)} chunks succeeded, {retried} retries"
                 )
+            export = exports.get(run.id)
+            if export is not None:
+                click.echo(f"    {_export_line(export)}")
+
+
+def _export_line(export: Any) -> str:
+    """The warehouse export of a published week, in one line."""
+    where = f"to {export.destination}, attempt {export.attempts}"
+    if export.status == "succeeded":
+        return f"export     exported {export.rows or 0:,} rows {where}"
+    if export.status == "failed":
+        return f"export     FAILED {where}: {export.error}; retry: cratedigger bigquery export"
+    return f"export     {export.status} {where}"
 
 
 def _lease_line(run: WeeklyRun, lease: Lease, now: dt.datetime) -> str:
@@ -555,6 +619,8 @@ def db_current() -> None:
 
 cli.add_command(evaluate)
 cli.add_command(tune)
+cli.add_command(import_group)
+cli.add_command(bigquery)
 
 
 def main() -> None:

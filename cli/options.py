@@ -113,6 +113,30 @@ def data_option(help_text: str, *, required: bool = False) -> Callable[[F], F]:
     )
 
 
+class SourceName(click.ParamType):  # type: ignore[type-arg]
+    """A source of events: an existing data directory, or ``bigquery://PROJECT/DATASET``."""
+
+    name = "DIR|bigquery://PROJECT/DATASET"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from jobs.sources import SourceError, check_source_name
+
+        text = str(value)
+        try:
+            name = check_source_name(text)
+        except SourceError as exc:
+            self.fail(str(exc), param, ctx)
+        return name if name.startswith("bigquery://") else str(Path(name).absolute())
+
+
+def source_option(help_text: str, *, required: bool = False) -> Callable[[F], F]:
+    """``--data``: a data directory or a BigQuery dataset (:mod:`jobs.sources`), as
+    ``data_dir``."""
+    return click.option(
+        "--data", "data_dir", type=SourceName(), required=required, default=None, help=help_text
+    )
+
+
 #: ``--port``: the port the web server listens on (``serve``, ``demo``).
 port_option = click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 

@@ -404,15 +404,16 @@ _NANOS_AS_LONG = "spark.sql.legacy.parquet.nanosAsLong"
 def _read_parquet(spark: SparkSession, names: Sequence[str], *, nanos: bool) -> DataFrame:
     """Read Parquet files of one schema; with ``nanos``, nanosecond times come as longs."""
     reader = spark.read.option("mergeSchema", "true")
+    uris = [_spark_uri(name) for name in names]
     if not nanos:
-        return reader.parquet(*names)
+        return reader.parquet(*uris)
     # The setting is read when the schema is resolved, here on the driver: the executors then
     # read the column as the long the plan asks for. It is set only for this call so that
     # other reads in the session keep Spark's behaviour.
     previous = spark.conf.get(_NANOS_AS_LONG, None)
     spark.conf.set(_NANOS_AS_LONG, "true")
     try:
-        return reader.parquet(*names)
+        return reader.parquet(*uris)
     finally:
         if previous is None:
             spark.conf.unset(_NANOS_AS_LONG)
@@ -515,7 +516,7 @@ def extract_table(
                 # few huge CSV files loses parallelism. Without column pruning, a line of the
                 # wrong length is malformed even when the header has columns this job skips.
                 csv_files = spark.read.options(columnPruning="false").csv(
-                    names,
+                    [_spark_uri(name) for name in names],
                     header=True,
                     schema=_text_schema(*header, CORRUPT),
                     enforceSchema=True,
@@ -533,7 +534,10 @@ def extract_table(
             # into a corrupt record when one optional value (an embedding) has another type.
             schema = _text_schema(*columns, CORRUPT)
             json_files = spark.read.json(
-                names, schema=schema, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT
+                [_spark_uri(name) for name in names],
+                schema=schema,
+                mode="PERMISSIVE",
+                columnNameOfCorruptRecord=CORRUPT,
             )
             frames.append(_normalise(json_files, columns, typed))
         else:
@@ -874,7 +878,7 @@ def transform_interactions(
 
 
 def load_parquet(frame: DataFrame, path: Path) -> None:
-    frame.write.mode("overwrite").parquet(str(path))
+    frame.write.mode("overwrite").parquet(_spark_uri(path))
 
 
 # ------------------------------------------------------------------------------------- run
@@ -998,7 +1002,7 @@ def _aggregate(
 
         quarantine = reduce(DataFrame.unionByName, quarantine_parts)
         load_parquet(quarantine.coalesce(1), paths.quarantine)
-        written_quarantine = spark.read.parquet(str(paths.quarantine))
+        written_quarantine = spark.read.parquet(_spark_uri(paths.quarantine))
         for row in written_quarantine.groupBy("kind", "reason").count().collect():
             summary.quarantined.setdefault(row["kind"], {})[row["reason"]] = int(row["count"])
         for kind, read in summary.events_read.items():
@@ -1008,7 +1012,7 @@ def _aggregate(
 
         interactions = transform_interactions(valid["plays"], valid["thumbs"], params)
         load_parquet(interactions, paths.interactions)
-        interactions = spark.read.parquet(str(paths.interactions))
+        interactions = spark.read.parquet(_spark_uri(paths.interactions))
         summary.interactions = _count(interactions)
         if users is None:
             users = (
@@ -1133,6 +1137,13 @@ def _file_quarantine(spark: SparkSession, errors: Sequence[InputError]) -> DataF
         for error in errors
     ]
     return spark.createDataFrame(rows, schema)
+
+
+def _spark_uri(path: Path | str) -> str:
+    """``path``, a path of the driver's file system, as the ``file:`` URI Spark reads and
+    writes: a bare ``/mnt/events`` would be a path of the cluster's default file system,
+    HDFS on Dataproc and EMR. Not percent-encoded: Hadoop takes the path as written."""
+    return "file://" + os.path.abspath(path)
 
 
 def _file_uri(path: Path | None) -> str | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 from typing import Any
 
 from celery import Task, chain, group, shared_task
@@ -89,7 +88,7 @@ def start_weekly_run(
     the new week). Returns ``{"run_id"}`` or ``{"started": False, "reason"}``."""
     settings = _settings(self)
     week_start = parse_week(week) if week else week_to_build(dt.datetime.now(dt.UTC))
-    source = Path(data_dir) if data_dir else settings.events_source
+    source = data_dir or settings.events_source
     try:
         # The workers hold the run together: a killed worker's task is delivered again, so
         # the run is abandoned only when no task renewed it for longer than that takes.
@@ -174,7 +173,28 @@ def generate_chunk(self: Task, run_id: int, chunk: int, n_chunks: int) -> dict[s
 
 @shared_task(name="cratedigger.publish", bind=True, base=StepTask)
 def publish(self: Task, run_id: int, n_chunks: int) -> dict[str, Any]:
+    settings = _settings(self)
     try:
-        return weekly.step_publish(_settings(self), run_id, n_chunks)
+        outcome = weekly.step_publish(settings, run_id, n_chunks)
     except weekly.RunNotActive as exc:
         return _skip(exc)
+    if settings.bigquery_export_table:
+        export_playlists.si(week=outcome["week_start"]).apply_async()
+    return outcome
+
+
+@shared_task(name="cratedigger.export_playlists", bind=True, acks_late=True, max_retries=12)
+def export_playlists(self: Task, week: str) -> dict[str, Any]:
+    """Export a published week to BigQuery, retried with backoff on transient errors. Not
+    a step of the run: a failure is recorded on the export and never fails the run."""
+    from jobs.bigquery import BigQueryConfig, BigQueryError, export_week, is_transient
+    from jobs.db import sessions
+
+    settings = _settings(self)
+    try:
+        config = BigQueryConfig.of(settings)
+        return {"rows": export_week(config, sessions(settings), parse_week(week))}
+    except BigQueryError as exc:
+        if is_transient(exc) and self.request.retries < (self.max_retries or 0):
+            raise self.retry(exc=exc, countdown=min(60, 2 ** (self.request.retries + 1))) from exc
+        return {"error": str(exc)}

@@ -39,9 +39,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from jobs import lease
+from jobs.bigquery import BigQueryConfig
 from jobs.db import require_schema, sessions
 from jobs.errors import describe_error
 from jobs.generation import build_playlists
+from jobs.sources import DirectorySource, open_source, staged
 from jobs.training import ResolvedParams, cached_model, train_week
 from jobs.week import LEGACY_AGGREGATION, PlaylistPolicy, Storage, Week, load_catalog, open_week
 from recsys.contract import week_cutoff
@@ -88,6 +90,11 @@ class WeekReport:
     short_playlists: int = 0
     cold_tracks: int = 0
     popular_playlists: int = 0
+    #: Catalog rows loaded into the database by :func:`generate_and_publish` (artists,
+    #: tracks, users); the weekly run's aggregate step records its own in ``job_runs``.
+    catalog: dict[str, int] = field(default_factory=dict)
+    #: The warehouse export after publishing: rows, or the error (the week stays published).
+    export: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
@@ -98,7 +105,7 @@ class WeekReport:
 
 def start_run(
     settings: Settings,
-    data_dir: Path,
+    data_dir: str | Path,
     week_start: dt.date,
     trigger: str,
     *,
@@ -132,7 +139,8 @@ class StepContext:
 
     run_id: int
     week_start: dt.date
-    data_dir: Path
+    #: The run's source: a data directory or a ``bigquery://`` dataset (jobs.sources).
+    data_dir: str
     model_version: str | None
     #: The run's aggregation folder (:meth:`jobs.week.Storage.paths`), once it has one.
     aggregation: str | None
@@ -178,7 +186,7 @@ def _step(
         context = StepContext(
             run_id=run_id,
             week_start=run.week_start,
-            data_dir=Path(run.data_dir),
+            data_dir=run.data_dir,
             model_version=run.model_version,
             aggregation=run.aggregation,
             db=db,
@@ -217,11 +225,12 @@ def _record_failure(db: Any, run_id: int, name: str, chunk: int, exc: BaseExcept
 
 
 def aggregate(
-    settings: Settings, data_dir: Path, week_start: dt.date, aggregation: str | None = None
+    settings: Settings, data_dir: str | Path, week_start: dt.date, aggregation: str | None = None
 ) -> dict[str, Any]:
-    """Run the Spark aggregation of ``data_dir`` for the week on ``settings.spark_master``
-    into the week's folder ``aggregation`` (replaced whole if it exists), with the web
-    app's thumbs given before the cut-off.
+    """Run the Spark aggregation of the source ``data_dir`` (a data directory, or a
+    ``bigquery://`` dataset staged first: :mod:`jobs.sources`) for the week on
+    ``settings.spark_master`` into the week's folder ``aggregation`` (replaced whole if it
+    exists), with the web app's thumbs given before the cut-off.
 
     Without ``aggregation`` (the ``aggregate``, ``evaluate`` and ``tune`` commands), into
     a new ``cli-<time>`` folder, which then replaces the week's earlier ``cli-`` ones; the
@@ -233,7 +242,9 @@ def aggregate(
     from jobs.feedback import export_feedback
     from jobs.spark import get_spark
 
-    check_layout(Path(data_dir).absolute())  # before Spark starts and anything is written
+    source = open_source(data_dir, BigQueryConfig.of(settings))
+    if isinstance(source, DirectorySource):  # before Spark starts and anything is written
+        check_layout(source.path.absolute())
     manual = aggregation is None
     if aggregation is None:
         aggregation = f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"
@@ -248,7 +259,14 @@ def aggregate(
     feedback, thumbs = export_feedback(
         sessions(settings), storage.feedback(week_start, aggregation), week_start
     )
-    summary = run_aggregation(spark, data_dir, paths, params, extra_thumbs=feedback)
+    # A BigQuery source is staged here; one left by a killed run of the week goes now.
+    staging_root = settings.data_dir / "staging" / f"week={week_start}"
+    shutil.rmtree(staging_root, ignore_errors=True)
+    staging = staging_root / aggregation
+    with staged(source, week_cutoff(week_start), staging) as directory:
+        if not isinstance(source, DirectorySource):
+            check_layout(directory)
+        summary = run_aggregation(spark, directory, paths, params, extra_thumbs=feedback)
     if manual:
         storage.remove(week_start, {aggregation}, prefix="cli-")
     return asdict(summary) | {
@@ -503,7 +521,7 @@ def step_publish(settings: Settings, run_id: int, n_chunks: int) -> dict[str, An
         outcome.finished = True
     log.info("weekly run #%d published %d playlists for %s", run_id, visible, step.week_start)
     _remove_unused_aggregations(step.db, step.storage, step.week_start)
-    return {"playlists": visible}
+    return {"playlists": visible, "week_start": step.week_start.isoformat()}
 
 
 def _remove_unused_aggregations(db: Any, storage: Storage, week_start: dt.date) -> None:
@@ -615,6 +633,35 @@ def _publish(settings: Settings, report: WeekReport, n_chunks: int) -> None:
         lambda: step_publish(settings, report.run_id, n_chunks)["playlists"], "publishing"
     )
     report.status = "succeeded"
+    if settings.bigquery_export_table:
+        report.export = export_published(settings, dt.date.fromisoformat(report.week_start))
+
+
+#: Tries of a warehouse export in one process, and the first pause between them.
+EXPORT_TRIES, EXPORT_PAUSE_S = 4, 2.0
+
+
+def export_published(settings: Settings, week_start: dt.date) -> dict[str, Any]:
+    """Export the published week to BigQuery (:func:`jobs.bigquery.export_week`), trying
+    again on transient errors; never raises: a failed export leaves the week published,
+    recorded as failed in ``playlist_exports`` (``status``, ``/operator/runs``), for
+    ``cratedigger bigquery export`` or the next run to retry."""
+    from jobs.bigquery import BigQueryError, export_week, is_transient
+
+    for attempt in range(1, EXPORT_TRIES + 1):
+        try:
+            return {
+                "rows": export_week(BigQueryConfig.of(settings), sessions(settings), week_start)
+            }
+        except BigQueryError as exc:
+            if attempt == EXPORT_TRIES or not is_transient(exc):
+                log.error("the week of %s is published but not exported: %s", week_start, exc)
+                return {"error": str(exc)}
+            time.sleep(EXPORT_PAUSE_S * 2 ** (attempt - 1))
+        except Exception as exc:  # the database away while recording: told, not raised
+            log.error("the week of %s is published but not exported: %s", week_start, exc)
+            return {"error": describe_error(exc)}
+    return {}
 
 
 def _write_report(runs_dir: Path, report: WeekReport) -> None:
@@ -638,7 +685,7 @@ def _failed(settings: Settings, report: WeekReport, exc: BaseException) -> None:
 
 def run_in_process(
     settings: Settings,
-    data_dir: Path,
+    data_dir: str | Path,
     week_start: dt.date,
     *,
     trigger: str = "cli",
@@ -683,16 +730,35 @@ def run_in_process(
 
 
 def generate_and_publish(
-    settings: Settings, week_start: dt.date, *, progress: ProgressFactory | None = None
+    settings: Settings,
+    week_start: dt.date,
+    *,
+    gate: bool = True,
+    progress: ProgressFactory | None = None,
 ) -> WeekReport:
     """Build and publish the week's playlists with the week's newest trained model and
-    newest aggregation, without aggregating, training or gating again (an operator's
-    explicit choice)."""
+    newest aggregation, without aggregating or training again: the weekly run's last
+    steps over aggregates made elsewhere (``spark-submit jobs/aggregate.py``, README
+    "Running on a cluster").
+
+    The aggregation's catalog is loaded into the database first, since the playlists
+    reference its tracks and the web app shows them. ``gate``: the model must pass the
+    validation gate (:func:`step_gate`) to be published (GateRejected); without it, it is
+    published as it is (an operator's explicit choice).
+    """
     db = sessions(settings)
     with db() as session:
         model_row = repository.newest_model_version(session, week_start)
     if model_row is None:
         raise ValueError(f"no model trained for the week of {week_start}; run `cratedigger train`")
+    storage = Storage.of(settings)
+    aggregation = storage.resolve(week_start)
+    paths = storage.paths(week_start, aggregation)
+    if not paths.summary.exists():
+        raise ValueError(
+            f"no complete aggregation for the week of {week_start} under "
+            f"{paths.root.parent}: aggregate the week first"
+        )
     report = WeekReport(week_start=week_start.isoformat(), data_dir="")
     report.run_id = start_run(settings, settings.events_source, week_start, "cli-generate")
     report.model_version = model_row.version
@@ -701,7 +767,10 @@ def generate_and_publish(
             run = repository.get_weekly_run(session, report.run_id)
             assert run is not None
             run.model_version = model_row.version
-            run.aggregation = Storage.of(settings).resolve(week_start)
+            run.aggregation = aggregation
+        report.catalog = _retrying(lambda: load_catalog(db, paths), "loading the catalog")
+        if gate:
+            report.gate = _retrying(lambda: step_gate(settings, report.run_id), "the gate")
         n_chunks = _generate_all_chunks(settings, report, progress)
         _publish(settings, report, n_chunks)
     except BaseException as exc:

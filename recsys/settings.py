@@ -20,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from recsys.contract import EARLIEST_EVENT, ConfidenceParams
 
 ENV_PREFIX = "CRATEDIGGER_"
+#: A BigQuery table name (letters, digits, underscores), as the settings accept it.
+BQ_TABLE = r"^[A-Za-z0-9_]{1,1024}$"
 
 
 class ConfigError(ValueError):
@@ -50,10 +52,10 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL; default: SQLite file cratedigger.db in the data directory.",
     )
-    source_dir: Path | None = Field(
+    source_dir: str | None = Field(
         default=None,
-        description="Data directory (catalog/ and events/) the scheduled weekly run reads; "
-        "default: DATA_DIR/source.",
+        description="What the scheduled weekly run reads: a data directory (catalog/ and "
+        "events/) or bigquery://PROJECT/DATASET; default: DATA_DIR/source.",
     )
     earliest_event_at: dt.datetime = Field(
         default=EARLIEST_EVENT,
@@ -198,6 +200,45 @@ class Settings(BaseSettings):
         description="Listeners of the users table without usable history get a popular, "
         "varied playlist (kind 'popular').",
     )
+    # BigQuery: a source named bigquery://PROJECT/DATASET reads these tables (jobs.bigquery).
+    bigquery_plays_table: str = Field(
+        default="plays", pattern=BQ_TABLE, description="Plays table (partition on played_at)."
+    )
+    bigquery_thumbs_table: str = Field(
+        default="thumbs", pattern=BQ_TABLE, description="Thumbs table (partition on rated_at)."
+    )
+    bigquery_tracks_table: str = Field(default="tracks", pattern=BQ_TABLE)
+    bigquery_artists_table: str = Field(default="artists", pattern=BQ_TABLE)
+    bigquery_users_table: str = Field(
+        default="", pattern=f"^$|{BQ_TABLE}", description="Optional users table; empty: none."
+    )
+    bigquery_export_table: str = Field(
+        default="",
+        pattern=r"^$|^[a-z][a-z0-9-]{4,29}\.[A-Za-z0-9_]{1,1024}\.[A-Za-z0-9_]{1,1024}$",
+        description="PROJECT.DATASET.TABLE the published playlists are exported to (day "
+        "partitions on week_start); empty: no export.",
+    )
+    bigquery_maximum_bytes_billed: int = Field(
+        default=0, ge=0, description="Queries that would bill more bytes fail; 0: no cap."
+    )
+    bigquery_labels: dict[str, str] = Field(
+        default={"app": "cratedigger"}, description="Labels on every BigQuery job (JSON)."
+    )
+    bigquery_location: str = Field(default="", description="Jobs' location (US, EU, ...).")
+    bigquery_storage_api: bool = Field(
+        default=True, description="Read query results through the Storage Read API."
+    )
+    bigquery_retry_deadline_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=3600,
+        description="How long a BigQuery call is retried while the service is unreachable.",
+    )
+    bigquery_api_endpoint: str = Field(
+        default="",
+        description="Another REST endpoint (an emulator) with anonymous credentials; empty: "
+        "Google's, with the application default credentials.",
+    )
     # Weekly scheduling (Celery). The embedded default runs the same tasks in-process.
     broker_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Celery broker (Redis or RabbitMQ)."
@@ -334,8 +375,11 @@ class Settings(BaseSettings):
 
     # Paths of the state kept under data_dir.
     @property
-    def events_source(self) -> Path:
-        return (self.source_dir or self.data_dir / "source").expanduser().resolve()
+    def events_source(self) -> str:
+        """The scheduled run's source: a ``bigquery://`` name or an absolute directory."""
+        if self.source_dir and self.source_dir.startswith("bigquery://"):
+            return self.source_dir
+        return str(Path(self.source_dir or self.data_dir / "source").expanduser().resolve())
 
     @property
     def aggregates_dir(self) -> Path:

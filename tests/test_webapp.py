@@ -380,9 +380,15 @@ def test_runs_page_shows_steps_chunks_and_errors(app, client, web_world) -> None
         repository.end_weekly_run(
             session, run.id, "failed", error="GateRejected: <below> popularity"
         )
+        published = repository.start_weekly_run(session, WEEK.replace(day=30), "beat", "/data")
+        repository.begin_export(session, WEEK.replace(day=30), "p.d.playlists", published.id)
+        repository.end_export(
+            session, WEEK.replace(day=30), "p.d.playlists", error="BigQueryError: <away>"
+        )
     sign_in(client, web_world.operator)
     html = client.get("/operator/runs").get_data(as_text=True)
     assert f"Run #{run.id}" in html and "failed" in html
+    assert "failed: BigQueryError: &lt;away&gt;" in html and "0 rows to p.d.playlists" in html
     assert "1/3 chunks succeeded" in html and "1234" in html and "7 playlists" in html
     assert "GateRejected: &lt;below&gt; popularity" in html
     listeners = client.get("/operator/listeners?page=abc").get_data(as_text=True)

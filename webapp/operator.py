@@ -26,9 +26,10 @@ def _limit(default: int, most: int) -> int:
 @operator_page
 def runs() -> Any:
     """The latest weekly runs with their steps, counts, timings and errors."""
-    return render_template(
-        "runs.html", runs=repository.recent_weekly_runs(db_session(), _limit(20, 200))
-    )
+    session = db_session()
+    recent = repository.recent_weekly_runs(session, _limit(20, 200))
+    exports = repository.exports_of(session, [run.id for run in recent])
+    return render_template("runs.html", runs=recent, exports=exports)
 
 
 def holdout_ndcg(model: ModelVersion, name: str) -> float | None:

@@ -129,6 +129,25 @@ class WeeklyRun(Base):
     steps: Mapped[list[JobRun]] = relationship(order_by="JobRun.id", viewonly=True)
 
 
+class PlaylistExport(Base):
+    """The export of a published week to the warehouse (``jobs.bigquery``): one row per
+    week and destination. ``status``: running, succeeded, failed (retried; the week stays
+    published whatever happens here)."""
+
+    __tablename__ = "playlist_exports"
+
+    week_start: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    destination: Mapped[str] = mapped_column(String(3100), primary_key=True)
+    weekly_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("weekly_runs.id", ondelete="SET NULL"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
+
+
 class TuningRun(Base):
     """One self-tuning search of a weekly run (``jobs.quality.self_tune``): its result and
     whether its best configuration was adopted. ``status``: running, succeeded, failed,

@@ -20,6 +20,7 @@ from recsys.db.models import (
     JobRun,
     ModelVersion,
     Playlist,
+    PlaylistExport,
     PlaylistTrack,
     Track,
     TuningRun,
@@ -845,3 +846,79 @@ def recent_tunings(session: Session, limit: int = 10) -> list[TuningRun]:
         .limit(limit)
     )
     return list(session.scalars(statement))
+
+
+# Exports of published weeks (jobs.bigquery).
+
+
+def published_rows(
+    session: Session, week_start: dt.date
+) -> tuple[int, list[tuple[Any, ...]]] | None:
+    """The week's visible playlists, one row per track: (user_id, position, track_id,
+    score, reason, kind, model_version), ordered; with the publishing run's id. None if
+    the week is not published."""
+    publication = session.get(WeekPublication, week_start)
+    if publication is None:
+        return None
+    rows = session.execute(
+        select(
+            Playlist.user_id,
+            PlaylistTrack.position,
+            PlaylistTrack.track_id,
+            PlaylistTrack.score,
+            PlaylistTrack.reason,
+            Playlist.kind,
+            Playlist.model_version,
+        )
+        .join(PlaylistTrack, PlaylistTrack.playlist_id == Playlist.id)
+        .where(
+            Playlist.week_start == week_start,
+            Playlist.weekly_run_id == publication.weekly_run_id,
+        )
+        .order_by(Playlist.user_id, PlaylistTrack.position)
+    )
+    return publication.weekly_run_id, [tuple(row) for row in rows]
+
+
+def begin_export(session: Session, week_start: dt.date, destination: str, run_id: int) -> int:
+    """Mark the week's export running (one more attempt); returns the attempt's number."""
+    export = session.get(PlaylistExport, (week_start, destination))
+    if export is None:
+        export = PlaylistExport(
+            week_start=week_start, destination=destination, status="running", attempts=0
+        )
+        session.add(export)
+    export.weekly_run_id = run_id
+    export.status = "running"
+    export.attempts = (export.attempts or 0) + 1
+    export.error = None
+    export.updated_at = dt.datetime.now(dt.UTC)
+    session.flush()
+    return export.attempts
+
+
+def end_export(
+    session: Session,
+    week_start: dt.date,
+    destination: str,
+    *,
+    rows: int | None = None,
+    error: str | None = None,
+) -> None:
+    export = session.get(PlaylistExport, (week_start, destination))
+    if export is None:
+        raise ValueError(f"no export of {week_start} to {destination}")
+    export.status = "failed" if error else "succeeded"
+    export.error = error
+    if rows is not None:
+        export.rows = rows
+    export.updated_at = dt.datetime.now(dt.UTC)
+
+
+def exports_of(session: Session, run_ids: Iterable[int]) -> dict[int, PlaylistExport]:
+    """The export of each run that published, by run id."""
+    ids = list(run_ids)
+    if not ids:
+        return {}
+    rows = session.scalars(select(PlaylistExport).where(PlaylistExport.weekly_run_id.in_(ids)))
+    return {int(e.weekly_run_id): e for e in rows if e.weekly_run_id is not None}

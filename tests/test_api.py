@@ -190,6 +190,41 @@ def test_feedback_post_has_the_effect_of_the_page(client, web_world) -> None:
     ]
 
 
+def test_a_thumb_taken_back_brings_the_track_back_and_leaves_the_export(
+    app, client, web_world
+) -> None:
+    import datetime as dt
+
+    from recsys.db import feedback
+
+    token = bearer(web_world.u1)
+    for track_id, value in (("t02", "down"), ("t02", "down"), ("t04", "up")):
+        client.post(
+            "/api/v1/users/u1/feedback", headers=token, json={"track_id": track_id, "value": value}
+        )
+    response = client.delete("/api/v1/users/u1/feedback/t02", headers=token)
+    assert response.status_code == 204 and response.get_data() == b""
+    playlist = client.get("/api/v1/users/u1/playlists/latest", headers=token).get_json()
+    assert "t02" in [t["track_id"] for t in playlist["tracks"]] and playlist["removed"] == 0
+    listed = client.get("/api/v1/users/u1/feedback", headers=token).get_json()
+    assert [(f["track_id"], f["value"]) for f in listed["items"]] == [("t04", "up")]
+    with make_session_factory(app.extensions["cratedigger"]["engine"])() as session:
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+        exported = [row for batch in feedback.feedback_before(session, later) for row in batch]
+    assert [(u, t, v) for u, t, _, v in exported] == [("u1", "t04", 1)]
+    # Nothing left to take back; another listener's thumbs; an operator; a hostile id.
+    again = client.delete("/api/v1/users/u1/feedback/t02", headers=token)
+    assert again.status_code == 404 and again.get_json()["error"]["code"] == "not_found"
+    assert client.delete("/api/v1/users/u2/feedback/t04", headers=token).status_code == 404
+    operator = client.delete("/api/v1/users/u1/feedback/t04", headers=bearer(web_world.operator))
+    assert operator.status_code == 403
+    hostile = client.delete("/api/v1/users/u1/feedback/%3Cscript%3E", headers=token)
+    assert hostile.status_code == 404
+    assert client.delete("/api/v1/users/u1/feedback/t04").status_code == 401
+    listed = client.get("/api/v1/users/u1/feedback", headers=token).get_json()
+    assert [(f["track_id"], f["value"]) for f in listed["items"]] == [("t04", "up")]
+
+
 #: JSON bodies that are not a valid thumb: 400.
 MALFORMED_FEEDBACK = [
     b"not json",

@@ -102,6 +102,20 @@ def test_sign_in_read_thumb_down_and_reload(page, live_url: str, web_world, data
         "aria-pressed"
     )
     assert pressed == "true"
+    # Pressed again, the thumb is taken back; the removed track comes back with "Undo".
+    page.get_by_role("button", name="Thumbs up: Song 4", exact=True).click()
+    page.wait_for_load_state()
+    assert "taken back" in page.get_by_role("status").inner_text()
+    pressed = page.get_by_role("button", name="Thumbs up: Song 4", exact=True).get_attribute(
+        "aria-pressed"
+    )
+    assert pressed == "false"
+    page.get_by_role("button", name="Bring back: Song 3", exact=True).click()
+    page.wait_for_load_state()
+    assert "t03" in _rows(page) and len(_rows(page)) == 50
+    page.get_by_role("button", name="Thumbs down: Song 3", exact=True).click()
+    page.wait_for_load_state()
+    assert "t03" not in _rows(page)
 
     page.get_by_role("link", name="Previous weeks").first.click()
     page.wait_for_url(f"{live_url}/users/u1/history")

@@ -221,6 +221,35 @@ def test_thumbs_up_is_shown_pressed_and_can_be_changed(app, client, web_world) -
     assert "t05" not in playlist_rows(client.get("/users/u1").get_data(as_text=True))
 
 
+def test_a_thumb_taken_back_on_the_page_brings_the_track_back(app, client, web_world) -> None:
+    sign_in(client, web_world.u1)
+    token = csrf_of(client.get("/users/u1").get_data(as_text=True))
+    client.post("/users/u1/thumbs", data={"track_id": "t03", "value": "down", "csrf_token": token})
+    client.post("/users/u1/thumbs", data={"track_id": "t05", "value": "up", "csrf_token": token})
+    html = client.get("/users/u1").get_data(as_text=True)
+    removed = html[html.index('id="removed-heading"') :]
+    assert 'data-track-id="t03"' in removed and 'aria-label="Bring back:' in removed
+    row = html[html.index('<tr data-track-id="t05"') :]
+    assert 'formaction="/users/u1/thumbs/undo"' in row[: row.index("</tr>")]
+    for track_id in ("t03", "t05"):
+        response = client.post(
+            "/users/u1/thumbs/undo", data={"track_id": track_id, "csrf_token": token}
+        )
+        assert response.status_code == 303 and response.headers["Location"] == "/users/u1#playlist"
+    html = client.get("/users/u1").get_data(as_text=True)
+    rows = playlist_rows(html)
+    assert "t03" in rows and len(rows) == 50 and "removed by you" not in html.lower()
+    assert "is taken back" in html
+    with make_session_factory(app.extensions["cratedigger"]["engine"])() as session:
+        assert thumbs_given(session, "u1") == {}
+    missing_csrf = client.post("/users/u1/thumbs/undo", data={"track_id": "t03"})
+    assert missing_csrf.status_code == 400
+    hostile = client.post(
+        "/users/u1/thumbs/undo", data={"track_id": "<script>", "csrf_token": token}
+    )
+    assert hostile.status_code == 400
+
+
 @pytest.mark.parametrize(
     "form",
     [

@@ -298,6 +298,23 @@ def post_feedback(user_id: str) -> Any:
     return response
 
 
+@bp.delete("/users/<user_id>/feedback/<track_id>")
+def delete_feedback(user_id: str, track_id: str) -> Any:
+    """Take back the listener's thumbs on a track (undo), as the page's buttons do."""
+    principal = bearer_principal()
+    _listener_for(principal, user_id)
+    if not principal.may_write(user_id):
+        raise Forbidden("operators read listeners' data; only the listener rates tracks")
+    if not is_valid_id(track_id):
+        raise NotFound(f"no thumb of {user_id!r} on {track_id[:200]!r}")
+    with db_transaction() as session:  # the removal and its announcement, together
+        removed = feedback.withdraw_thumbs(session, user_id, track_id)
+    if not removed:
+        raise NotFound(f"no thumb of {user_id!r} on {track_id!r}")
+    read_cache().forget_user(user_id)
+    return Response(status=204)
+
+
 # ----------------------------------------------------------------------------- tracks
 
 

@@ -388,6 +388,20 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
+        "/users/{user_id}/feedback/{track_id}": {
+            "delete": {
+                "summary": "Take back the listener's thumbs on a track (undo): a thumbed-down "
+                "track comes back to the playlist, and next week's run no longer reads them",
+                "tags": ["feedback"],
+                "parameters": [USER, TRACK],
+                "responses": {
+                    "204": {"description": "Taken back."},
+                    **AUTH_ERRORS,
+                    "403": _error("Operators cannot rate tracks for a listener."),
+                    "404": _error("No such listener (or not yours), or no thumb on that track."),
+                },
+            },
+        },
         "/tracks/{track_id}": _get(
             "One track of the catalog",
             _ok("Track", "The track."),

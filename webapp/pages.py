@@ -71,10 +71,14 @@ def listener_week(user_id: str, week: str) -> Any:
 def _playlist_page(
     principal: Principal, user: Any, playlist: PublishedPlaylist | None, *, latest: bool
 ) -> Any:
+    removed = []
+    if playlist is not None and playlist.thumbs:
+        removed = [t for t in playlist.tracks() if playlist.thumbs.get(t["track_id"], 0) < 0]
     return render_template(
         "user.html",
         user=user,
         playlist=playlist_document(playlist) if playlist is not None else None,
+        removed_tracks=removed,
         latest=latest,
         can_rate=principal.may_write(user.user_id),
     )
@@ -98,10 +102,7 @@ def history(user_id: str) -> Any:
 @page_login_required
 def thumb(user_id: str) -> Any:
     """A thumbs-up or thumbs-down from the playlist page (CSRF-checked form post)."""
-    principal = web_principal()
-    assert principal is not None
-    if not is_valid_id(user_id) or not principal.may_write(user_id):
-        abort(404, f"There is no listener {user_id!r}.")
+    _check_rater(user_id)
     track_id = request.form.get("track_id", "")
     value = THUMB_VALUES.get(request.form.get("value", ""))
     if value is None or not is_valid_id(track_id):
@@ -118,6 +119,36 @@ def thumb(user_id: str) -> Any:
         flash(f"“{title}” is gone; you will not be offered it again.")
     else:
         flash(f"Glad you like “{title}”: next week's playlist will take it into account.")
+    return _back_to_playlist(user_id)
+
+
+@bp.post("/users/<user_id>/thumbs/undo")
+@page_login_required
+def undo_thumb(user_id: str) -> Any:
+    """Take back a thumb from the playlist page (CSRF-checked form post)."""
+    _check_rater(user_id)
+    track_id = request.form.get("track_id", "")
+    if not is_valid_id(track_id):
+        abort(400, "Taking a thumb back needs a track.")
+    with db_transaction() as session:
+        removed = feedback.withdraw_thumbs(session, user_id, track_id)
+    read_cache().forget_user(user_id)
+    track = repository.get_track(db_session(), track_id)
+    title = track.title if track is not None else track_id
+    flash(f"Your thumb on “{title}” is taken back." if removed else f"No thumb on “{title}”.")
+    return _back_to_playlist(user_id)
+
+
+def _check_rater(user_id: str) -> None:
+    """404 unless the signed-in principal is this listener (who alone rates their tracks)."""
+    principal = web_principal()
+    assert principal is not None
+    if not is_valid_id(user_id) or not principal.may_write(user_id):
+        abort(404, f"There is no listener {user_id!r}.")
+
+
+def _back_to_playlist(user_id: str) -> Any:
+    """303 to the playlist page the form was on (the week's, if the form says which)."""
     week = request.form.get("week", "")
     target = url_for("pages.listener", user_id=user_id)
     if week:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from recsys.db import changes
@@ -49,6 +49,18 @@ def record_thumb(
     session.flush()
     changes.announce(session, changes.USER, user_id)
     return row
+
+
+def withdraw_thumbs(session: Session, user_id: str, track_id: str) -> int:
+    """Take back the listener's thumbs on the track (undo): the track is theirs to be
+    offered again, and the next weekly export no longer carries those thumbs. Returns how
+    many thumbs were taken back (0: there was none). The caller commits."""
+    removed = session.execute(
+        delete(Feedback).where(Feedback.user_id == user_id, Feedback.track_id == track_id)
+    ).rowcount  # type: ignore[attr-defined]
+    if removed:
+        changes.announce(session, changes.USER, user_id)
+    return int(removed or 0)
 
 
 def list_feedback(

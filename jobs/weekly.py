@@ -475,8 +475,7 @@ def plan_chunks(settings: Settings, run_id: int) -> int:
 def chunks_done(settings: Settings, run_id: int) -> int:
     """How many of the run's generate chunks have succeeded (committed rows)."""
     with sessions(settings)() as session:
-        statuses = repository.chunk_statuses(session, run_id)
-    return sum(status == "succeeded" for status in statuses.values())
+        return repository.chunks_succeeded(session, run_id)
 
 
 def step_generate_chunk(settings: Settings, run_id: int, chunk: int) -> dict[str, int]:
@@ -648,20 +647,21 @@ def export_published(settings: Settings, week_start: dt.date) -> dict[str, Any]:
     ``cratedigger bigquery export`` or the next run to retry."""
     from jobs.bigquery import BigQueryError, export_week, is_transient
 
-    for attempt in range(1, EXPORT_TRIES + 1):
+    config, db = BigQueryConfig.of(settings), sessions(settings)
+    attempt = 1
+    while True:
         try:
-            return {
-                "rows": export_week(BigQueryConfig.of(settings), sessions(settings), week_start)
-            }
+            return {"rows": export_week(config, db, week_start)}
         except BigQueryError as exc:
-            if attempt == EXPORT_TRIES or not is_transient(exc):
-                log.error("the week of %s is published but not exported: %s", week_start, exc)
-                return {"error": str(exc)}
-            time.sleep(EXPORT_PAUSE_S * 2 ** (attempt - 1))
+            if attempt < EXPORT_TRIES and is_transient(exc):
+                time.sleep(EXPORT_PAUSE_S * 2 ** (attempt - 1))
+                attempt += 1
+                continue
+            error = str(exc)
         except Exception as exc:  # the database away while recording: told, not raised
-            log.error("the week of %s is published but not exported: %s", week_start, exc)
-            return {"error": describe_error(exc)}
-    return {}
+            error = describe_error(exc)
+        log.error("the week of %s is published but not exported: %s", week_start, error)
+        return {"error": error}
 
 
 def _write_report(runs_dir: Path, report: WeekReport) -> None:

@@ -663,6 +663,18 @@ def chunk_statuses(session: Session, run_id: int, step: str = "generate") -> dic
     return {int(chunk): str(status) for chunk, status in rows}
 
 
+def chunks_succeeded(session: Session, run_id: int, step: str = "generate") -> int:
+    """How many chunks of the run's step have succeeded: one COUNT, cheap after every chunk."""
+    return int(
+        session.scalar(
+            select(func.count()).where(
+                JobRun.weekly_run_id == run_id, JobRun.step == step, JobRun.status == "succeeded"
+            )
+        )
+        or 0
+    )
+
+
 def end_weekly_run(session: Session, run_id: int, status: str, *, error: str | None = None) -> None:
     run = session.get(WeeklyRun, run_id)
     if run is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from recsys.contract import EARLIEST_EVENT, ConfidenceParams
 
 ENV_PREFIX = "CRATEDIGGER_"
+#: A host name a Content-Security-Policy source may name: labels, optionally ``*.`` first.
+_MEDIA_HOST = re.compile(
+    r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(:[0-9]{1,5})?"
+)
 #: A BigQuery table name (letters, digits, underscores), as the settings accept it.
 BQ_TABLE = r"^[A-Za-z0-9_]{1,1024}$"
 
@@ -303,6 +308,12 @@ class Settings(BaseSettings):
         description="Playlist answers (and tokens) each web worker keeps in memory "
         "(PostgreSQL only; kept true by change notifications); 0 turns the cache off.",
     )
+    media_hosts: str = Field(
+        default="",
+        description="Hosts the pages may load the catalog's cover images and audio previews "
+        "from (comma-separated, e.g. coverartarchive.org,*.scdn.co; HTTPS only); a track whose "
+        "image is elsewhere shows a placeholder.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
 
@@ -341,6 +352,17 @@ class Settings(BaseSettings):
                 '(python -c "import secrets; print(secrets.token_hex(32))")'
             )
         return value
+
+    @field_validator("media_hosts")
+    @classmethod
+    def _media_host_names(cls, value: str) -> str:
+        hosts = [h.strip().lower() for h in value.replace(" ", ",").split(",") if h.strip()]
+        for host in hosts:
+            if not _MEDIA_HOST.fullmatch(host):
+                raise ValueError(
+                    f"{host!r} is not a host name (a name such as i.scdn.co, or *.scdn.co)"
+                )
+        return ",".join(hosts)
 
     @field_validator("earliest_event_at")
     @classmethod
@@ -396,6 +418,11 @@ class Settings(BaseSettings):
     @property
     def runs_dir(self) -> Path:
         return self.data_dir / "runs"
+
+    @property
+    def media_host_list(self) -> tuple[str, ...]:
+        """:attr:`media_hosts` as a tuple of lower-case names."""
+        return tuple(self.media_hosts.split(",")) if self.media_hosts else ()
 
     @property
     def confidence(self) -> ConfidenceParams:

@@ -7,6 +7,8 @@ CRATEDIGGER_REQUIRE_SERVICES=1 (set by .ci/run), which turns those skips into fa
 from __future__ import annotations
 
 import os
+import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from recsys.settings import Settings
 from tests.worlds import World
 
+CHROMIUM = "/usr/bin/chromium"
 REQUIRE_SERVICES = os.environ.get("CRATEDIGGER_REQUIRE_SERVICES") == "1"
 # The weekly run's own parameter search costs trials of ALS: only the tests about it
 # (tests/test_self_tuning.py) turn it on. The commands the tests run inherit this too.
@@ -137,3 +140,56 @@ def app(web_settings: Settings):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# Pages in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright): a live
+# server of the ``app`` fixture, and a page whose ``csp_violations`` lists what the console
+# reported of the Content-Security-Policy.
+
+
+@pytest.fixture
+def live_url(app) -> Iterator[str]:
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def page(live_url: str):
+    executable = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    if executable is None:
+        unavailable("Chromium is not installed (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -e '.[test]')")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.csp_violations = []  # type: ignore[attr-defined]
+        page.on(
+            "console",
+            lambda message: (
+                page.csp_violations.append(message.text)  # type: ignore[attr-defined]
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+        yield page
+        context.close()
+        browser.close()

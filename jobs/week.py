@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from recsys.coldstart import content_matrix
-from recsys.contract import age_in_days, week_cutoff
+from recsys.contract import TRACK_COLUMNS, TRACK_DISPLAY_COLUMNS, age_in_days, week_cutoff
 from recsys.db import repository
 from recsys.matrix import InteractionMatrix, PairCounts, build_interaction_matrix
 from recsys.pipeline import PlaylistPipeline
@@ -362,7 +362,8 @@ def load_catalog(db: Any, paths: AggregationPaths) -> dict[str, int]:
     """Upsert the aggregation's validated artists, tracks and listeners into the database
     (``db``: a session factory)."""
     artists = pq.read_table(paths.artists).to_pylist()
-    columns = ["track_id", "title", "artist_id", "duration_ms", "released_at"]
+    stored = pq.ParquetDataset(paths.tracks).schema.names  # an older aggregation lacks some
+    columns = [name for name in (*TRACK_COLUMNS, *TRACK_DISPLAY_COLUMNS) if name in stored]
     tracks = pq.read_table(paths.tracks, columns=columns).to_pylist()
     users = pq.read_table(paths.users).to_pylist()
     with db.begin() as session:

@@ -4,10 +4,16 @@ A data directory holds::
 
     catalog/artists.{parquet,csv,jsonl}   artist_id, name
     catalog/tracks.{parquet,csv,jsonl}    track_id, title, artist_id, duration_ms,
-                                          [released_at], [embedding], [tags]
+                                          [released_at], [embedding], [tags], [album],
+                                          [image_url], [preview_url], [external_url],
+                                          [musicbrainz_recording_id], [isrc]
     catalog/users.{parquet,csv,jsonl}     optional: user_id, [display_name]
     events/plays/*.{parquet,csv,jsonl}    user_id, track_id, played_at, ms_played
     events/thumbs/*.{parquet,csv,jsonl}   user_id, track_id, rated_at, value (+1 or -1)
+
+An optional value that cannot be read as its type or :data:`TEXT_FORMATS` format is no
+value (null): the row stays. The catalog's links (``image_url``, ``preview_url``,
+``external_url``) are http(s) URLs the pages link to or load from configured hosts only.
 
 When ``catalog/users.*`` exists, events of listeners missing from it are quarantined
 as ``unknown_user``; without it every well-formed ``user_id`` is accepted.
@@ -74,6 +80,65 @@ EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 COMPLETED_MS = 30_000
 #: A thumb up and a thumb down.
 THUMB_VALUES = (1, -1)
+
+
+@dataclass(frozen=True)
+class TextFormat:
+    """The shape of an optional text column: the value trimmed, put in ``case`` (``lower``,
+    ``upper`` or as written) with hyphens removed if ``drop_hyphens``, then matched in full
+    by ``pattern``; any other value is no value."""
+
+    pattern: str
+    case: str = ""
+    drop_hyphens: bool = False
+
+    def sql(self, column: str) -> str:
+        """The normalised value of ``column`` as a Spark SQL expression (the Spark twin)."""
+        value = f"trim(`{column}`)"
+        if self.drop_hyphens:
+            value = f"replace({value}, '-', '')"
+        if self.case:
+            value = f"{self.case}({value})"
+        return value
+
+    def check(self, value: str | None) -> str | None:
+        """The normalised value, or None when it is not of this format."""
+        if value is None:
+            return None
+        text = value.strip()
+        if self.drop_hyphens:
+            text = text.replace("-", "")
+        if self.case:
+            text = text.lower() if self.case == "lower" else text.upper()
+        return text if re.fullmatch(self.pattern, text) else None
+
+
+#: Formats of the catalog's optional text columns, by name (the field's ``format`` metadata).
+TEXT_FORMATS: Mapping[str, TextFormat] = MappingProxyType(
+    {
+        # An http(s) URL of at most 2,048 characters: a host, then no spaces, quotes, angle
+        # brackets or backslashes (the pages put it in attributes, escaped all the same).
+        "url": TextFormat(
+            r"(?=.{1,2048}$)https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][^\s\"'<>\\]*)?"
+        ),
+        "mbid": TextFormat(
+            r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", case="lower"
+        ),
+        "isrc": TextFormat(r"[A-Z]{2}[A-Z0-9]{3}[0-9]{7}", case="upper", drop_hyphens=True),
+        "text512": TextFormat(r"(?s)(?=.{1,512}$).+"),
+    }
+)
+
+
+def _formatted(name: str, text_format: str) -> pa.Field:
+    assert text_format in TEXT_FORMATS
+    return pa.field(name, pa.string(), metadata={"format": text_format})
+
+
+def text_format_of(field: pa.Field) -> TextFormat | None:
+    """The :data:`TEXT_FORMATS` entry a text field names, or None."""
+    name = (field.metadata or {}).get(b"format")
+    return TEXT_FORMATS[name.decode()] if name else None
 
 
 class QuarantineReason(StrEnum):
@@ -287,6 +352,12 @@ TRACKS = TableSpec(
             ("released_at", pa.date32()),
             ("embedding", pa.list_(pa.float32())),
             ("tags", pa.list_(pa.string())),
+            _formatted("album", "text512"),
+            _formatted("image_url", "url"),
+            _formatted("preview_url", "url"),
+            _formatted("external_url", "url"),
+            _formatted("musicbrainz_recording_id", "mbid"),
+            _formatted("isrc", "isrc"),
         ]
     ),
 )
@@ -323,6 +394,11 @@ TABLES: Mapping[str, TableSpec] = MappingProxyType(
 ARTIST_COLUMNS = ARTISTS.columns
 TRACK_COLUMNS = TRACKS.columns
 TRACK_OPTIONAL_COLUMNS = TRACKS.optional_columns
+#: The optional track columns the pages and the API show (the others feed the models).
+TRACK_DISPLAY_COLUMNS = (
+    "released_at",
+    *(f.name for f in TRACKS.optional if text_format_of(f) is not None),
+)
 USER_COLUMNS = USERS.columns
 PLAY_COLUMNS = PLAYS.columns
 THUMB_COLUMNS = THUMBS.columns

@@ -124,7 +124,9 @@ def web_world(migrated_url: str, tmp_path: Path):
 
 @pytest.fixture
 def web_settings(web_world, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "state", database_url=web_world.url)
+    from tests.webworld import MEDIA_HOST
+
+    return Settings(data_dir=tmp_path / "state", database_url=web_world.url, media_hosts=MEDIA_HOST)
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from recsys.contract import TRACK_DISPLAY_COLUMNS
 from recsys.db.engine import make_session_factory
-from tests.webworld import PREVIOUS_WEEK, WEEK, thumbs_given
+from tests.webworld import CATALOG_EXTRAS, PREVIOUS_WEEK, WEEK, thumbs_given
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -93,7 +94,18 @@ def test_operator_routes_refuse_listener_tokens(client, web_world, path: str) ->
 def test_latest_playlist_document(client, web_world) -> None:
     response = client.get("/api/v1/users/u1/playlists/latest", headers=bearer(web_world.u1))
     document = response.get_json()
-    assert list(document) == ["user_id", "week_start", "model_version", "kind", "removed", "tracks"]
+    assert list(document) == [
+        "user_id",
+        "week_start",
+        "title",
+        "description",
+        "model_version",
+        "kind",
+        "duration_ms",
+        "new_releases",
+        "removed",
+        "tracks",
+    ]
     assert document["week_start"] == WEEK.isoformat() and document["kind"] == "personal"
     tracks = document["tracks"]
     assert [t["position"] for t in tracks] == list(range(1, 51))
@@ -104,10 +116,38 @@ def test_latest_playlist_document(client, web_world) -> None:
         "artist_id": "a1",
         "artist": "Bj\u00f6rk & <Friends>",
         "duration_ms": 61_000,
+        **CATALOG_EXTRAS["t00"],
+        "released_at": CATALOG_EXTRAS["t00"]["released_at"].isoformat(),
         "score": 2.0,
         "reason": "reason 0",
         "thumb": None,
     }
+    assert tracks[3]["image_url"] is None and tracks[3]["album"] is None
+    assert document["title"] == "Discoveries for Ada"
+    assert document["duration_ms"] == sum(t["duration_ms"] for t in tracks)
+    assert document["new_releases"] == 1  # t00, released 10 days before the week
+    assert document["description"] == "Week of 16 November 2026: 50 tracks, 51 min, 1 new release"
+
+
+def test_a_thumb_down_updates_the_header_as_well(client, web_world) -> None:
+    token = bearer(web_world.u1)
+    before = client.get("/api/v1/users/u1/playlists/latest", headers=token).get_json()
+    posted = client.post(
+        "/api/v1/users/u1/feedback", json={"track_id": "t00", "value": "down"}, headers=token
+    )
+    assert posted.status_code == 201
+    after = client.get("/api/v1/users/u1/playlists/latest", headers=token).get_json()
+    assert after["removed"] == 1 and len(after["tracks"]) == 49
+    assert after["duration_ms"] == before["duration_ms"] - 61_000
+    assert after["new_releases"] == 0 and "49 tracks" in after["description"]
+    summary = client.get("/api/v1/users/u1/playlists", headers=token).get_json()["items"][0]
+    assert summary["tracks"] == 49 and summary["removed"] == 1
+    # The first four tracks left are t01..t04; t01 and t02 have covers (the API gives the
+    # catalog's, wherever they are: only the pages limit the hosts they load from).
+    assert summary["covers"] == [
+        "https://elsewhere.example/covers/t01.png",
+        "https://media.test/covers/t02.png",
+    ]
 
 
 def test_playlist_by_week_and_bad_weeks(client, web_world) -> None:
@@ -278,8 +318,11 @@ def test_tracks_and_similar_tracks(client, web_world) -> None:
         "artist_id": "a2",
         "artist": "Two",
         "duration_ms": 61_007,
-        "released_at": None,
+        **dict.fromkeys(TRACK_DISPLAY_COLUMNS),
     }
+    first = client.get("/api/v1/tracks/t00", headers=token).get_json()
+    assert first["musicbrainz_recording_id"] == CATALOG_EXTRAS["t00"]["musicbrainz_recording_id"]
+    assert first["preview_url"] == "https://media.test/previews/t00.wav"
     error_of(client.get("/api/v1/tracks/nope", headers=token), 404)
     similar = client.get("/api/v1/tracks/t07/similar?limit=5", headers=token).get_json()
     assert similar["track_id"] == "t07" and similar["model_version"] == f"{WEEK}-abc"
@@ -370,8 +413,13 @@ def test_playlist_json_is_the_playlist_document(thumbs) -> None:
     from webapp.views import playlist_document, playlist_json
 
     catalog = {
-        "t1": ('Say "hi" \\ <b>', "a1", "Bjørk \u2603", 1000),
-        "t2": ("Second", "a2", "Two", 2000),
+        "t1": {
+            "title": 'Say "hi" \\ <b>',
+            "artist_id": "a1",
+            "artist": "Bjørk \u2603",
+            "duration_ms": 1000,
+        },
+        "t2": {"title": "Second", "artist_id": "a2", "artist": "Two", "duration_ms": 2000},
     }
     entries = [PlaylistEntry("t1", 0.1234567891, "Because </script>"), PlaylistEntry("t2", 2.0)]
     playlist = PublishedPlaylist(

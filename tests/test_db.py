@@ -243,7 +243,8 @@ def test_migrations_keep_existing_playlists_visible(database_url: str) -> None:
         assert latest is not None and [t["track_id"] for t in latest.tracks()] == ["t1"]
         # 0004 rendered the stored tracks exactly as the weekly run renders new ones.
         rendered = repository.render_tracks(
-            [repository.PlaylistEntry("t1", 0.5)], {"t1": ("T", "a1", "One", 1000)}
+            [repository.PlaylistEntry("t1", 0.5)],
+            {"t1": {"title": "T", "artist_id": "a1", "artist": "One", "duration_ms": 1000}},
         )
         assert latest.tracks_json == rendered
         assert latest.tracks()[0]["artist"] == "One" and latest.tracks()[0]["thumb"] is None

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.als import ALSParams, train_als
+from recsys.contract import TRACK_DISPLAY_COLUMNS
 from recsys.db import repository
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.models import ModelVersion
@@ -23,6 +24,25 @@ WEEK = dt.date(2026, 11, 16)
 PREVIOUS_WEEK = WEEK - dt.timedelta(days=7)
 TRACKS = [f"t{i:02d}" for i in range(60)]
 HOSTILE_ARTIST = "Bj\u00f6rk & <Friends>"
+#: The host the web tests allow covers and previews from (CRATEDIGGER_MEDIA_HOSTS); the
+#: browser tests answer its requests themselves.
+MEDIA_HOST = "media.test"
+MBID = "8f3471b5-7e6a-48da-86a9-c1c07a0f47ae"
+#: The catalog's optional fields of a few tracks: t00 has them all (a cover and a preview
+#: from the allowed host, a new release), t01 a cover from a host that is not allowed.
+CATALOG_EXTRAS: dict[str, dict[str, Any]] = {
+    "t00": {
+        "album": "First <Album>",
+        "released_at": WEEK - dt.timedelta(days=10),
+        "image_url": f"https://{MEDIA_HOST}/covers/t00.png",
+        "preview_url": f"https://{MEDIA_HOST}/previews/t00.wav",
+        "external_url": "https://music.example/track/t00",
+        "musicbrainz_recording_id": MBID,
+        "isrc": "USRC17607839",
+    },
+    "t01": {"image_url": "https://elsewhere.example/covers/t01.png", "album": "Second"},
+    "t02": {"image_url": f"https://{MEDIA_HOST}/covers/t02.png"},
+}
 
 
 @dataclass(frozen=True)
@@ -65,7 +85,8 @@ def build_web_world(url: str, tmp_path: Path) -> WebWorld:
                     "title": f"Song {i}",
                     "artist_id": "a1" if i % 2 == 0 else "a2",
                     "duration_ms": 61_000 + i,
-                    "released_at": None,
+                    **dict.fromkeys(TRACK_DISPLAY_COLUMNS),
+                    **CATALOG_EXTRAS.get(track, {}),
                 }
                 for i, track in enumerate(TRACKS)
             ],

@@ -46,6 +46,18 @@ DATE = _string(format="date")
 DATETIME = _string(format="date-time")
 INT = {"type": "integer", "minimum": 0}
 COUNTS = {"type": "object", "additionalProperties": {"type": "integer"}}
+URL = _string(format="uri", maxLength=2048, pattern="^https?://")
+#: The catalog's optional fields of a track (null when the catalog has none; absent from
+#: playlists published before they existed).
+CATALOG_FIELDS: dict[str, Any] = {
+    "released_at": _nullable(DATE),
+    "album": _nullable(_string(maxLength=512)),
+    "image_url": _nullable({**URL, "description": "Cover image."}),
+    "preview_url": _nullable({**URL, "description": "Audio preview."}),
+    "external_url": _nullable({**URL, "description": "Where the track plays."}),
+    "musicbrainz_recording_id": _nullable(_string(format="uuid")),
+    "isrc": _nullable(_string(pattern="^[A-Z]{2}[A-Z0-9]{3}[0-9]{7}$")),
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": _object(
@@ -74,17 +86,28 @@ SCHEMAS: dict[str, Any] = {
             "artist_id": ID,
             "artist": _string(),
             "duration_ms": INT,
+            **CATALOG_FIELDS,
             "score": {"type": "number"},
             "reason": _nullable(_string()),
             "thumb": _nullable(_string(enum=["up"])),
-        }
+        },
+        optional=tuple(CATALOG_FIELDS),
     ),
     "Playlist": _object(
         {
             "user_id": ID,
             "week_start": DATE,
+            "title": _string(description='"Discoveries for Ada" ("Popular picks for ...").'),
+            "description": _string(
+                description="The week, the tracks left, their length and new releases."
+            ),
             "model_version": _string(),
             "kind": _string(enum=["personal", "popular"]),
+            "duration_ms": {**INT, "description": "Total length of the tracks."},
+            "new_releases": {
+                **INT,
+                "description": "Tracks released in the 28 days before the week.",
+            },
             "removed": {
                 "type": "integer",
                 "minimum": 0,
@@ -98,7 +121,14 @@ SCHEMAS: dict[str, Any] = {
             "week_start": DATE,
             "kind": _string(enum=["personal", "popular"]),
             "model_version": _string(),
-            "tracks": INT,
+            "tracks": {**INT, "description": "Tracks left after the listener's thumbs-down."},
+            "removed": {**INT, "description": "Tracks the listener thumbed down since."},
+            "covers": {
+                "type": "array",
+                "items": URL,
+                "maxItems": 4,
+                "description": "Cover images of the first tracks left that have one.",
+            },
         }
     ),
     "Track": _object(
@@ -108,7 +138,7 @@ SCHEMAS: dict[str, Any] = {
             "artist_id": ID,
             "artist": _string(),
             "duration_ms": INT,
-            "released_at": _nullable(DATE),
+            **CATALOG_FIELDS,
         }
     ),
     "Feedback": _object(
@@ -191,7 +221,38 @@ def _list_of(item: str) -> dict[str, Any]:
     return _object({"items": {"type": "array", "items": _ref(item)}})
 
 
+_JSPF_TRACK = {
+    "type": "object",
+    "required": ["title", "creator", "location", "identifier", "trackNum", "duration"],
+    "properties": {
+        "location": {"type": "array", "items": URL},
+        "identifier": {"type": "array", "items": _string()},
+        "title": _string(),
+        "creator": _string(),
+        "annotation": _string(),
+        "info": URL,
+        "image": URL,
+        "album": _string(),
+        "trackNum": {"type": "integer", "minimum": 1},
+        "duration": INT,
+        "extension": {"type": "object", "additionalProperties": {"type": "array"}},
+    },
+    "additionalProperties": False,
+}
 SCHEMAS |= {
+    "Jspf": _object(
+        {
+            "playlist": _object(
+                {
+                    "title": _string(),
+                    "creator": _string(),
+                    "annotation": _string(),
+                    "date": DATETIME,
+                    "track": {"type": "array", "items": _JSPF_TRACK},
+                }
+            )
+        }
+    ),
     "PlaylistPage": _page_of("PlaylistSummary"),
     "FeedbackPage": _page_of("Feedback"),
     "RunList": _list_of("Run"),
@@ -358,6 +419,33 @@ def openapi_document() -> dict[str, Any]:
             errors={**NOT_MODIFIED, **AUTH_ERRORS, **LISTENER_404},
             tag="playlists",
         ),
+        **{
+            f"/users/{{user_id}}/playlists/{{week}}/{fmt}": _get(
+                f"A listener's playlist of one week as {name}, to download",
+                {
+                    "description": f"The playlist as {name} ({what}); thumbed-down tracks are "
+                    "left out. `Content-Disposition` names the file.",
+                    "content": {mimetype: {"schema": schema}},
+                },
+                params=[
+                    USER,
+                    {
+                        "name": "week",
+                        "in": "path",
+                        "required": True,
+                        "description": "The Monday the week starts on, YYYY-MM-DD, or `latest`.",
+                        "schema": {"anyOf": [DATE, _string(enum=["latest"])]},
+                    },
+                ],
+                errors={**AUTH_ERRORS, **LISTENER_404},
+                tag="playlists",
+            )
+            for fmt, name, what, mimetype, schema in (
+                ("jspf", "JSPF", "XSPF in JSON, as ListenBrainz reads it", JSON, _ref("Jspf")),
+                ("xspf", "XSPF", "version 1", "application/xspf+xml", _string()),
+                ("m3u", "M3U", "extended M3U in UTF-8", "audio/x-mpegurl", _string()),
+            )
+        },
         "/users/{user_id}/feedback": {
             **_get(
                 "A listener's thumbs, newest first",

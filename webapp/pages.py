@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from recsys.contract import is_valid_id, parse_week
 from recsys.db import feedback, repository
 from recsys.db.repository import PublishedPlaylist
 from recsys.db.tokens import Principal
-from webapp import db_session, db_transaction, read_cache
+from webapp import art, db_session, db_transaction, read_cache, settings_of, views
 from webapp.auth import page_login_required, web_principal
+from webapp.exports import FORMATS, MUSICBRAINZ_RECORDING, download
 from webapp.views import playlist_document
 
 bp = Blueprint("pages", __name__)
@@ -72,16 +83,63 @@ def _playlist_page(
     principal: Principal, user: Any, playlist: PublishedPlaylist | None, *, latest: bool
 ) -> Any:
     removed = []
-    if playlist is not None and playlist.thumbs:
-        removed = [t for t in playlist.tracks() if playlist.thumbs.get(t["track_id"], 0) < 0]
+    document = None
+    if playlist is not None:
+        if playlist.thumbs:
+            removed = [t for t in playlist.tracks() if playlist.thumbs.get(t["track_id"], 0) < 0]
+        document = playlist_document(playlist)
+        hosts = settings_of(current_app).media_host_list
+        for track in document["tracks"]:
+            track["cover"] = _cover(track.get("image_url"), track["artist_id"], hosts)
+            preview = track.get("preview_url")
+            track["preview"] = preview if art.allowed(preview, hosts) else None
+            mbid = track.get("musicbrainz_recording_id")
+            track["musicbrainz_url"] = MUSICBRAINZ_RECORDING + mbid if mbid else None
     return render_template(
         "user.html",
         user=user,
-        playlist=playlist_document(playlist) if playlist is not None else None,
+        playlist=document,
         removed_tracks=removed,
         latest=latest,
         can_rate=principal.may_write(user.user_id),
+        export_formats=FORMATS,
     )
+
+
+def _cover(image_url: str | None, artist_id: str, hosts: Sequence[str]) -> str:
+    """The image a track's row shows: the catalog's, from an allowed host, or a placeholder
+    drawn for its artist."""
+    if image_url and art.allowed(image_url, hosts):
+        return image_url
+    return url_for("pages.placeholder", seed=artist_id)
+
+
+@bp.get("/art/<seed>.svg")
+def placeholder(seed: str) -> Any:
+    """A placeholder cover (no sign-in: it shows nothing of anyone's; cached for a year)."""
+    if not is_valid_id(seed):
+        abort(404, "No such image.")
+    response = current_app.response_class(art.placeholder_svg(seed), mimetype="image/svg+xml")
+    response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+    return response
+
+
+@bp.get("/users/<user_id>/weeks/<week>/playlist.<fmt>")
+@page_login_required
+def export(user_id: str, week: str, fmt: str) -> Any:
+    """A week's playlist as a file (JSPF, XSPF or M3U), as the page lists it."""
+    _readable_listener(user_id)
+    export_format = next((f for f in FORMATS.values() if f.extension == fmt), None)
+    if export_format is None:
+        abort(404, f"No export as {fmt[:20]!r}: try .jspf, .xspf or .m3u8.")
+    try:
+        week_start = parse_week(week)
+    except ValueError as exc:
+        abort(404, str(exc))
+    playlist = repository.playlist_of_week(db_session(), user_id, week_start)
+    if playlist is None:
+        abort(404, f"No playlist for the week of {week_start.isoformat()}.")
+    return download(playlist_document(playlist), export_format)
 
 
 @bp.get("/users/<user_id>/history")
@@ -93,8 +151,22 @@ def history(user_id: str) -> Any:
         db_session(), user_id, limit=HISTORY_PER_PAGE, offset=(page - 1) * HISTORY_PER_PAGE
     )
     pages = max(1, -(-total // HISTORY_PER_PAGE))
+    hosts = settings_of(current_app).media_host_list
+    covers = {
+        summary.week_start: [
+            (_cover(cover.image_url, cover.artist_id, hosts), cover.title)
+            for cover in summary.covers
+        ]
+        for summary in summaries
+    }
     return render_template(
-        "history.html", user=user, playlists=summaries, page=page, pages=pages, total=total
+        "history.html",
+        user=user,
+        playlists=summaries,
+        covers=covers,
+        page=page,
+        pages=pages,
+        total=total,
     )
 
 
@@ -165,5 +237,9 @@ def duration(ms: int) -> str:
 
 @bp.app_template_filter("week_label")
 def week_label(week: str | dt.date) -> str:
-    day = dt.date.fromisoformat(week) if isinstance(week, str) else week
-    return f"{day:%d %B %Y}".lstrip("0")
+    return views.week_label(dt.date.fromisoformat(week) if isinstance(week, str) else week)
+
+
+@bp.app_template_filter("length")
+def length(ms: int) -> str:
+    return views.length_text(ms)

@@ -20,6 +20,7 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 
 from recsys.settings import Settings
+from webapp.art import csp_sources
 
 csrf = CSRFProtect()
 
@@ -27,19 +28,26 @@ csrf = CSRFProtect()
 #: store that hangs (a dropped network) must not hang sign-ins with it
 STORE_TIMEOUT_SECONDS = 0.5
 
-# No inline scripts or styles anywhere: every asset is a file the app serves itself.
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self' data:",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
+
+# No inline scripts or styles anywhere: every asset is a file the app serves itself, but the
+# catalog's covers and previews, from the hosts CRATEDIGGER_MEDIA_HOSTS names.
+def content_security_policy(media_sources: str = "") -> str:
+    """The policy of every response; ``media_sources`` (:func:`webapp.art.csp_sources`) may
+    serve images and audio."""
+    extra = f" {media_sources}" if media_sources else ""
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src 'self' data:{extra}",
+            f"media-src 'self'{extra}",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
     )
-)
 
 
 class SessionInterface(SecureCookieSessionInterface):
@@ -83,11 +91,12 @@ def init_app(app: Flask, settings: Settings) -> Limiter:
     csrf.init_app(app)
     limiter = Limiter(get_remote_address)
     limiter.init_app(app)
+    policy = content_security_policy(csp_sources(settings.media_host_list))
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("Content-Security-Policy", policy)
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Referrer-Policy", "same-origin")

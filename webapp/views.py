@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 from recsys.db.models import Feedback, ModelVersion, Track, WeeklyRun
-from recsys.db.repository import PlaylistSummary, PublishedPlaylist
+from recsys.db.repository import (
+    SHOWN_FIELDS,
+    PlaylistSummary,
+    PublishedPlaylist,
+    is_new_release,
+)
 
 
 def track_document(track: Track) -> dict[str, Any]:
@@ -17,14 +23,15 @@ def track_document(track: Track) -> dict[str, Any]:
         "artist": track.artist.name,
         "duration_ms": track.duration_ms,
         "released_at": track.released_at.isoformat() if track.released_at else None,
+        **{name: getattr(track, name) for name in SHOWN_FIELDS if name != "released_at"},
     }
 
 
 def playlist_document(playlist: PublishedPlaylist) -> dict[str, Any]:
     """The JSON document of a playlist (also what the page renders).
 
-    Tracks the listener has since thumbed down are left out; ``thumb`` says "up" for
-    tracks they liked.
+    Tracks the listener has since thumbed down are left out, and the header's counts and
+    length are of the tracks left; ``thumb`` says "up" for tracks they liked.
     """
     thumbs = playlist.thumbs
     stored = playlist.tracks()
@@ -34,25 +41,52 @@ def playlist_document(playlist: PublishedPlaylist) -> dict[str, Any]:
         if thumb < 0:
             continue
         tracks.append(track | {"thumb": "up" if thumb > 0 else None})
-    return _playlist_header(playlist) | {"removed": len(stored) - len(tracks), "tracks": tracks}
+    duration = sum(int(track.get("duration_ms", 0)) for track in tracks)
+    new = sum(is_new_release(track.get("released_at"), playlist.week_start) for track in tracks)
+    header = _playlist_header(playlist, len(tracks), duration, new)
+    return header | {"removed": len(stored) - len(tracks), "tracks": tracks}
 
 
 def playlist_json(playlist: PublishedPlaylist) -> str:
     """:func:`playlist_document` as compact JSON text. Without thumbs on its tracks (the
     usual case) the stored tracks are spliced in as they are, without parsing them."""
-    if playlist.thumbs:
+    if playlist.thumbs or playlist.duration_ms is None or playlist.new_releases is None:
         return _compact(playlist_document(playlist))
-    header = _compact(_playlist_header(playlist) | {"removed": 0})
-    return f'{header[:-1]},"tracks":{playlist.tracks_json}}}'
+    count = playlist.tracks_json.count('"position":')
+    header = _playlist_header(playlist, count, playlist.duration_ms, playlist.new_releases)
+    return f'{_compact(header | {"removed": 0})[:-1]},"tracks":{playlist.tracks_json}}}'
 
 
-def _playlist_header(playlist: PublishedPlaylist) -> dict[str, Any]:
+def _playlist_header(
+    playlist: PublishedPlaylist, count: int, duration_ms: int, new_releases: int
+) -> dict[str, Any]:
+    name = playlist.display_name or playlist.user_id
+    popular = playlist.kind == "popular"
+    parts = [f"{count} track{'' if count == 1 else 's'}", length_text(duration_ms)]
+    if new_releases:
+        parts.append(f"{new_releases} new release{'' if new_releases == 1 else 's'}")
     return {
         "user_id": playlist.user_id,
         "week_start": playlist.week_start.isoformat(),
+        "title": f"{'Popular picks' if popular else 'Discoveries'} for {name}",
+        "description": f"Week of {week_label(playlist.week_start)}: {', '.join(parts)}",
         "model_version": playlist.model_version,
         "kind": playlist.kind,
+        "duration_ms": duration_ms,
+        "new_releases": new_releases,
     }
+
+
+def length_text(ms: int) -> str:
+    """A playlist's length as people say it: "3 h 12 min", "48 min"."""
+    minutes = round(max(0, ms) / 60_000)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def week_label(day: dt.date) -> str:
+    """A week's Monday as "30 November 2026"."""
+    return f"{day:%d %B %Y}".lstrip("0")
 
 
 def _compact(document: dict[str, Any]) -> str:
@@ -65,6 +99,8 @@ def playlist_summary_document(summary: PlaylistSummary) -> dict[str, Any]:
         "kind": summary.kind,
         "model_version": summary.model_version,
         "tracks": summary.tracks,
+        "removed": summary.removed,
+        "covers": [cover.image_url for cover in summary.covers if cover.image_url],
     }
 
 

@@ -67,6 +67,13 @@ class Track(Base):
     artist_id: Mapped[str] = mapped_column(ForeignKey("artists.artist_id"), index=True)
     duration_ms: Mapped[int] = mapped_column(BigInteger)
     released_at: Mapped[dt.date | None] = mapped_column(Date)
+    # Optional catalog fields (recsys.contract.TRACKS): shown, never used by the models.
+    album: Mapped[str | None] = mapped_column(String(512))
+    image_url: Mapped[str | None] = mapped_column(String(2048))
+    preview_url: Mapped[str | None] = mapped_column(String(2048))
+    external_url: Mapped[str | None] = mapped_column(String(2048))
+    musicbrainz_recording_id: Mapped[str | None] = mapped_column(String(36))
+    isrc: Mapped[str | None] = mapped_column(String(12))
 
     artist: Mapped[Artist] = relationship(lazy="joined")
 
@@ -253,6 +260,10 @@ class Playlist(Base):
     #: (``repository.render_tracks``): a read is one row, not a join of 50 tracks and
     #: artists. ``playlist_tracks`` keeps the same tracks as rows for queries.
     tracks_json: Mapped[str] = mapped_column(Text, default="[]")
+    #: The tracks' total length and how many were released in the NEW_RELEASE_DAYS before
+    #: the week (null for playlists published before revision 0008).
+    duration_ms: Mapped[int | None] = mapped_column(BigInteger)
+    new_releases: Mapped[int | None] = mapped_column(Integer)
 
     tracks: Mapped[list[PlaylistTrack]] = relationship(
         order_by="PlaylistTrack.position", cascade="all, delete-orphan", passive_deletes=True

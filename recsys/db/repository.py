@@ -12,6 +12,7 @@ from sqlalchemy import String, bindparam, cast, delete, func, insert, select, up
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
+from recsys.contract import TRACK_DISPLAY_COLUMNS
 from recsys.db import changes
 from recsys.db.models import (
     Artist,
@@ -140,6 +141,11 @@ def replace_week_playlists(
             "kind": playlist.kind,
             "created_at": now,
             "tracks_json": render_tracks(playlist.entries, catalog),
+            "duration_ms": sum(catalog[e.track_id]["duration_ms"] for e in playlist.entries),
+            "new_releases": sum(
+                is_new_release(catalog[e.track_id]["released_at"], week_start)
+                for e in playlist.entries
+            ),
         }
         for playlist in playlists
     ]
@@ -171,18 +177,44 @@ def replace_week_playlists(
     return len(track_rows)
 
 
-def _catalog_rows(session: Session, track_ids: set[str]) -> dict[str, tuple[str, str, str, int]]:
-    """(title, artist id, artist name, duration) of each track, read in batches."""
-    rows: dict[str, tuple[str, str, str, int]] = {}
+#: The catalog's fields each playlist track carries, after its title, artist and length.
+SHOWN_FIELDS = TRACK_DISPLAY_COLUMNS
+#: A track released at most this many days before its playlist's week is a new release.
+NEW_RELEASE_DAYS = 28
+
+
+def is_new_release(released_at: str | None, week_start: dt.date) -> bool:
+    """Whether a track released on ``released_at`` (ISO date, or None: unknown) is new in
+    the week starting ``week_start``."""
+    if released_at is None:
+        return False
+    return released_at >= (week_start - dt.timedelta(days=NEW_RELEASE_DAYS)).isoformat()
+
+
+def _catalog_rows(session: Session, track_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Each track's fields as a playlist shows them (title, artist, length, the catalog's
+    optional fields), read in batches."""
+    rows: dict[str, dict[str, Any]] = {}
     ordered = sorted(track_ids)
+    shown = [getattr(Track, name) for name in SHOWN_FIELDS]
     for start in range(0, len(ordered), _BATCH_ROWS):
         statement = (
             select(Track.track_id, Track.title, Track.artist_id, Artist.name, Track.duration_ms)
+            .add_columns(*shown)
             .join(Artist, Artist.artist_id == Track.artist_id)
             .where(Track.track_id.in_(ordered[start : start + _BATCH_ROWS]))
         )
-        for track_id, title, artist_id, artist, duration in session.execute(statement):
-            rows[track_id] = (title, artist_id, artist, int(duration))
+        for track_id, title, artist_id, artist, duration, *extra in session.execute(statement):
+            fields = dict(zip(SHOWN_FIELDS, extra, strict=True))
+            if fields["released_at"] is not None:
+                fields["released_at"] = fields["released_at"].isoformat()
+            rows[track_id] = {
+                "title": title,
+                "artist_id": artist_id,
+                "artist": artist,
+                "duration_ms": int(duration),
+                **fields,
+            }
     missing = track_ids - rows.keys()
     if missing:
         example = min(missing)
@@ -191,26 +223,21 @@ def _catalog_rows(session: Session, track_ids: set[str]) -> dict[str, tuple[str,
 
 
 def render_tracks(
-    entries: Sequence[PlaylistEntry], catalog: Mapping[str, tuple[str, str, str, int]]
+    entries: Sequence[PlaylistEntry], catalog: Mapping[str, Mapping[str, Any]]
 ) -> str:
     """A playlist's tracks as the JSON array the API and the pages show (``thumb`` is filled
     in at read time from the listener's feedback)."""
-    tracks = []
-    for position, entry in enumerate(entries, start=1):
-        title, artist_id, artist, duration_ms = catalog[entry.track_id]
-        tracks.append(
-            {
-                "position": position,
-                "track_id": entry.track_id,
-                "title": title,
-                "artist_id": artist_id,
-                "artist": artist,
-                "duration_ms": duration_ms,
-                "score": round(float(entry.score), 6),
-                "reason": entry.reason,
-                "thumb": None,
-            }
-        )
+    tracks = [
+        {
+            "position": position,
+            "track_id": entry.track_id,
+            **catalog[entry.track_id],
+            "score": round(float(entry.score), 6),
+            "reason": entry.reason,
+            "thumb": None,
+        }
+        for position, entry in enumerate(entries, start=1)
+    ]
     return json.dumps(tracks, separators=(",", ":"), allow_nan=False)
 
 
@@ -256,6 +283,11 @@ class PublishedPlaylist:
     model_version: str
     tracks_json: str
     thumbs: Mapping[str, int]
+    #: the listener's display name (None: none given)
+    display_name: str | None = None
+    #: the stored tracks' total length and new releases (None: published before 0008)
+    duration_ms: int | None = None
+    new_releases: int | None = None
 
     def tracks(self) -> list[dict[str, Any]]:
         tracks: list[dict[str, Any]] = json.loads(self.tracks_json)
@@ -266,6 +298,7 @@ _playlists = Playlist.__table__
 _publications = WeekPublication.__table__
 _playlist_tracks = PlaylistTrack.__table__
 _feedback = Feedback.__table__
+_users = User.__table__
 # The listener's thumbs on the playlist's tracks, as "id value track_id" items joined by
 # commas (identifiers hold neither), so that the playlist and its thumbs are one round trip.
 _THUMBS = (
@@ -299,12 +332,16 @@ _PUBLISHED = (
         _playlists.c.model_version,
         _playlists.c.tracks_json,
         _THUMBS,
+        _users.c.display_name,
+        _playlists.c.duration_ms,
+        _playlists.c.new_releases,
     )
     .join(
         _publications,
         (_publications.c.week_start == _playlists.c.week_start)
         & (_publications.c.weekly_run_id == _playlists.c.weekly_run_id),
     )
+    .join(_users, _users.c.user_id == _playlists.c.user_id)
     .where(_playlists.c.user_id == bindparam("user_id"))
 )
 #: The listener's newest published playlist (parameter ``user_id``); read its row with
@@ -333,16 +370,41 @@ def published_playlist(row: Sequence[Any] | None) -> PublishedPlaylist | None:
     """A row of :data:`LATEST_PLAYLIST` or :data:`PLAYLIST_OF_WEEK` as a playlist."""
     if row is None:
         return None
-    playlist_id, user_id, week_start, kind, model_version, tracks_json, thumbs = row
+    playlist_id, user_id, week_start, kind, model_version, tracks_json, thumbs, *rest = row
+    display_name, duration_ms, new_releases = rest
+    return PublishedPlaylist(
+        playlist_id,
+        user_id,
+        week_start,
+        kind,
+        model_version,
+        tracks_json,
+        thumbs=_newest_thumbs(thumbs),
+        display_name=display_name,
+        duration_ms=duration_ms,
+        new_releases=new_releases,
+    )
+
+
+def _newest_thumbs(thumbs: str | None) -> dict[str, int]:
+    """The :data:`_THUMBS` text as track id -> the newest thumb's value."""
     newest: dict[str, int] = {}
     if thumbs:
         items = [item.split(" ", 2) for item in thumbs.split(",")]
         # In id order, so that a newer thumb on a track replaces an older one.
         for _id, value, track_id in sorted(items, key=lambda item: int(item[0])):
             newest[track_id] = int(value)
-    return PublishedPlaylist(
-        playlist_id, user_id, week_start, kind, model_version, tracks_json, thumbs=newest
-    )
+    return newest
+
+
+@dataclass(frozen=True)
+class Cover:
+    """What a cover of a playlist track shows: the catalog's image (or None) and the artist
+    a placeholder is drawn for."""
+
+    image_url: str | None
+    artist_id: str
+    title: str
 
 
 @dataclass(frozen=True)
@@ -350,39 +412,64 @@ class PlaylistSummary:
     week_start: dt.date
     kind: str
     model_version: str
+    #: the tracks left after the listener's thumbs-down, and how many those removed
     tracks: int
+    removed: int = 0
+    #: the first few remaining tracks' covers
+    covers: tuple[Cover, ...] = ()
+
+
+#: Covers a summary carries.
+SUMMARY_COVERS = 4
 
 
 def list_playlists(
     session: Session, user_id: str, *, limit: int, offset: int = 0
 ) -> tuple[list[PlaylistSummary], int]:
-    """The listener's published playlists, newest week first, and how many there are."""
+    """The listener's published playlists, newest week first, and how many there are.
+
+    Each summary counts the tracks the listener has not thumbed down since, as the playlist
+    pages show them.
+    """
     published = (
-        select(Playlist).join(WeekPublication, _published()).where(Playlist.user_id == user_id)
-    ).subquery()
-    total = session.scalar(select(func.count()).select_from(published)) or 0
-    track_counts = (
-        select(PlaylistTrack.playlist_id, func.count().label("n"))
-        .group_by(PlaylistTrack.playlist_id)
+        select(_playlists.c.id)
+        .join(_publications, _published_table())
+        .where(_playlists.c.user_id == user_id)
         .subquery()
     )
+    total = session.scalar(select(func.count()).select_from(published)) or 0
     statement = (
         select(
-            published.c.week_start,
-            published.c.kind,
-            published.c.model_version,
-            func.coalesce(track_counts.c.n, 0),
+            _playlists.c.week_start,
+            _playlists.c.kind,
+            _playlists.c.model_version,
+            _playlists.c.tracks_json,
+            _THUMBS,
         )
-        .outerjoin(track_counts, track_counts.c.playlist_id == published.c.id)
-        .order_by(published.c.week_start.desc())
+        .join(_publications, _published_table())
+        .where(_playlists.c.user_id == user_id)
+        .order_by(_playlists.c.week_start.desc())
         .limit(limit)
         .offset(offset)
     )
-    rows = [
-        PlaylistSummary(week_start=week, kind=kind, model_version=model, tracks=int(n))
-        for week, kind, model, n in session.execute(statement)
-    ]
+    rows = []
+    for week, kind, model, tracks_json, thumbs in session.execute(statement):
+        newest = _newest_thumbs(thumbs)
+        stored: list[dict[str, Any]] = json.loads(tracks_json)
+        kept = [track for track in stored if newest.get(track["track_id"], 0) >= 0]
+        covers = tuple(
+            Cover(track.get("image_url"), track["artist_id"], track["title"])
+            for track in kept[:SUMMARY_COVERS]
+        )
+        rows.append(PlaylistSummary(week, kind, model, len(kept), len(stored) - len(kept), covers))
     return rows, int(total)
+
+
+def _published_table() -> Any:
+    """:func:`_published` on the tables (Core) rather than the models."""
+    return (_publications.c.week_start == _playlists.c.week_start) & (
+        _publications.c.weekly_run_id == _playlists.c.weekly_run_id
+    )
 
 
 def get_track(session: Session, track_id: str) -> Track | None:

@@ -37,7 +37,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -114,6 +114,20 @@ class Track:
     artist_id: str
     artist_name: str
     duration_ms: int | None = None
+    album: str | None = None
+
+    def links(self) -> dict[str, str | None]:
+        """The catalog's link columns its id gives: a MusicBrainz recording, a Spotify
+        track's page."""
+        kind, _, value = self.track_id.partition(":")
+        return {
+            "musicbrainz_recording_id": value if kind == "mbid" else None,
+            "external_url": (
+                f"https://open.spotify.com/track/{value.removeprefix('track:')}"
+                if kind == "spotify"
+                else None
+            ),
+        }
 
 
 @dataclass(frozen=True)
@@ -221,6 +235,7 @@ def _make_track(
     track_id: str | None = None,
     artist_id: str | None = None,
     duration_ms: int | None = None,
+    album: object = None,
 ) -> Track:
     return Track(
         track_id=track_id or track_key_id(artist, title),
@@ -228,7 +243,19 @@ def _make_track(
         artist_id=artist_id or artist_key_id(artist),
         artist_name=artist,
         duration_ms=duration_ms,
+        album=_album(album),
     )
+
+
+def _album(value: object) -> str | None:
+    """An album name as an export gives it (text, or Last.fm's ``{"#text": ...}``), or None
+    when there is none worth keeping."""
+    if isinstance(value, dict):
+        value = value.get("#text")
+    try:
+        return _text(value, Refusal.MISSING_TITLE)[:512]
+    except _Reject:
+        return None
 
 
 # ----------------------------------------------------------------------- field readers
@@ -517,7 +544,12 @@ def _listenbrainz_listen(
             break
     duration = _duration(info.get("duration_ms")) or _duration(info.get("duration"), 1000)
     track = _make_track(
-        artist_name, title, track_id=track_id, artist_id=artist_id, duration_ms=duration
+        artist_name,
+        title,
+        track_id=track_id,
+        artist_id=artist_id,
+        duration_ms=duration,
+        album=meta.get("release_name"),
     )
     return Listen(user_id, track, played_at)
 
@@ -670,7 +702,11 @@ def _lastfm_api_track(
     return Listen(
         user_id,
         _make_track(
-            artist, title, track_id=mbid_id(track.get("mbid")), artist_id=mbid_id(artist_mbid)
+            artist,
+            title,
+            track_id=mbid_id(track.get("mbid")),
+            artist_id=mbid_id(artist_mbid),
+            album=track.get("album"),
         ),
         played_at,
     )
@@ -741,6 +777,7 @@ def _lastfm_csv_row(row: Mapping[str, str], default_user: str | None, now: dt.da
             title,
             track_id=mbid_id(row.get("track_mbid")),
             artist_id=mbid_id(row.get("artist_mbid")),
+            album=row.get("album"),
         ),
         played_at,
     )
@@ -827,6 +864,7 @@ def _spotify_stream(row: Mapping[str, Any], default_user: str | None, now: dt.da
         title,
         track_id=spotify_track_id(row.get("spotify_track_uri")),
         duration_ms=ms_played if finished else None,
+        album=row.get("master_metadata_album_album_name"),
     )
     return Listen(user_id, track, played_at, ms_played)
 
@@ -876,9 +914,7 @@ class _Collected:
             self.tracks[track.track_id] = track
         elif (track.duration_ms or 0) > (known.duration_ms or 0):
             # The first sighting names the track; the longest known length wins.
-            self.tracks[track.track_id] = Track(
-                known.track_id, known.title, known.artist_id, known.artist_name, track.duration_ms
-            )
+            self.tracks[track.track_id] = replace(known, duration_ms=track.duration_ms)
         known_track = self.tracks[track.track_id]
         self.artists.setdefault(known_track.artist_id, known_track.artist_name)
         self.users.add(listen.user_id)
@@ -1025,6 +1061,8 @@ def merge_catalog(data_dir: Path, collected: _Collected, report: ImportReport) -
                     "title": t.title,
                     "artist_id": t.artist_id,
                     "duration_ms": durations[t.track_id],
+                    "album": t.album,
+                    **t.links(),
                 }
                 for t in sorted(new_tracks, key=lambda t: t.track_id)
             ],

@@ -208,8 +208,18 @@ def test_listenbrainz_zip_export(tmp_path: Path) -> None:
         "released_at": None,
         "embedding": None,
         "tags": None,
+        "album": "Homogenic",
+        "image_url": None,
+        "preview_url": None,
+        "external_url": None,
+        "musicbrainz_recording_id": JOGA,
+        "isrc": None,
     }
+    spotify = tracks[f"spotify:track:{SPOTIFY_ID}"]
+    assert spotify["external_url"] == f"https://open.spotify.com/track/{SPOTIFY_ID}"
+    assert spotify["musicbrainz_recording_id"] is None
     assert tracks[mumm]["duration_ms"] == UNKNOWN_DURATION_MS
+    assert tracks[mumm]["external_url"] is None and tracks[mumm]["musicbrainz_recording_id"] is None
     artists = catalog(tmp_path / "data", "artists")
     assert artists[f"mbid:{BJORK}"]["name"] == "Björk"
     assert artists[artist_key_id("Múm")]["name"] == "Múm"

@@ -29,10 +29,12 @@ from webapp.auth import (
 )
 from webapp.cache import Answer
 from webapp.errors import error_response
+from webapp.exports import FORMATS, download
 from webapp.openapi import openapi_document, query_parameters
 from webapp.views import (
     feedback_document,
     model_document,
+    playlist_document,
     playlist_json,
     playlist_summary_document,
     run_document,
@@ -159,7 +161,11 @@ def openapi() -> Any:
 @bp.get("/docs")
 def docs() -> Any:
     """The API's documentation, rendered from the OpenAPI document."""
-    return render_template("api_docs.html", spec=openapi_document())
+    from webapp.apidocs import build_docs  # only this page needs the Markdown renderer
+
+    return render_template(
+        "api_docs.html", docs=build_docs(openapi_document(), origin=request.host_url)
+    )
 
 
 # ----------------------------------------------------------------------------- playlists
@@ -247,6 +253,38 @@ def week_playlist(user_id: str, week: str) -> Any:
     missing = f"listener {user_id!r} has no playlist for {week_start}"
     params = {"user_id": user_id, "week_start": week_start}
     return _playlist_response(user_id, repository.PLAYLIST_OF_WEEK, params, missing, week_start)
+
+
+def _export(fmt: str) -> Callable[[str, str], Any]:
+    def export_playlist(user_id: str, week: str) -> Any:
+        """The listener's playlist of one week (or ``latest``) as a file to download."""
+        principal = bearer_principal()
+        _listener_for(principal, user_id)
+        session = db_session()
+        if week == "latest":
+            playlist = repository.latest_playlist(session, user_id)
+        else:
+            try:
+                day = dt.date.fromisoformat(week)
+            except ValueError:
+                raise BadRequest(f"week {week[:40]!r} is not `latest` or YYYY-MM-DD") from None
+            try:
+                week_start = parse_week(day.isoformat())
+            except ValueError as exc:  # a valid date, but no week starts on it
+                raise NotFound(f"no playlist for {day}: {exc}") from None
+            playlist = repository.playlist_of_week(session, user_id, week_start)
+        if playlist is None:
+            raise NotFound(f"listener {user_id!r} has no playlist for {week[:40]}")
+        return download(playlist_document(playlist), FORMATS[fmt])
+
+    export_playlist.__name__ = f"export_{fmt}"
+    return export_playlist
+
+
+for _fmt in FORMATS:
+    bp.add_url_rule(
+        f"/users/<user_id>/playlists/<week>/{_fmt}", view_func=_export(_fmt), methods=["GET"]
+    )
 
 
 # ----------------------------------------------------------------------------- feedback

@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -21,10 +22,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from recsys.contract import EARLIEST_EVENT, ConfidenceParams
 
 ENV_PREFIX = "CRATEDIGGER_"
-#: A host name a Content-Security-Policy source may name: labels, optionally ``*.`` first.
+#: A host a Content-Security-Policy source may name: labels, optionally ``*.`` first, an
+#: optional port, and ``http://`` or ``https://`` (the default) before it.
 _MEDIA_HOST = re.compile(
-    r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(:[0-9]{1,5})?"
+    r"(https?://)?(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(:[0-9]{1,5})?"
 )
+#: Hosts an OpenID issuer may be served from over plain http: this machine only.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: An OAuth scope token (RFC 6749, section 3.3): printable ASCII but space, quote, backslash.
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 #: A BigQuery table name (letters, digits, underscores), as the settings accept it.
 BQ_TABLE = r"^[A-Za-z0-9_]{1,1024}$"
 
@@ -311,8 +317,37 @@ class Settings(BaseSettings):
     media_hosts: str = Field(
         default="",
         description="Hosts the pages may load the catalog's cover images and audio previews "
-        "from (comma-separated, e.g. coverartarchive.org,*.scdn.co; HTTPS only); a track whose "
-        "image is elsewhere shows a placeholder.",
+        "from (comma-separated, e.g. coverartarchive.org,*.scdn.co; HTTPS unless a host says "
+        "http://); a track whose image is elsewhere shows a placeholder.",
+    )
+    # OpenID Connect sign-in (webapp/auth.py): listeners sign in at the provider; tokens stay
+    # for the API and operators.
+    oidc_issuer: str = Field(
+        default="",
+        description="Issuer URL of the OpenID provider (its /.well-known/openid-configuration "
+        "is read); HTTPS, or http on 127.0.0.1/localhost for development; empty: OpenID "
+        "Connect sign-in is off.",
+    )
+    oidc_client_id: str = Field(
+        default="", max_length=255, description="The app's client id at the provider."
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The app's client secret at the provider."
+    )
+    oidc_user_claim: str = Field(
+        default="sub",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="The claim (ID token, else userinfo) whose value is the listener's "
+        "user_id; the listener must already exist.",
+    )
+    oidc_scopes: str = Field(
+        default="openid profile",
+        description="Scopes asked for (space-separated; must include openid).",
+    )
+    oidc_provider_name: str = Field(
+        default="",
+        max_length=64,
+        description="Name on the sign-in button (Sign in with ...); default: the issuer's host.",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["console", "json"] = "console"
@@ -364,6 +399,36 @@ class Settings(BaseSettings):
                 )
         return ",".join(hosts)
 
+    @field_validator("oidc_issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            return ""
+        parts = urlsplit(value)
+        loopback = parts.hostname in _LOOPBACK_HOSTS
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(
+                f"{value!r} must be an https:// URL (http:// only on 127.0.0.1 or localhost)"
+            )
+        if not parts.hostname or parts.query or parts.fragment or parts.username:
+            raise ValueError(f"{value!r} is not an issuer URL (no query, fragment or user)")
+        try:
+            parts.port  # noqa: B018 (urlsplit checks the port only when asked)
+        except ValueError:
+            raise ValueError(f"{value!r} has an invalid port") from None
+        return value
+
+    @field_validator("oidc_scopes")
+    @classmethod
+    def _openid_scope(cls, value: str) -> str:
+        scopes = value.split()
+        if "openid" not in scopes:
+            raise ValueError(f"{value!r} must include the scope openid")
+        if any(not _SCOPE.fullmatch(scope) for scope in scopes):
+            raise ValueError(f"{value!r} is not a space-separated list of scopes")
+        return " ".join(dict.fromkeys(scopes))
+
     @field_validator("earliest_event_at")
     @classmethod
     def _aware_earliest_event(cls, value: dt.datetime) -> dt.datetime:
@@ -388,6 +453,18 @@ class Settings(BaseSettings):
             )
         if self.spark_master.strip() == "":
             raise ValueError("spark_master must not be empty")
+        if self.oidc_issuer and not self.oidc_client_id.strip():
+            raise ValueError(
+                f"{ENV_PREFIX}OIDC_CLIENT_ID must be set when {ENV_PREFIX}OIDC_ISSUER is "
+                "(the client id the provider gave this app)"
+            )
+        if self.oidc_issuer and not (
+            self.oidc_client_secret and self.oidc_client_secret.get_secret_value()
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}OIDC_CLIENT_SECRET must be set when {ENV_PREFIX}OIDC_ISSUER is "
+                "(the web app is a confidential client)"
+            )
         if self.tune_every_weeks and self.tune_budget_s >= self.task_time_limit:
             raise ValueError(
                 f"tune_budget_s ({self.tune_budget_s:g}) must be below task_time_limit "

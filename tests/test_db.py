@@ -253,3 +253,68 @@ def test_migrations_keep_existing_playlists_visible(database_url: str) -> None:
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM playlist_tracks")).scalar() == 1
     engine.dispose()
+
+
+def test_the_fast_renderer_writes_what_json_would_for_hostile_text(
+    sessions: sessionmaker[Session],
+) -> None:
+    """replace_week_playlists renders each track's fields once per chunk: its JSON must be
+    json.dumps of the playlist's tracks, byte for byte, hostile text and odd scores too."""
+    hostile = ['Say "hi" \\ </script>', "Bj\u00f6rk \u2603 \U0001f3b5", "tab\there\nnew line"]
+    with sessions.begin() as session:
+        repository.upsert_tracks(
+            session,
+            [
+                {
+                    "track_id": "t1",
+                    "title": hostile[0],
+                    "artist_id": "a1",
+                    "duration_ms": 1001,
+                    "released_at": WEEK - dt.timedelta(days=3),
+                    "album": hostile[1],
+                    "image_url": "https://covers.example/1.jpg",
+                }
+            ],
+        )
+        run = _new_run(session)
+        entries = [
+            repository.PlaylistEntry("t1", 0.1234567891, hostile[2]),
+            repository.PlaylistEntry("t2", 1e-9, None),
+            repository.PlaylistEntry("t3", -2.5, hostile[2]),
+            repository.PlaylistEntry("t4", 3, "Because you played \u201cT1\u201d"),
+        ]
+        playlists = [
+            repository.NewPlaylist("u1", entries),
+            repository.NewPlaylist("u2", entries[::-1]),
+        ]
+        written = repository.replace_week_playlists(session, WEEK, "v1", playlists, run)
+        assert written == 8
+        repository.publish_week(session, run)
+    with sessions() as session:
+        catalog = repository._catalog_rows(session, {"t1", "t2", "t3", "t4"})
+        for playlist in playlists:
+            stored = repository.latest_playlist(session, playlist.user_id)
+            assert stored is not None
+            assert stored.tracks_json == repository.render_tracks(playlist.entries, catalog)
+            assert stored.duration_ms == 1001 + 2001 + 3001 + 4001
+            assert stored.new_releases == 1  # t1, released three days before the week
+        rows = session.execute(
+            select(PlaylistTrack.position, PlaylistTrack.track_id, PlaylistTrack.reason)
+            .join(Playlist, Playlist.id == PlaylistTrack.playlist_id)
+            .where(Playlist.user_id == "u2")
+            .order_by(PlaylistTrack.position)
+        ).all()
+        assert [tuple(r) for r in rows] == [
+            (1, "t4", "Because you played \u201cT1\u201d"),
+            (2, "t3", hostile[2]),
+            (3, "t2", None),
+            (4, "t1", hostile[2]),
+        ]
+
+
+def test_a_score_that_is_not_a_number_is_refused(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as session:
+        run = _new_run(session)
+        bad = [repository.NewPlaylist("u1", [repository.PlaylistEntry("t1", float("nan"))])]
+        with pytest.raises(ValueError, match="not a JSON number"):
+            repository.replace_week_playlists(session, WEEK, "v1", bad, run)

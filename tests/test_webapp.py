@@ -403,6 +403,7 @@ def test_sign_out_ends_the_session(client, web_world) -> None:
 
 def test_operator_pages_are_for_operators_only(client, web_world) -> None:
     pages = (
+        "/operator/",
         "/operator/runs",
         "/operator/models",
         "/operator/tuning",
@@ -416,7 +417,7 @@ def test_operator_pages_are_for_operators_only(client, web_world) -> None:
         assert client.get(path).status_code == 404, path
     token = csrf_of(client.get("/users/u1").get_data(as_text=True))
     client.post("/signout", data={"csrf_token": token})
-    assert sign_in(client, web_world.operator).headers["Location"] == "/operator/runs"
+    assert sign_in(client, web_world.operator).headers["Location"] == "/operator/"
     for path in pages:
         assert client.get(path).status_code == 200, path
     # Operators may read any listener's playlist for support, but not rate for them.

@@ -39,7 +39,7 @@ def index() -> Any:
     if principal is None:
         return redirect(url_for("auth.signin"), 303)
     if principal.is_operator:
-        return redirect(url_for("operator.runs"), 303)
+        return redirect(url_for("operator.overview"), 303)
     return redirect(url_for("pages.listener", user_id=principal.user_id), 303)
 
 
@@ -239,7 +239,3 @@ def duration(ms: int) -> str:
 def week_label(week: str | dt.date) -> str:
     return views.week_label(dt.date.fromisoformat(week) if isinstance(week, str) else week)
 
-
-@bp.app_template_filter("length")
-def length(ms: int) -> str:
-    return views.length_text(ms)

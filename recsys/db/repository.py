@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
@@ -95,6 +95,7 @@ def upsert_artists(session: Session, rows: Iterable[Mapping[str, Any]]) -> int:
 
 def upsert_tracks(session: Session, rows: Iterable[Mapping[str, Any]]) -> int:
     """Insert or update tracks (``track_id``, ``title``, ``artist_id``, ``duration_ms``, ...)."""
+    _rendered.clear()
     return _upsert(session, Track, rows, "track_id")
 
 
@@ -141,16 +142,14 @@ def replace_week_playlists(
             )
         )
         session.execute(delete(Playlist).where(mine))
-    catalog = _catalog_rows(
-        session, {entry.track_id for playlist in playlists for entry in playlist.entries}
+    rendered = _rendered_catalog(
+        session,
+        weekly_run_id,
+        week_start,
+        {entry.track_id for playlist in playlists for entry in playlist.entries},
     )
-    fragments = {track_id: _fragment(track_id, fields) for track_id, fields in catalog.items()}
+    fragments, durations, new = rendered.fragments, rendered.durations, rendered.new
     reasons: dict[Any, str] = {}
-    durations = {track_id: fields["duration_ms"] for track_id, fields in catalog.items()}
-    new = {
-        track_id: is_new_release(fields["released_at"], week_start)
-        for track_id, fields in catalog.items()
-    }
     now = dt.datetime.now(dt.UTC)
     header_rows = [
         {
@@ -180,6 +179,42 @@ def replace_week_playlists(
         for user_id in user_ids:
             changes.announce(session, changes.USER, user_id)
     return len(track_rows)
+
+
+@dataclass
+class _RenderedCatalog:
+    """Tracks of one weekly run as its playlists show them: each track's JSON
+    :func:`_fragment`, length and whether it is a new release that week."""
+
+    key: tuple[str, int]
+    fragments: dict[str, str] = field(default_factory=dict)
+    durations: dict[str, int] = field(default_factory=dict)
+    new: dict[str, bool] = field(default_factory=dict)
+
+
+#: The catalog a weekly run's chunks share, rendered once per process and run: the run
+#: loads the catalog before it generates, and its chunks mostly hold the same tracks.
+#: Forgotten when this process upserts tracks; bounded by :data:`RENDERED_TRACKS`.
+_rendered: list[_RenderedCatalog] = []
+RENDERED_TRACKS = 500_000
+
+
+def _rendered_catalog(
+    session: Session, run_id: int, week_start: dt.date, track_ids: set[str]
+) -> _RenderedCatalog:
+    key = (session.get_bind().url.render_as_string(hide_password=True), run_id)
+    if not _rendered or _rendered[0].key != key:
+        _rendered[:] = [_RenderedCatalog(key)]
+    rendered = _rendered[0]
+    wanted = track_ids - rendered.fragments.keys()
+    if len(rendered.fragments) + len(wanted) > RENDERED_TRACKS:
+        rendered = _RenderedCatalog(key)  # this chunk only: the bound holds
+        wanted = track_ids
+    for track_id, fields in _catalog_rows(session, wanted).items():
+        rendered.fragments[track_id] = _fragment(track_id, fields)
+        rendered.durations[track_id] = fields["duration_ms"]
+        rendered.new[track_id] = is_new_release(fields["released_at"], week_start)
+    return rendered
 
 
 def _is_postgresql(session: Session) -> bool:
@@ -251,6 +286,8 @@ def _catalog_rows(session: Session, track_ids: set[str]) -> dict[str, dict[str, 
     optional fields), in one statement on PostgreSQL, in batches elsewhere."""
     rows: dict[str, dict[str, Any]] = {}
     shown = [getattr(Track, name) for name in SHOWN_FIELDS]
+    keys = ("title", "artist_id", "artist", "duration_ms", *SHOWN_FIELDS)
+    released = keys.index("released_at")
     for ids in _id_groups(session, sorted(track_ids)):
         statement = (
             select(Track.track_id, Track.title, Track.artist_id, Artist.name, Track.duration_ms)
@@ -258,17 +295,11 @@ def _catalog_rows(session: Session, track_ids: set[str]) -> dict[str, dict[str, 
             .join(Artist, Artist.artist_id == Track.artist_id)
             .where(_among(Track.track_id, ids))
         )
-        for track_id, title, artist_id, artist, duration, *extra in session.execute(statement):
-            fields = dict(zip(SHOWN_FIELDS, extra, strict=True))
-            if fields["released_at"] is not None:
-                fields["released_at"] = fields["released_at"].isoformat()
-            rows[track_id] = {
-                "title": title,
-                "artist_id": artist_id,
-                "artist": artist,
-                "duration_ms": int(duration),
-                **fields,
-            }
+        for row in session.execute(statement):
+            values = list(row[1:])
+            if values[released] is not None:
+                values[released] = values[released].isoformat()
+            rows[row[0]] = dict(zip(keys, values, strict=True))
     missing = track_ids - rows.keys()
     if missing:
         example = min(missing)

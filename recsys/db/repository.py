@@ -202,7 +202,7 @@ RENDERED_TRACKS = 500_000
 def _rendered_catalog(
     session: Session, run_id: int, week_start: dt.date, track_ids: set[str]
 ) -> _RenderedCatalog:
-    key = (session.get_bind().url.render_as_string(hide_password=True), run_id)
+    key = (session.connection().engine.url.render_as_string(hide_password=True), run_id)
     if not _rendered or _rendered[0].key != key:
         _rendered[:] = [_RenderedCatalog(key)]
     rendered = _rendered[0]

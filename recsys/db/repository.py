@@ -364,8 +364,9 @@ def _bulk_insert(
     session: Session, model: type[Base], columns: Sequence[str], rows: list[tuple[Any, ...]]
 ) -> None:
     """Insert many rows (tuples of ``columns``): PostgreSQL's COPY (several times faster
-    than multi-row INSERTs for a chunk's 25,000 playlist tracks), batched INSERTs elsewhere.
-    Same transaction either way."""
+    than multi-row INSERTs for a chunk's 25,000 playlist tracks), SQLite's executemany.
+    Same transaction either way. On SQLite the values go to the driver as they are: numbers,
+    text and None only (no dates: the sqlite3 module's date adapters are deprecated)."""
     if not rows:
         return
     if _is_postgresql(session):
@@ -376,6 +377,15 @@ def _bulk_insert(
         with raw.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        # The driver's own executemany: SQLAlchemy's per-row parameter handling costs more
+        # than SQLite's insert.
+        table = model.__table__.name  # type: ignore[attr-defined]
+        marks = ", ".join("?" * len(columns))
+        raw = session.connection().connection.driver_connection
+        assert raw is not None
+        raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
         return
     for batch in _batches(rows):
         session.execute(insert(model), [dict(zip(columns, row, strict=True)) for row in batch])

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo demo-serve test lint typecheck unit clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed")'
@@ -14,9 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-## Simulate a small world, run this week's playlists and serve the pages on :5000.
+## Simulate a small world, run this week's playlists and serve the pages on :5000, all in
+## the demo's own state directory ($CRATEDIGGER_DATA_DIR/demo, by default
+## ~/.local/share/cratedigger/demo), never the data directory or database of real runs.
 demo: $(STAMP)
 	$(BIN)/cratedigger demo
+
+## Serve the last demo's pages again without running it again.
+demo-serve: $(STAMP)
+	$(BIN)/cratedigger demo --serve-only
 
 ## Lint, type-check and run every test (server-backed tests skip unless the server runs;
 ## CRATEDIGGER_REQUIRE_SERVICES=1 turns those skips into failures, as in CI).

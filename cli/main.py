@@ -21,7 +21,9 @@ from cli.options import (
     WEEK_HELP,
     command_settings,
     friendly_errors,
+    output,
     port_option,
+    prepare_database,
     progress,
     source_option,
     week_option,
@@ -40,13 +42,27 @@ log = logging.getLogger("cratedigger")
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="cratedigger")
-def cli() -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log what happens: -v at INFO, -vv at DEBUG (default: warnings and errors only, "
+    "or CRATEDIGGER_LOG_LEVEL when it is set).",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars on standard error (default: when it is a terminal).",
+)
+def cli(verbose: int, progress: bool | None) -> None:
     """Weekly discovery playlists: aggregate events, train ALS, build 50-track playlists.
 
     Every option of the service comes from CRATEDIGGER_* environment variables
     (see the README); CRATEDIGGER_DATA_DIR and CRATEDIGGER_DATABASE_URL point every
     command at the same state.
     """
+    output.verbosity = verbose
+    output.progress = progress
 
 
 @cli.command()
@@ -97,7 +113,7 @@ def simulate(
         end=end_at,
         weeks=weeks,
         corrupt_fraction=corrupt_fraction,
-        progress=True,
+        progress=output.show_progress,
     )
     click.echo(
         f"wrote {summary.plays:,} plays and {summary.thumbs:,} thumbs of {summary.users:,} "
@@ -118,9 +134,12 @@ def aggregate(data_dir: str, week: dt.date) -> None:
     from jobs.db import sessions
     from jobs.week import Storage, load_catalog
     from jobs.weekly import aggregate as aggregate_week
+    from jobs.weekly import check_source
 
-    settings = command_settings(database=True)
-    summary = aggregate_week(settings, data_dir, week)
+    settings = command_settings()
+    check_source(data_dir)  # before Spark starts or the database is touched
+    prepare_database(settings)
+    summary = aggregate_week(settings, data_dir, week, progress=_progress_factory())
     load_catalog(sessions(settings), Storage.of(settings).paths(week, summary["aggregation"]))
     click.echo(
         f"{summary['interactions']:,} interactions of {summary['users']:,} listeners; "
@@ -164,7 +183,7 @@ def train(week: dt.date) -> None:
         resolved,
         sessions(settings),
         settings.models_dir,
-        show_progress=True,
+        show_progress=output.show_progress,
     )
     click.echo(
         f"model {model.metadata['version']} (blend {model.metadata.get('blend', 'none')}) "
@@ -187,7 +206,9 @@ def generate(week: dt.date, no_gate: bool) -> None:
 
     settings = command_settings(database=True)
     try:
-        report = generate_and_publish(settings, week, gate=not no_gate, progress=progress)
+        report = generate_and_publish(
+            settings, week, gate=not no_gate, progress=_progress_factory()
+        )
     except GateRejected as exc:
         raise click.ClickException(f"{exc}; nothing was published") from None
     catalog = report.catalog
@@ -224,16 +245,18 @@ def run_week_command(data_dir: str | None, week: dt.date, via_celery: bool) -> N
     """
     from jobs.db import SchemaOutdated
     from jobs.errors import describe_error
-    from jobs.weekly import GateRejected, run_in_process
+    from jobs.weekly import GateRejected, check_source, run_in_process
     from recsys.db.repository import RunAlreadyActive
 
-    settings = command_settings(database=True)
+    settings = command_settings()
     source = data_dir or settings.events_source
+    check_source(source)  # before Spark starts, a run is recorded or anything is written
+    prepare_database(settings)
     if via_celery:
         _run_via_celery(settings, source, week)
         return
     try:
-        report = run_in_process(settings, source, week, progress=progress)
+        report = run_in_process(settings, source, week, progress=_progress_factory())
     except GateRejected as exc:
         raise click.ClickException(f"{exc}; nothing was published") from None
     except (KeyboardInterrupt, click.ClickException, RunAlreadyActive, SchemaOutdated):
@@ -245,7 +268,12 @@ def run_week_command(data_dir: str | None, week: dt.date, via_celery: bool) -> N
             f"the weekly run failed: {describe_error(exc)}; nothing was published "
             "(`cratedigger status` shows the run)"
         ) from None
-    _print_report(report)
+    click.echo("\n".join(summary_lines(report, settings)))
+
+
+def _progress_factory() -> Any:
+    """The weekly run's progress factory when bars are shown, else None (no bars)."""
+    return progress if output.show_progress else None
 
 
 def _run_via_celery(settings: Settings, source: str, week: dt.date) -> None:
@@ -254,6 +282,7 @@ def _run_via_celery(settings: Settings, source: str, week: dt.date) -> None:
     from jobs.celery import app
     from jobs.db import sessions
     from jobs.tasks import start_weekly_run
+    from jobs.weekly import plan_chunks
     from recsys.db import repository
 
     result = start_weekly_run.apply_async(
@@ -266,53 +295,108 @@ def _run_via_celery(settings: Settings, source: str, week: dt.date) -> None:
         raise click.ClickException(outcome.get("reason", "the run did not start"))
     run_id = int(outcome["run_id"])
     click.echo(f"run #{run_id} started")
+    steps_bar = progress(len(RUN_STEPS), f"run #{run_id}", unit="step")
+    chunks_bar = None
     while True:
         with sessions(settings)() as session:
             run = repository.get_weekly_run(session, run_id)
             assert run is not None
             status, error = run.status, run.error
+            finished = {s.step for s in run.steps if s.status == "succeeded" and s.chunk < 0}
             done = sum(1 for s in run.steps if s.step == "generate" and s.status == "succeeded")
+        if status == "succeeded":
+            # Only publishing ends a run so; a duplicate publish task may have left that
+            # step's row running or failed after the first one published.
+            finished |= set(RUN_STEPS)
+        current = next((step for step in RUN_STEPS if step not in finished), "")
+        steps_bar.set_postfix_str(current, refresh=False)
+        steps_bar.update(len(finished & set(RUN_STEPS)) - steps_bar.n)
+        if chunks_bar is None and "gate" in finished and output.show_progress:
+            chunks_bar = progress(plan_chunks(settings, run_id), "generate chunks")
+        if chunks_bar is not None:
+            chunks_bar.update(done - chunks_bar.n)
         if status not in repository.ACTIVE:
             break
         time.sleep(1.0)
+    for bar in (chunks_bar, steps_bar):
+        if bar is not None:
+            bar.close()
     click.echo(f"run #{run_id} {status}; {done} generate chunks done")
     if status != "succeeded":
         raise click.ClickException(f"run #{run_id} {status}: {error}")
 
 
-def _print_report(report: Any) -> None:
-    click.echo(
-        f"week {report.week_start}: run #{report.run_id} {report.status}, "
-        f"model {report.model_version}"
-    )
-    if report.tuning:
-        searched = f"{report.tuning['trials']} trials, " if report.tuning.get("searched") else ""
-        click.echo(f"  tune: {searched}{report.tuning.get('reason')}")
-    if report.gate:
-        model = report.gate.get("model", {})
-        popular = report.gate.get("popular", {})
-        click.echo(
-            f"  gate: {report.gate.get('reason')} (holdout model {model}, popularity {popular})"
-        )
-    click.echo(
-        f"  {report.playlists:,} playlists, {report.playlist_tracks:,} tracks "
-        f"({report.short_playlists:,} shorter than the playlist length)"
-    )
+#: The weekly run's steps but the chunks, in order (a Celery run's progress).
+RUN_STEPS = ("aggregate", "tune", "train", "gate", "publish")
+
+
+def summary_lines(report: Any, settings: Settings) -> list[str]:
+    """What a weekly run did, on one screen: the outcome, each stage's counts and seconds,
+    and where its state is (data directory, database, report, quarantine)."""
     agg = report.aggregation
-    click.echo(
-        f"  events read {agg['events_read']}, duplicates dropped "
-        f"{agg['duplicates_dropped']}, quarantined {agg['quarantined_total']:,}"
-    )
+    stages = report.stages
+    events = ", ".join(f"{n:,} {kind}" for kind, n in sorted(agg["events_read"].items()))
+    dropped = sum(agg["duplicates_dropped"].values())
+
+    def took(stage: str) -> str:
+        return f"{stages[stage]:6.1f} s" if stage in stages else "     - "
+
+    indent = " " * 20
+    lines = [
+        f"week {report.week_start}: run #{report.run_id} {report.status}, "
+        f"model {report.model_version}",
+        f"  aggregate {took('aggregate')}  read {events}; {dropped:,} duplicates dropped, "
+        f"{agg['quarantined_total']:,} rows quarantined",
+        f"{indent}{agg['interactions']:,} (listener, track) pairs of {agg['users']:,} listeners",
+    ]
     for kind, reasons in sorted(agg["quarantined"].items()):
-        click.echo(f"    {kind}: " + ", ".join(f"{r}={n}" for r, n in sorted(reasons.items())))
+        counts = ", ".join(f"{r}={n}" for r, n in sorted(reasons.items()))
+        lines.append(f"{indent}quarantined {kind}: {counts}")
+    tuning = report.tuning or {}
+    searched = f"{tuning['trials']} trials, " if tuning.get("searched") else ""
+    lines.append(f"  tune      {took('tune')}  {searched}{tuning.get('reason', '-')}")
+    lines.append(f"  train     {took('train')}  model {report.model_version}")
+    if report.gate:
+        lines.append(f"  gate      {took('gate')}  {report.gate.get('reason')}")
+        for name in ("model", "popular"):
+            metrics = report.gate.get(name) or {}
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+            if shown:
+                lines.append(
+                    f"{indent}holdout {'popularity' if name == 'popular' else name}: {shown}"
+                )
+    lines.append(
+        f"  generate  {took('generate')}  {report.listeners:,} listeners: "
+        f"{report.playlist_tracks:,} tracks, {report.short_playlists:,} playlists shorter "
+        f"than {settings.playlist_length}"
+    )
+    lines.append(
+        f"{indent}{report.cold_tracks:,} cold-start tracks, {report.popular_playlists:,} "
+        "popular playlists for listeners without history"
+    )
+    lines.append(f"  publish   {took('publish')}  {report.playlists:,} playlists visible")
     if report.export:
         exported = report.export.get("rows")
-        click.echo(
+        lines.append(
             f"  exported {exported:,} playlist rows to BigQuery"
             if exported is not None
             else f"  not exported to BigQuery: {report.export.get('error')}"
         )
-    click.echo("  stage seconds: " + ", ".join(f"{k}={v:.1f}" for k, v in report.stages.items()))
+    lines += [
+        f"  total     {sum(stages.values()):6.1f} s",
+        f"data dir:  {settings.data_dir}",
+        f"database:  {_masked(settings.database_url)}",
+        f"report:    {settings.runs_dir / f'run-{report.run_id}.json'}",
+        f"quarantine: {settings.quarantine_dir / f'week={report.week_start}'}",
+        "status:    cratedigger status",
+    ]
+    return lines
+
+
+def _masked(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @cli.command()
@@ -330,46 +414,123 @@ def serve(host: str, port: int, dev: bool) -> None:
     the README)."""
     from webapp import create_app
 
-    command_settings(database=True)
-    create_app(dev=dev).run(host=host, port=port)
+    settings = command_settings(database=True)
+    app = create_app(settings=settings, dev=dev)
+    click.echo(f"serving http://{host}:{port}/ (database {_masked(settings.database_url)})")
+    app.run(host=host, port=port)
+
+
+#: The file that marks a folder as the demo's own state (the demo may empty it).
+DEMO_MARK = ".cratedigger-demo"
+
+
+def demo_settings(state_dir: Path) -> Settings:
+    """The demo's settings: the environment's, with its own data directory and SQLite
+    database, never the configured ones."""
+    from recsys.settings import load_settings
+
+    return load_settings(
+        data_dir=state_dir, database_url=f"sqlite:///{state_dir / 'cratedigger.db'}"
+    )
+
+
+def _fresh_demo_state(state_dir: Path) -> None:
+    """Empty the demo's folder, refusing one that holds anything but an earlier demo."""
+    import shutil
+
+    if state_dir.exists() and any(state_dir.iterdir()):
+        if not (state_dir / DEMO_MARK).is_file():
+            raise click.ClickException(
+                f"{state_dir} is not empty and is not a demo's state: give another --state-dir"
+            )
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / DEMO_MARK).write_text("made by `cratedigger demo`; emptied by the next one\n")
 
 
 @cli.command()
 @click.option("--users", type=click.IntRange(10, 100_000), default=500, show_default=True)
 @click.option("--tracks", type=click.IntRange(200, 1_000_000), default=5000, show_default=True)
 @port_option
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The demo's own data directory and SQLite database, emptied first "
+    "[default: $CRATEDIGGER_DATA_DIR/demo].",
+)
 @click.option("--no-serve", is_flag=True, help="Stop after the weekly run.")
+@click.option(
+    "--serve-only", is_flag=True, help="Serve the state of the last demo without running again."
+)
 @friendly_errors
-def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
-    """Simulate a small world, run this week, and serve the pages."""
-    import shutil
-
+def demo(
+    users: int, tracks: int, port: int, state_dir: Path | None, no_serve: bool, serve_only: bool
+) -> None:
+    """Simulate a small world, run this week, and serve the pages, all in a state
+    directory of its own (never CRATEDIGGER_DATA_DIR's aggregates or database)."""
     from jobs.weekly import run_in_process
     from lab.simulate import simulate_world
+    from migrations import upgrade
+
+    if no_serve and serve_only:
+        raise click.UsageError("give at most one of --no-serve and --serve-only")
+    configured = command_settings()
+    state_dir = (state_dir or configured.data_dir / "demo").absolute()
+    settings = demo_settings(state_dir)
+    if serve_only:
+        if not (state_dir / DEMO_MARK).is_file():
+            raise click.ClickException(f"no demo in {state_dir}: run `cratedigger demo` first")
+        upgrade(settings.database_url)
+    else:
+        _fresh_demo_state(state_dir)
+        upgrade(settings.database_url)
+        week = week_start_of(dt.datetime.now(dt.UTC))
+        world = state_dir / "world"
+        click.echo(
+            f"demo state in {state_dir}: its own data directory and SQLite database (the "
+            f"aggregates, models and database of real runs, in {configured.data_dir} and "
+            f"{_masked(configured.database_url)}, are not touched)"
+        )
+        click.echo(f"simulating {users} listeners and {tracks} tracks into {world}")
+        simulate_world(
+            world,
+            users=users,
+            tracks=tracks,
+            seed=7,
+            end=dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC),
+            progress=output.show_progress,
+        )
+        # A demo world is small and popularity-heavy; the gate still measures and reports
+        # the model against popularity, but the demo publishes so that there is something
+        # to see. A demo week shows every step, the parameter search too, in a minute or two.
+        relaxed = {"gate_min_vs_popular": 0.0, "gate_min_vs_previous": 0.0, "tune_trials": 8}
+        settings = settings.model_copy(update=relaxed | {"tune_budget_s": 60.0})
+        report = run_in_process(settings, world, week, trigger="demo", progress=_progress_factory())
+        click.echo("\n".join(summary_lines(report, settings)))
+    click.echo("\n".join(_demo_signin(settings, port)))
+    if no_serve:
+        click.echo(
+            f"\nnext: `cratedigger demo --serve-only --state-dir {state_dir} --port {port}` "
+            "serves these pages (a throwaway secret key: sign-ins end when it stops), or "
+            f"`CRATEDIGGER_DATA_DIR={state_dir} cratedigger serve --dev --port {port}`"
+        )
+        return
+    from webapp import create_app
+
+    click.echo(f"\nserving {_base_url(port)}/ until Ctrl-C")
+    create_app(settings=settings, dev=True).run(host="127.0.0.1", port=port)
+
+
+def _base_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def _demo_signin(settings: Settings, port: int) -> list[str]:
+    """Tokens for the demo's first listener and an operator, and where to use them."""
     from recsys.db import repository
     from recsys.db.engine import make_engine, make_session_factory
 
-    settings = command_settings(database=True)
-    week = week_start_of(dt.datetime.now(dt.UTC))
-    world = settings.data_dir / "demo-world"
-    if world.exists():
-        shutil.rmtree(world)
-    click.echo(f"simulating {users} listeners and {tracks} tracks into {world}")
-    simulate_world(
-        world,
-        users=users,
-        tracks=tracks,
-        seed=7,
-        end=dt.datetime.combine(week, dt.time(), tzinfo=dt.UTC),
-        progress=True,
-    )
-    # A demo world is small and popularity-heavy; the gate still measures and reports the
-    # model against popularity, but the demo publishes so that there is something to see.
-    # A demo week shows every step, the parameter search too, in a minute or two.
-    demo = {"gate_min_vs_popular": 0.0, "gate_min_vs_previous": 0.0, "tune_trials": 8}
-    settings = settings.model_copy(update=demo | {"tune_budget_s": 60.0})
-    report = run_in_process(settings, world, week, trigger="demo", progress=progress)
-    _print_report(report)
     engine = make_engine(settings.database_url)
     with make_session_factory(engine).begin() as session:
         listeners = repository.list_listeners(session, limit=1)
@@ -377,22 +538,18 @@ def demo(users: int, tracks: int, port: int, no_serve: bool) -> None:
         _, listener_token = create_token(session, user_id=first, label="demo")
         _, operator_token = create_token(session, operator=True, label="demo")
     engine.dispose()
-    base = f"http://127.0.0.1:{port}"
-    click.echo(f"\nstate in {settings.data_dir}, database {settings.database_url}")
-    click.echo(f"sign in at        {base}/signin")
-    click.echo(f"  as listener {first}: {listener_token}")
-    click.echo(f"  as an operator:  {operator_token}")
-    click.echo(f"their playlist:   {base}/users/{first}")
-    click.echo(f"weekly runs:      {base}/operator/runs")
-    click.echo(f"API docs:         {base}/api/v1/docs")
-    click.echo(
+    base = _base_url(port)
+    return [
+        "",
+        f"sign in at        {base}/signin",
+        f"  as listener {first}: {listener_token}",
+        f"  as an operator:  {operator_token}",
+        f"their playlist:   {base}/users/{first}",
+        f"weekly runs:      {base}/operator/runs",
+        f"API docs:         {base}/api/v1/docs",
         f'the JSON:         curl -H "Authorization: Bearer {listener_token}" '
-        f"{base}/api/v1/users/{first}/playlists/latest"
-    )
-    if not no_serve:
-        from webapp import create_app
-
-        create_app(dev=True).run(host="127.0.0.1", port=port)
+        f"{base}/api/v1/users/{first}/playlists/latest",
+    ]
 
 
 @cli.command()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,31 +39,71 @@ def owns_database(settings: Settings) -> bool:
     return url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()
 
 
+@dataclass
+class Output:
+    """What the group's options ask of every command's output: ``verbosity`` (``-v``
+    once: INFO, twice: DEBUG; none: warnings and errors only) and ``progress`` (bars on
+    standard error: True, False, or None for "when it is a terminal")."""
+
+    verbosity: int = 0
+    progress: bool | None = None
+
+    def log_level(self, settings: Settings) -> str:
+        """``-v`` wins; then ``CRATEDIGGER_LOG_LEVEL`` when it is set; else WARNING: the
+        command's own output says what it did."""
+        if self.verbosity:
+            return "DEBUG" if self.verbosity > 1 else "INFO"
+        if "log_level" in settings.model_fields_set:
+            return settings.log_level
+        return "WARNING"
+
+    @property
+    def show_progress(self) -> bool:
+        return sys.stderr.isatty() if self.progress is None else self.progress
+
+
+#: Set by the ``cratedigger`` group from its options, once per invocation.
+output = Output()
+
+
 def command_settings(*, database: bool = False) -> Settings:
-    """Load the settings and set up logging. ``database``: the command uses the database, so
-    bring a database the CLI owns to the schema revision and refuse any other that is not
-    there (:class:`jobs.db.SchemaOutdated`)."""
+    """Load the settings and set up logging. ``database``: the command uses the database
+    (:func:`prepare_database`)."""
     from recsys.logs import configure_logging
 
     try:
         settings = load_settings()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(output.log_level(settings), settings.log_format)
     if database:
-        if owns_database(settings):
-            from migrations import upgrade
-
-            upgrade(settings.database_url)
-        else:
-            from jobs.db import require_schema
-
-            require_schema(settings)
+        prepare_database(settings)
     return settings
 
 
+def prepare_database(settings: Settings) -> None:
+    """Bring a database the CLI owns to the schema revision and refuse any other that is
+    not there (:class:`jobs.db.SchemaOutdated`)."""
+    if owns_database(settings):
+        from migrations import upgrade
+
+        upgrade(settings.database_url)
+    else:
+        from jobs.db import require_schema
+
+        require_schema(settings)
+
+
+class DataError(click.ClickException):
+    """The input data cannot be used as given (a data directory without events...): one
+    line, exit status 2, like a usage error."""
+
+    exit_code = 2
+
+
 def friendly_errors(command: F) -> F:
-    """Turn input, configuration and schema errors into a one-line message and exit status 1."""
+    """Turn input, configuration and schema errors into a one-line message: exit status 2
+    for unusable input data (:class:`jobs.aggregate.InputError`), 1 for the others."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -71,9 +113,10 @@ def friendly_errors(command: F) -> F:
 
         try:
             return command(*args, **kwargs)
+        except InputError as exc:
+            raise DataError(str(exc)) from None
         except (
             ConfigError,
-            InputError,
             ValueError,
             FileNotFoundError,
             RunAlreadyActive,
@@ -142,5 +185,13 @@ port_option = click.option("--port", type=click.IntRange(1, 65535), default=5000
 
 
 def progress(total: int, name: str, unit: str = "chunk") -> tqdm:
-    """A progress bar on the terminal (the weekly run's progress factory)."""
-    return tqdm(total=total, desc=name, unit=unit, dynamic_ncols=True)
+    """A progress bar on standard error (the weekly run's progress factory): drawn when it
+    is a terminal or with ``--progress``, else a bar that prints nothing."""
+    return tqdm(
+        total=total,
+        desc=name,
+        unit=unit,
+        dynamic_ncols=True,
+        disable=not output.show_progress,
+        file=sys.stderr,
+    )

@@ -20,6 +20,7 @@ from cli.options import (
     command_settings,
     data_option,
     friendly_errors,
+    prepare_database,
     progress,
     week_option,
 )
@@ -73,6 +74,18 @@ def _split_options(command: F) -> F:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _settings(options: dict[str, Any]) -> Settings:
+    """The settings; with ``--data``, its layout checked (before Spark starts or the
+    database is touched), then the database the aggregation writes to prepared."""
+    settings = command_settings()
+    if options["data_dir"] is not None:
+        from jobs.weekly import check_source
+
+        check_source(options["data_dir"])
+        prepare_database(settings)
+    return settings
 
 
 def _split(
@@ -145,7 +158,7 @@ def evaluate(week: dt.date, json_out: Path | None, **split_options: Any) -> None
     """
     from jobs.quality import evaluate_week
 
-    settings = command_settings(database=split_options["data_dir"] is not None)
+    settings = _settings(split_options)
     with progress(5, "evaluate", unit="step") as bar:
         split = _split(settings, week, bar, split_options, validation=False)
 
@@ -205,7 +218,7 @@ def tune(
     """
     from jobs.quality import tune_week
 
-    settings = command_settings(database=split_options["data_dir"] is not None)
+    settings = _settings(split_options)
     with progress(trials + 3, "tune", unit="step") as bar:
         split = _split(settings, week, bar, split_options, validation=True)
         bar.set_postfix_str("search")

@@ -66,6 +66,7 @@ from recsys.contract import (
     ConfidenceParams,
     Rule,
     TableSpec,
+    text_format_of,
 )
 from recsys.contract import QuarantineReason as R
 from recsys.settings import ENV_PREFIX, ConfigError, Settings, load_settings
@@ -660,7 +661,11 @@ def _integer(name: str, sql_type: str) -> Column:
 
 def _parsed(field: pa.Field) -> Column | None:
     """The text column ``field`` as its contract type, null where it is not a value of it;
-    None for text and list columns, which are kept as read."""
+    None for text and list columns, which are kept as read, except text of a format
+    (:data:`recsys.contract.TEXT_FORMATS`): normalised, and null where it is not of it."""
+    if (text_format := text_format_of(field)) is not None:
+        value = F.expr(text_format.sql(field.name))
+        return F.when(value.rlike(f"^(?:{text_format.pattern})$"), value)
     if pa.types.is_string(field.type) or pa.types.is_list(field.type):
         return None
     sql_type = from_arrow_type(field.type).simpleString().upper()

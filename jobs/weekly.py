@@ -43,7 +43,7 @@ from jobs.bigquery import BigQueryConfig
 from jobs.db import require_schema, sessions
 from jobs.errors import describe_error
 from jobs.generation import build_playlists
-from jobs.sources import DirectorySource, open_source, staged
+from jobs.sources import DirectorySource, is_bigquery, open_source, staged
 from jobs.training import ResolvedParams, cached_model, train_week
 from jobs.week import LEGACY_AGGREGATION, PlaylistPolicy, Storage, Week, load_catalog, open_week
 from recsys.contract import week_cutoff
@@ -172,7 +172,9 @@ def _step(
     run does nothing. The run's lease is renewed while the step runs."""
     db = sessions(settings)
     with db.begin() as session:
-        run = repository.get_weekly_run(session, run_id)
+        # Locked: two publish tasks (two chunks that saw every chunk done) must not both
+        # start the step; the second waits for the first, then finds the run ended.
+        run = repository.get_weekly_run(session, run_id, lock=True)
         if run is None:
             raise ValueError(f"no weekly run #{run_id}")
         if run.status == "cancelling":
@@ -198,6 +200,8 @@ def _step(
     with lease.holding(db, run_id, owner, settings.run_heartbeat_seconds):
         try:
             yield context, outcome
+        except RunNotActive:
+            raise  # the run ended meanwhile (another task published it): nothing failed here
         except Exception as exc:
             _record_failure(db, run_id, name, chunk, exc)
             raise
@@ -225,7 +229,12 @@ def _record_failure(db: Any, run_id: int, name: str, chunk: int, exc: BaseExcept
 
 
 def aggregate(
-    settings: Settings, data_dir: str | Path, week_start: dt.date, aggregation: str | None = None
+    settings: Settings,
+    data_dir: str | Path,
+    week_start: dt.date,
+    aggregation: str | None = None,
+    *,
+    progress: ProgressFactory | None = None,
 ) -> dict[str, Any]:
     """Run the Spark aggregation of the source ``data_dir`` (a data directory, or a
     ``bigquery://`` dataset staged first: :mod:`jobs.sources`) for the week on
@@ -234,17 +243,17 @@ def aggregate(
 
     Without ``aggregation`` (the ``aggregate``, ``evaluate`` and ``tune`` commands), into
     a new ``cli-<time>`` folder, which then replaces the week's earlier ``cli-`` ones; the
-    folders of weekly runs are left alone.
+    folders of weekly runs are left alone. ``progress``: a bar of Spark's tasks, from it.
     """
     import shutil
+    from contextlib import nullcontext
 
     from jobs.aggregate import AggregationParams, check_layout, run_aggregation
     from jobs.feedback import export_feedback
-    from jobs.spark import get_spark
+    from jobs.spark import spark_session, task_progress
 
+    check_source(data_dir)  # before Spark starts and anything is written
     source = open_source(data_dir, BigQueryConfig.of(settings))
-    if isinstance(source, DirectorySource):  # before Spark starts and anything is written
-        check_layout(source.path.absolute())
     manual = aggregation is None
     if aggregation is None:
         aggregation = f"cli-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S%fZ}"
@@ -254,7 +263,6 @@ def aggregate(
         if folder.exists():  # a retried step starts again from nothing
             shutil.rmtree(folder)
     paths.root.mkdir(parents=True, exist_ok=True)
-    spark = get_spark(settings.spark_master, shuffle_partitions=settings.spark_shuffle_partitions)
     params = AggregationParams.from_settings(settings, week_cutoff(week_start))
     feedback, thumbs = export_feedback(
         sessions(settings), storage.feedback(week_start, aggregation), week_start
@@ -263,10 +271,23 @@ def aggregate(
     staging_root = settings.data_dir / "staging" / f"week={week_start}"
     shutil.rmtree(staging_root, ignore_errors=True)
     staging = staging_root / aggregation
-    with staged(source, week_cutoff(week_start), staging) as directory:
+    # The session (and its JVM, ~2 GB) ends with the aggregation unless it was running
+    # before (a test's): nothing after this step needs Spark.
+    spark = spark_session(
+        settings.spark_master,
+        shuffle_partitions=settings.spark_shuffle_partitions,
+        local_dir=spark_local_dir(settings),
+    )
+    with staged(source, week_cutoff(week_start), staging) as directory, spark as session:
         if not isinstance(source, DirectorySource):
             check_layout(directory)
-        summary = run_aggregation(spark, directory, paths, params, extra_thumbs=feedback)
+        shown = (
+            task_progress(session, progress(0, "aggregate (Spark tasks)"))
+            if progress is not None
+            else nullcontext()
+        )
+        with shown:
+            summary = run_aggregation(session, directory, paths, params, extra_thumbs=feedback)
     if manual:
         storage.remove(week_start, {aggregation}, prefix="cli-")
     return asdict(summary) | {
@@ -276,7 +297,30 @@ def aggregate(
     }
 
 
-def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
+def check_source(data_dir: str | Path) -> None:
+    """Refuse, in one line and before Spark starts or anything is written, a data directory
+    that cannot hold a week (:func:`jobs.aggregate.check_layout`: no catalog, no events
+    folder or no file of plays in it). A ``bigquery://`` source is checked once staged.
+
+    Raises
+    ------
+    jobs.aggregate.InputError
+    """
+    if is_bigquery(data_dir):
+        return
+    from jobs.aggregate import check_layout
+
+    check_layout(Path(data_dir).absolute())
+
+
+def spark_local_dir(settings: Settings) -> Path:
+    """Where the in-process Spark keeps its scratch files: ``DATA_DIR/tmp/spark``."""
+    return settings.data_dir / "tmp" / "spark"
+
+
+def step_aggregate(
+    settings: Settings, run_id: int, *, progress: ProgressFactory | None = None
+) -> dict[str, Any]:
     """Spark aggregation of the run's data directory into the run's own aggregation
     folder, then the catalog into the database."""
     aggregation = f"run-{run_id}"
@@ -285,7 +329,9 @@ def step_aggregate(settings: Settings, run_id: int) -> dict[str, Any]:
             run = repository.get_weekly_run(session, run_id)
             assert run is not None
             run.aggregation = aggregation
-        summary = aggregate(settings, step.data_dir, step.week_start, aggregation)
+        summary = aggregate(
+            settings, step.data_dir, step.week_start, aggregation, progress=progress
+        )
         catalog = load_catalog(step.db, step.storage.paths(step.week_start, aggregation))
         outcome.counts = {
             "events_read": summary["events_read"],
@@ -697,11 +743,12 @@ def run_in_process(
     The run is held by this process (:mod:`jobs.lease`): if the process dies, the next
     run of the week finds its owner gone, marks it abandoned and proceeds.
     """
+    check_source(data_dir)  # a directory without events fails here, before the run exists
     report = WeekReport(week_start=week_start.isoformat(), data_dir=str(data_dir))
     report.run_id = start_run(settings, data_dir, week_start, trigger)
     try:
         with _timed(report, "aggregate"):
-            summary = step_aggregate(settings, report.run_id)
+            summary = step_aggregate(settings, report.run_id, progress=progress)
         report.aggregation = summary
         with _timed(report, "tune"):
             report.tuning = _retrying(lambda: step_tune(settings, report.run_id), "tuning")

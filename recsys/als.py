@@ -389,8 +389,13 @@ def with_cold_start(
     )
     cold_mask = projected & (listeners == 0)
     log.info(
-        "cold start: %d tracks with content and no listener are scored from content",
+        "cold start: %d of the %d tracks with content and fewer than %d listeners have none "
+        "and are scored from content; the other %d keep the factors ALS trained on their "
+        "listeners",
         int(cold_mask.sum()),
+        int(projected.sum()),
+        min_listeners,
+        int(projected.sum() - cold_mask.sum()),
     )
     if not cold_mask.any():
         return model

@@ -443,7 +443,11 @@ def cold_item_factors(
             projected * target, norms, out=np.zeros_like(projected), where=norms > 0
         )
     factors[cold] = projected
-    log.info("projected factors for %d cold tracks (min_plays=%d)", int(cold.sum()), min_plays)
+    log.info(
+        "projected content factors for %d tracks with content and fewer than %d listeners",
+        int(cold.sum()),
+        min_plays,
+    )
     return factors, cold
 
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import multiprocessing
 
+from recsys.logs import gunicorn_logconfig
+from recsys.settings import load_settings
+
 bind = "0.0.0.0:8000"
 # Sync workers: every request is a few indexed reads of precomputed playlists, so processes
 # (not threads) use the cores; 2 x cores + 1 is gunicorn's own advice.
@@ -27,4 +30,7 @@ preload_app = True
 forwarded_allow_ips = "127.0.0.1"
 accesslog = "-"
 errorlog = "-"
+# gunicorn's own lines in CRATEDIGGER_LOG_FORMAT at CRATEDIGGER_LOG_LEVEL, like the app's.
+_settings = load_settings()
+logconfig_dict = gunicorn_logconfig(_settings.log_level, _settings.log_format)
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms'

@@ -810,8 +810,11 @@ def renew_lease(session: Session, run_id: int, owner: str) -> bool:
     return bool(renewed.rowcount)  # type: ignore[attr-defined]
 
 
-def get_weekly_run(session: Session, run_id: int) -> WeeklyRun | None:
-    return session.get(WeeklyRun, run_id)
+def get_weekly_run(session: Session, run_id: int, *, lock: bool = False) -> WeeklyRun | None:
+    """The run; with ``lock``, its row locked until the transaction ends (PostgreSQL's
+    ``FOR UPDATE``): a step starting while another ends the run waits for it, then sees it
+    ended."""
+    return session.get(WeeklyRun, run_id, with_for_update=lock or None)
 
 
 def recent_weekly_runs(session: Session, limit: int = 10) -> list[WeeklyRun]:

@@ -238,4 +238,3 @@ def duration(ms: int) -> str:
 @bp.app_template_filter("week_label")
 def week_label(week: str | dt.date) -> str:
     return views.week_label(dt.date.fromisoformat(week) if isinstance(week, str) else week)
-

@@ -545,7 +545,7 @@ def _demo_signin(settings: Settings, port: int) -> list[str]:
         f"  as listener {first}: {listener_token}",
         f"  as an operator:  {operator_token}",
         f"their playlist:   {base}/users/{first}",
-        f"weekly runs:      {base}/operator/runs",
+        f"operator pages:   {base}/operator/",
         f"API docs:         {base}/api/v1/docs",
         f'the JSON:         curl -H "Authorization: Bearer {listener_token}" '
         f"{base}/api/v1/users/{first}/playlists/latest",

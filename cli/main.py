@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from cli.options import (
 from cli.quality import evaluate, tune
 from recsys.contract import is_valid_id, week_start_of
 from recsys.db.tokens import create_token
-from recsys.settings import Settings
+from recsys.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from jobs.lease import Lease
@@ -388,9 +389,21 @@ def summary_lines(report: Any, settings: Settings) -> list[str]:
         f"database:  {_masked(settings.database_url)}",
         f"report:    {settings.runs_dir / f'run-{report.run_id}.json'}",
         f"quarantine: {settings.quarantine_dir / f'week={report.week_start}'}",
-        "status:    cratedigger status",
+        f"status:    {_status_command(settings)}",
     ]
     return lines
+
+
+def _status_command(settings: Settings) -> str:
+    """``cratedigger status`` as it reads this run's database (the demo's is not the
+    environment's: then with the demo's data directory, whose SQLite file it uses)."""
+    try:
+        environment = load_settings()
+    except ConfigError:
+        environment = None
+    if environment is not None and environment.database_url == settings.database_url:
+        return "cratedigger status"
+    return f"{ENV_PREFIX}DATA_DIR={shlex.quote(str(settings.data_dir))} cratedigger status"
 
 
 def _masked(url: str) -> str:

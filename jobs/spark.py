@@ -67,6 +67,7 @@ def get_spark(
     app_name: str = "cratedigger",
     shuffle_partitions: int = 8,
     local_dir: Path | None = None,
+    driver_memory: str = "4g",
 ) -> SparkSession:
     """Start (or reuse) a SparkSession.
 
@@ -74,7 +75,8 @@ def get_spark(
     set, e.g. ``local[*]`` for the embedded default. Timestamps are always UTC.
     ``local_dir``: the folder for Spark's scratch files (its local directories, the JVM's
     temporary folder and the SQL warehouse), one ``session-<pid>-*`` folder per session;
-    default: ``cratedigger-spark`` in the system's temporary folder.
+    default: ``cratedigger-spark`` in the system's temporary folder. ``driver_memory``: the
+    heap of a local JVM started here (``spark.driver.memory``).
     """
     conf = SparkConf().setAppName(app_name)
     if master is not None:
@@ -93,7 +95,7 @@ def get_spark(
                 ("spark.ui.showConsoleProgress", "false"),
                 ("spark.driver.bindAddress", "127.0.0.1"),
                 ("spark.driver.host", "127.0.0.1"),
-                ("spark.driver.memory", "4g"),
+                ("spark.driver.memory", driver_memory),
                 # Python workers (if a job ever needs them) run in this interpreter, with its
                 # packages, not whatever `python3` is first on the PATH.
                 ("spark.pyspark.python", sys.executable),
@@ -145,6 +147,7 @@ def spark_session(
     app_name: str = "cratedigger",
     shuffle_partitions: int = 8,
     local_dir: Path | None = None,
+    driver_memory: str = "4g",
 ) -> Iterator[SparkSession]:
     """A session for one job: the active one if there is one (a test's, a worker's), left
     running; else a new one, stopped with its JVM when the block ends (:func:`stop_spark`)."""
@@ -152,7 +155,11 @@ def spark_session(
         yield get_spark(master, app_name=app_name, shuffle_partitions=shuffle_partitions)
         return
     spark = get_spark(
-        master, app_name=app_name, shuffle_partitions=shuffle_partitions, local_dir=local_dir
+        master,
+        app_name=app_name,
+        shuffle_partitions=shuffle_partitions,
+        local_dir=local_dir,
+        driver_memory=driver_memory,
     )
     try:
         yield spark

@@ -277,6 +277,7 @@ def aggregate(
         settings.spark_master,
         shuffle_partitions=settings.spark_shuffle_partitions,
         local_dir=spark_local_dir(settings),
+        driver_memory=settings.spark_driver_memory,
     )
     with staged(source, week_cutoff(week_start), staging) as directory, spark as session:
         if not isinstance(source, DirectorySource):

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     spark_shuffle_partitions: int = Field(
         default=8, ge=1, le=100_000, description="spark.sql.shuffle.partitions for aggregation."
     )
+    spark_driver_memory: str = Field(
+        default="4g",
+        pattern=r"^[1-9][0-9]{0,6}[kmgt]$",
+        description="The heap of the Spark JVM a local aggregation starts (spark.driver.memory: "
+        "512m, 4g, ...); on a cluster spark-submit's --driver-memory decides.",
+    )
     # ALS defaults: the best trial of the validation search on HetRec 2011 Last.fm 2K, also
     # the best tried on the simulator (benchmarks/results/quality.md).
     als_factors: int = Field(default=32, ge=2, le=1024, description="ALS latent factors.")

@@ -420,11 +420,19 @@ def test_the_root_cause_is_what_is_recorded_not_a_later_write_failure(
     from jobs.weekly import run_in_process
 
     data = tmp_path / "data"
-    (data / "catalog").mkdir(parents=True)  # no events/plays: the aggregation refuses it
+    # A layout that passes the check before Spark, and a tracks file that is not Parquet:
+    # the aggregation fails reading it.
+    (data / "catalog").mkdir(parents=True)
+    (data / "catalog" / "artists.csv").write_text("artist_id,name\na1,One\n")
+    (data / "catalog" / "tracks.parquet").write_bytes(b"not parquet at all")
+    (data / "events" / "plays").mkdir(parents=True)
+    (data / "events" / "plays" / "p.csv").write_text(
+        "user_id,track_id,played_at,ms_played\nu1,t1,2026-11-01T10:00:00Z,1000\n"
+    )
     settings.data_dir.mkdir(parents=True)
     settings.runs_dir.write_text("not a folder")  # and the run report cannot be written
     upgrade(settings.database_url)
-    with pytest.raises(InputError, match="events/plays"):
+    with pytest.raises(InputError, match=r"tracks\.parquet"):
         run_in_process(settings, data, FIRST_WEEK)
     engine = make_engine(settings.database_url)
     with make_session_factory(engine)() as session:
@@ -434,4 +442,4 @@ def test_the_root_cause_is_what_is_recorded_not_a_later_write_failure(
     assert run.status == "failed" and step.status == "failed"
     for error in (run.error, step.error):
         assert error is not None and "\n" not in error
-        assert error.startswith("InputError: ") and "events/plays" in error
+        assert error.startswith("InputError: ") and "tracks.parquet" in error

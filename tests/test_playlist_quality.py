@@ -557,11 +557,12 @@ def test_the_page_says_which_kind_of_playlist_and_shows_reasons(
     csrf = signin.split('name="csrf_token" value="')[1].split('"')[0]
     client.post("/signin", data={"token": operator, "csrf_token": csrf})
     fan = client.get("/users/fan").get_data(as_text=True)
-    assert "Picked for you" in fan and "Popular picks" not in fan
+    assert "<h1>Discoveries for fan</h1>" in fan and "Popular picks" not in fan
     assert "Because you played Song 0 — Artist" in fan
     assert "New release picked for your taste" in fan
     newbie_page = client.get(f"/users/{NEWBIE}").get_data(as_text=True)
-    assert "Popular picks to start with" in newbie_page and "Picked for you" not in newbie_page
+    assert f"<h1>Popular picks for {NEWBIE}</h1>" in newbie_page
+    assert "Play a few tracks" in newbie_page and "Discoveries for" not in newbie_page
     document = client.get(
         f"/api/v1/users/{NEWBIE}/playlists/latest",
         headers={"Authorization": f"Bearer {operator}"},

@@ -110,7 +110,10 @@ def test_schemas_match_the_contract(world: tuple[SimulationSummary, dict]) -> No
     assert users.names == ["user_id", "display_name"]
 
     tracks = pq.read_schema(root / "catalog" / "tracks.parquet")
-    assert tuple(tracks.names) == TRACK_COLUMNS + TRACK_OPTIONAL_COLUMNS
+    simulated = (*TRACK_COLUMNS, "released_at", "embedding", "tags", "album")
+    assert tuple(tracks.names) == simulated
+    assert set(simulated) <= set(TRACK_COLUMNS + TRACK_OPTIONAL_COLUMNS)
+    assert tracks.field("album").type == pa.string()
     assert tracks.field("track_id").type == pa.string()
     assert tracks.field("title").type == pa.string()
     assert tracks.field("artist_id").type == pa.string()

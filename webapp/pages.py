@@ -69,6 +69,11 @@ def listener(user_id: str) -> Any:
 @page_login_required
 def listener_week(user_id: str, week: str) -> Any:
     principal, user = _readable_listener(user_id)
+    return _playlist_page(principal, user, _week_playlist(user_id, week), latest=False)
+
+
+def _week_playlist(user_id: str, week: str) -> PublishedPlaylist:
+    """The listener's published playlist of the week starting ``week``, or 404."""
     try:
         week_start = parse_week(week)
     except ValueError as exc:
@@ -76,7 +81,7 @@ def listener_week(user_id: str, week: str) -> Any:
     playlist = repository.playlist_of_week(db_session(), user_id, week_start)
     if playlist is None:
         abort(404, f"No playlist for the week of {week_start.isoformat()}.")
-    return _playlist_page(principal, user, playlist, latest=False)
+    return playlist
 
 
 def _playlist_page(
@@ -132,14 +137,7 @@ def export(user_id: str, week: str, fmt: str) -> Any:
     export_format = next((f for f in FORMATS.values() if f.extension == fmt), None)
     if export_format is None:
         abort(404, f"No export as {fmt[:20]!r}: try .jspf, .xspf or .m3u8.")
-    try:
-        week_start = parse_week(week)
-    except ValueError as exc:
-        abort(404, str(exc))
-    playlist = repository.playlist_of_week(db_session(), user_id, week_start)
-    if playlist is None:
-        abort(404, f"No playlist for the week of {week_start.isoformat()}.")
-    return download(playlist_document(playlist), export_format)
+    return download(playlist_document(_week_playlist(user_id, week)), export_format)
 
 
 @bp.get("/users/<user_id>/history")

@@ -402,8 +402,9 @@ def _search(
 
     blending = start.sources.get("blend") != "environment"
     deadline = None if budget_s is None else time.monotonic() + budget_s
+    gpu = start.config.gpu
     objective = playlist_ndcg_objective(
-        split.pairs, split.train, split.test_rows, split.eval_users, pipeline_of
+        split.pairs, split.train, split.test_rows, split.eval_users, pipeline_of, gpu=gpu
     )
     fixed = [name for name in SEARCH_SPACE if start.sources[name] == "environment"]
     tried = search(
@@ -420,7 +421,7 @@ def _search(
         return tried
     best = best_trial(tried)
     matrix = split.matrix(best.confidence)
-    base = train_als(matrix, best.params)
+    base = train_als(matrix, best.params, gpu=gpu)
     partners: dict[str, ItemToItemModel] = {}
     if blending:
         for name in PARTNER_FITS:  # EASE, the slowest to fit, last

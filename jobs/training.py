@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jobs.week import PlaylistPolicy, Storage, Week, load_track_content
-from recsys.als import ALSParams, with_cold_start
+from recsys.als import ALSParams, use_gpu, with_cold_start
 from recsys.blend import Blend, BlendParams, ModelConfig, WeekModel, load_model
 from recsys.contract import ConfidenceParams
 from recsys.db import repository
@@ -178,7 +178,11 @@ class ResolvedParams:
                 blend, sources["blend"] = tuned.blend, "tuned"
                 used_file = str(storage.tuned_params)
         config = ModelConfig(
-            ALSParams(**values), blend, settings.ease_memory_mb, ConfidenceParams(**weights)
+            ALSParams(**values),
+            blend,
+            settings.ease_memory_mb,
+            ConfidenceParams(**weights),
+            gpu=use_gpu(settings.als_use_gpu),
         )
         if used_file is not None:
             log.info("model parameters %s (tuned ones from %s)", sources, used_file)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -269,14 +269,51 @@ class ALSModel(BlockRecommender):
         )
 
 
+GpuChoice = Literal["auto", "true", "false"]
+
+
+def gpu_available() -> bool:
+    """Whether the installed implicit was built with CUDA and sees a GPU."""
+    try:
+        import implicit.gpu
+    except ImportError:  # pragma: no cover - implicit always ships the module
+        return False
+    return bool(implicit.gpu.HAS_CUDA)
+
+
+def use_gpu(choice: GpuChoice) -> bool:
+    """Whether to train on the GPU (``CRATEDIGGER_ALS_USE_GPU``): ``auto`` when implicit
+    has CUDA, ``true`` always, ``false`` never.
+
+    Raises
+    ------
+    ValueError
+        If the choice is ``true`` and implicit has no CUDA.
+    """
+    available = gpu_available()
+    if choice == "true" and not available:
+        raise ValueError(
+            "CRATEDIGGER_ALS_USE_GPU=true but the installed implicit has no CUDA "
+            "(install implicit's GPU build, e.g. from conda-forge, or set it to auto)"
+        )
+    return choice == "true" or (choice == "auto" and available)
+
+
+def _host_array(factors: Any) -> npt.NDArray[np.float32]:
+    """Factors as a float32 numpy array (implicit's GPU matrices copy to the host)."""
+    return np.array(factors.to_numpy() if hasattr(factors, "to_numpy") else factors, np.float32)
+
+
 def train_als(
     matrix: InteractionMatrix,
     params: ALSParams,
     *,
     show_progress: bool = False,
     checkpoint: tuple[int, Callable[[ALSModel], None]] | None = None,
+    gpu: bool = False,
 ) -> ALSModel:
-    """Fit implicit's CPU ALS on the confidence matrix.
+    """Fit implicit's ALS on the confidence matrix, on the CPU or (``gpu``) with its CUDA
+    solver; the model holds host arrays either way.
 
     BLAS runs on one thread during the fit, as implicit recommends: its own threads already
     use every core and a multi-threaded BLAS underneath them slows the fit several times.
@@ -288,7 +325,10 @@ def train_als(
         far (without a fingerprint); an exception it raises stops the fit (a search's
         pruning).
     """
-    from implicit.cpu.als import AlternatingLeastSquares
+    if gpu:
+        from implicit.gpu.als import AlternatingLeastSquares
+    else:
+        from implicit.cpu.als import AlternatingLeastSquares
 
     if matrix.user_items.nnz == 0:
         raise ValueError("cannot train on an empty interaction matrix")
@@ -296,13 +336,13 @@ def train_als(
     unplayed = np.diff(matrix.user_items.tocsc().indptr) == 0
 
     def snapshot(fingerprint: str) -> ALSModel:
-        item_factors = np.array(model.item_factors, dtype=np.float32)
+        item_factors = _host_array(model.item_factors)
         # Tracks nobody interacted with keep their random initial factors in implicit; zero
         # them so that an unplayed track never scores by chance.
         item_factors[unplayed] = 0.0
         seconds = time.perf_counter() - started
         return ALSModel(
-            user_factors=np.array(model.user_factors, dtype=np.float32),
+            user_factors=_host_array(model.user_factors),
             item_factors=item_factors,
             user_ids=matrix.user_ids,
             track_ids=matrix.track_ids,

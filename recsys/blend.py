@@ -1,11 +1,11 @@
 """The week's ensemble: ALS blended with item-to-item candidate generators.
 
 A :class:`Blend` scores a listener as ALS's scores plus a weighted sum of partner models'
-scores (:mod:`recsys.neighbors`: item-kNN, RP3beta, EASE), each standardised per listener
-(zero mean and unit variance over the catalog) so that a weight means the same whatever
-each model's scale. ALS stays the *base*: its factors give the diversity term, the
-cold-start slots and the explanations, and its artifact is the blend's own directory, so a
-reader that knows only ALS still loads the base.
+scores (:mod:`recsys.neighbors`: item-kNN on cosine or BM25 weights, RP3beta, EASE), each
+standardised per listener (zero mean and unit variance over the catalog) so that a weight
+means the same whatever each model's scale. ALS stays the *base*: its factors give the
+diversity term, the cold-start slots and the explanations, and its artifact is the blend's
+own directory, so a reader that knows only ALS still loads the base.
 
 Which partners and weights (:class:`BlendParams`, ``CRATEDIGGER_BLEND``, e.g.
 ``"rp3beta:0.5,itemknn:0.3"``; ``"none"`` for ALS alone) are chosen by the weekly run's
@@ -49,11 +49,14 @@ PARTNERS_DIR = "partners"
 #: Partner name -> fit(matrix, memory_budget_mb), at each model's usual settings.
 PARTNER_FITS: dict[str, Callable[[InteractionMatrix, float], ItemToItemModel]] = {
     "itemknn": lambda matrix, _: ItemKNN.fit(matrix, weighting="cosine"),
+    # implicit's BM25Recommender defaults (K 20, K1 1.2, B 0.75).
+    "bm25": lambda matrix, _: ItemKNN.fit(matrix, weighting="bm25", K=20),
     "rp3beta": lambda matrix, _: RP3beta.fit(matrix),
     "ease": lambda matrix, budget: EASE.fit(matrix, memory_budget_mb=budget),
 }
 PARTNER_CLASSES: dict[str, type[ItemToItemModel]] = {
     "itemknn": ItemKNN,
+    "bm25": ItemKNN,
     "rp3beta": RP3beta,
     "ease": EASE,
 }
@@ -283,12 +286,17 @@ class ModelConfig:
     confidence : ConfidenceParams
         The weights that turn the week's counts into the matrix trained on
         (:meth:`recsys.matrix.PairCounts.matrix`).
+    gpu : bool
+        Train ALS with implicit's CUDA solver (``CRATEDIGGER_ALS_USE_GPU``,
+        :func:`recsys.als.use_gpu`); the device is not part of the configuration's
+        identity (:meth:`to_dict`).
     """
 
     als: ALSParams = field(default_factory=ALSParams)
     blend: BlendParams = field(default_factory=BlendParams)
     memory_budget_mb: float = DEFAULT_EASE_MEMORY_MB
     confidence: ConfidenceParams = field(default_factory=ConfidenceParams)
+    gpu: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -301,7 +309,7 @@ class ModelConfig:
         """ALS on ``matrix`` and the blend's partners fitted on the same matrix; the
         model's ``train_seconds`` counts both."""
         started = time.perf_counter()
-        base = train_als(matrix, self.als, show_progress=show_progress)
+        base = train_als(matrix, self.als, show_progress=show_progress, gpu=self.gpu)
         names = [name for name, _ in self.blend.weights]
         model = blended(base, fit_partners(matrix, names, self.memory_budget_mb), self.blend)
         model.metadata["train_seconds"] = round(time.perf_counter() - started, 3)

@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     als_alpha: float = Field(default=5.0, gt=0.0, le=1000.0, description="ALS confidence scale.")
     als_iterations: int = Field(default=15, ge=1, le=200)
     als_random_seed: int = Field(default=42, ge=0)
+    als_use_gpu: Literal["auto", "true", "false"] = Field(
+        default="auto",
+        description="Train ALS (and the search's trials) with implicit's CUDA solver: 'auto' "
+        "when the installed implicit has CUDA, 'true' always (refused without it), 'false' "
+        "never.",
+    )
     use_tuned_params: bool = Field(
         default=True,
         description="Train with DATA_DIR/tuned_params.json (written by `cratedigger tune`) "
@@ -115,7 +121,8 @@ class Settings(BaseSettings):
     blend: str = Field(
         default="rp3beta:0.5",
         description="Partners blended with ALS and their weights (ALS weighs 1), e.g. "
-        "'rp3beta:0.5,itemknn:0.3'; partners itemknn, rp3beta, ease; 'none' for ALS alone.",
+        "'rp3beta:0.5,bm25:0.3'; partners itemknn, bm25, rp3beta, ease; 'none' for ALS "
+        "alone.",
     )
     ease_memory_mb: float = Field(
         default=4096.0,

@@ -351,7 +351,7 @@ def playlist_ndcg(
 
 
 #: The weights :func:`blend_search` tries for each partner (ALS weighs 1).
-BLEND_WEIGHTS = (0.25, 0.5, 1.0)
+BLEND_WEIGHTS = (0.25, 0.5, 1.0, 2.0)
 
 
 def blend_search(
@@ -535,6 +535,8 @@ def playlist_ndcg_objective(
     test_rows: sp.csr_matrix,
     eval_users: npt.NDArray[np.int64],
     pipeline_of: Callable[[WeekModel], PlaylistPipeline],
+    *,
+    gpu: bool = False,
 ) -> Callable[[Candidate, Report], float]:
     """An objective: train ALS on the matrix of ``train`` under the candidate's confidence
     weights and score NDCG@length of the playlists that ``pipeline_of(model)`` builds for
@@ -553,6 +555,8 @@ def playlist_ndcg_objective(
         int64 rows of the evaluated listeners.
     pipeline_of : callable
         The playlist pipeline over a trained model.
+    gpu : bool
+        Train with implicit's CUDA solver (:func:`recsys.als.train_als`).
     """
     n_tracks = len(train.track_ids)
     if test_rows.shape != (len(eval_users), n_tracks):
@@ -566,7 +570,8 @@ def playlist_ndcg_objective(
         params = candidate.als
         half = params.iterations // 2
         look = (half, lambda model: report(half, score(model))) if half >= 1 else None
-        return score(train_als(train.matrix(candidate.confidence), params, checkpoint=look))
+        matrix = train.matrix(candidate.confidence)
+        return score(train_als(matrix, params, checkpoint=look, gpu=gpu))
 
     return objective
 

@@ -40,7 +40,7 @@ class TestBlendContract(TestALS):
     model_class = Blend
 
     def fit(self, matrix: InteractionMatrix) -> Any:
-        return ModelConfig(ALS, BlendParams.parse("rp3beta:0.5,itemknn:0.3")).train(matrix)
+        return ModelConfig(ALS, BlendParams.parse("rp3beta:0.5,itemknn:0.3,bm25:0.2")).train(matrix)
 
 
 @pytest.mark.parametrize(

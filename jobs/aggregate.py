@@ -811,7 +811,7 @@ def validate_events(
     known = {
         # The catalog is small next to the events: broadcasting it avoids shuffling them.
         "track_id": F.broadcast(catalog),
-        "user_id": None if users is None else users.select("user_id"),
+        "user_id": None if users is None else F.broadcast(users.select("user_id")),
     }
     valid, quarantine = validate_table(raw, table, known, cutoff=cutoff, earliest=earliest)
     return valid.withColumnRenamed(table.time_column, "event_at"), quarantine
@@ -837,24 +837,45 @@ def confidence_column(params: ConfidenceParams, cutoff: dt.datetime) -> Column:
     return confidence.cast("double")
 
 
-def transform_interactions(
-    plays: DataFrame, thumbs: DataFrame, params: AggregationParams
-) -> DataFrame:
-    """One row per (listener, track) with counts, latest thumb, the first and last event time
-    and confidence (:func:`confidence_column`)."""
+#: The columns of a ``pairs`` frame (:func:`aggregate_pairs`) that count events, not pairs:
+#: the valid rows and the distinct ones among them.
+ROWS, DISTINCT = "_rows", "_distinct"
+
+
+def _distinct_events(events: DataFrame) -> DataFrame:
+    """``events`` with identical rows made one, ``_copies`` counting them, hash-partitioned
+    by (listener, track): the per-pair aggregation after it reuses that shuffle."""
+    pairs = events.repartition("user_id", "track_id")
+    return pairs.groupBy(*events.columns).agg(F.count(F.lit(1)).alias("_copies"))
+
+
+def aggregate_pairs(plays: DataFrame, thumbs: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Valid plays and thumbs, identical rows counted once, summed per (listener, track).
+
+    One shuffle per table (:func:`_distinct_events`): the duplicates go within the
+    aggregation's own. Each frame also has :data:`ROWS` and :data:`DISTINCT`, the valid
+    events of the pair and the distinct ones, so a summary pass over these (small) frames
+    counts the duplicates dropped.
+    """
+    distinct_plays = _distinct_events(plays)
     completed = F.col("ms_played") >= F.least(F.lit(COMPLETED_MS), F.col("duration_ms") / 2)
-    played = plays.groupBy("user_id", "track_id").agg(
+    played = distinct_plays.groupBy("user_id", "track_id").agg(
         F.count(F.lit(1)).alias("plays"),
         F.sum(completed.cast("int")).alias("completed"),
         F.min("event_at").alias("first_played_at"),
         F.max("event_at").alias("last_played_at"),
+        F.sum("_copies").alias(ROWS),
+        F.count(F.lit(1)).alias(DISTINCT),
     )
     # The latest thumb wins; on a tie in time the larger value does, so the result is stable.
     rated = (
-        thumbs.groupBy("user_id", "track_id")
+        _distinct_events(thumbs)
+        .groupBy("user_id", "track_id")
         .agg(
             F.max(F.struct("event_at", "value")).alias("_latest"),
             F.min("event_at").alias("first_rated_at"),
+            F.sum("_copies").alias(ROWS),
+            F.count(F.lit(1)).alias(DISTINCT),
         )
         .select(
             "user_id",
@@ -862,9 +883,20 @@ def transform_interactions(
             F.col("_latest.value").alias("thumb"),
             F.col("_latest.event_at").alias("last_rated_at"),
             "first_rated_at",
+            ROWS,
+            DISTINCT,
         )
     )
-    joined = played.join(rated, ["user_id", "track_id"], "full")
+    return played, rated
+
+
+def join_pairs(played: DataFrame, rated: DataFrame, params: AggregationParams) -> DataFrame:
+    """The interactions of :func:`aggregate_pairs`' frames: one row per (listener, track)
+    with counts, latest thumb, the first and last event time and confidence
+    (:func:`confidence_column`)."""
+    joined = played.drop(ROWS, DISTINCT).join(
+        rated.drop(ROWS, DISTINCT), ["user_id", "track_id"], "full"
+    )
     plays_n = F.coalesce(F.col("plays"), F.lit(0)).cast("int")
     completed_n = F.coalesce(F.col("completed"), F.lit(0)).cast("int")
     return joined.select(
@@ -877,6 +909,14 @@ def transform_interactions(
         F.least("first_played_at", "first_rated_at").alias("first_event_at"),
         F.greatest("last_played_at", "last_rated_at").alias("last_event_at"),
     ).withColumn("confidence", confidence_column(params.confidence, params.cutoff))
+
+
+def transform_interactions(
+    plays: DataFrame, thumbs: DataFrame, params: AggregationParams
+) -> DataFrame:
+    """One row per (listener, track) of valid plays and thumbs, identical events counted
+    once (:func:`aggregate_pairs`, then :func:`join_pairs`)."""
+    return join_pairs(*aggregate_pairs(plays, thumbs), params)
 
 
 # ------------------------------------------------------------------------------------ load
@@ -969,7 +1009,6 @@ def _aggregate(
             quarantine_parts.append(users_bad)
 
         valid: dict[str, DataFrame] = {}
-        valid_counts: dict[str, int] = {}
         unreadable: list[tuple[str, InputError]] = []
         thumb_folders = [thumbs_dir]
         if extra_thumbs is not None:
@@ -992,11 +1031,7 @@ def _aggregate(
                 cutoff=params.cutoff,
                 earliest=params.earliest_event_at,
             )
-            deduped = good.dropDuplicates().persist(StorageLevel.MEMORY_AND_DISK)
-            cached.append(deduped)
-            valid_counts[kind] = _count(good)
-            summary.duplicates_dropped[kind] = valid_counts[kind] - _count(deduped)
-            valid[kind] = deduped
+            valid[kind] = good
             quarantine_parts.append(bad)
         if unreadable:
             quarantine_parts.append(_file_quarantine(spark, [e for _, e in unreadable]))
@@ -1005,17 +1040,28 @@ def _aggregate(
                 for kind, error in unreadable
             ]
 
-        quarantine = reduce(DataFrame.unionByName, quarantine_parts)
-        load_parquet(quarantine.coalesce(1), paths.quarantine)
+        # Written by every task in parallel; read back, only its kind and reason columns.
+        load_parquet(reduce(DataFrame.unionByName, quarantine_parts), paths.quarantine)
         written_quarantine = spark.read.parquet(_spark_uri(paths.quarantine))
         for row in written_quarantine.groupBy("kind", "reason").count().collect():
             summary.quarantined.setdefault(row["kind"], {})[row["reason"]] = int(row["count"])
-        for kind, read in summary.events_read.items():
-            accounted = valid_counts[kind] + sum(summary.quarantined.get(kind, {}).values())
+
+        # Validated once and deduplicated within the per-pair shuffle; the pairs are cached
+        # for the summary pass (valid and duplicate events) and the join.
+        played, rated = aggregate_pairs(valid["plays"], valid["thumbs"])
+        pairs = {"plays": played, "thumbs": rated}
+        for kind, frame in pairs.items():
+            frame.persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(frame)
+            totals = frame.agg(F.sum(ROWS), F.sum(DISTINCT)).first()
+            valid_rows, distinct = (int(value or 0) for value in (totals or (0, 0)))
+            summary.duplicates_dropped[kind] = valid_rows - distinct
+            accounted = valid_rows + sum(summary.quarantined.get(kind, {}).values())
+            read = summary.events_read[kind]
             if accounted != read:  # every row is either valid or quarantined, never lost
                 raise RuntimeError(f"{kind}: read {read} rows but accounted for {accounted}")
 
-        interactions = transform_interactions(valid["plays"], valid["thumbs"], params)
+        interactions = join_pairs(played, rated, params)
         load_parquet(interactions, paths.interactions)
         interactions = spark.read.parquet(_spark_uri(paths.interactions))
         summary.interactions = _count(interactions)
@@ -1286,8 +1332,10 @@ __all__: list[Any] = [
     "AggregationPaths",
     "AggregationSummary",
     "InputError",
+    "aggregate_pairs",
     "confidence_column",
     "extract_table",
+    "join_pairs",
     "list_files",
     "parse_arguments",
     "run_aggregation",

@@ -47,7 +47,7 @@ from jobs.sources import DirectorySource, is_bigquery, open_source, staged
 from jobs.training import ResolvedParams, cached_model, train_week
 from jobs.week import LEGACY_AGGREGATION, PlaylistPolicy, Storage, Week, load_catalog, open_week
 from recsys.contract import week_cutoff
-from recsys.db import repository
+from recsys.db import published, repository
 from recsys.db.models import ModelVersion, WeeklyRun, WeekPublication
 from recsys.db.repository import RunNotActive
 from recsys.gate import GateDecision, GateThresholds, decide
@@ -566,8 +566,23 @@ def step_publish(settings: Settings, run_id: int, n_chunks: int) -> dict[str, An
             repository.finish_step(session, run_id, "publish", counts={"playlists": visible})
         outcome.finished = True
     log.info("weekly run #%d published %d playlists for %s", run_id, visible, step.week_start)
+    _publish_answers(step.db, published.configure(settings.serving_redis_url))
     _remove_unused_aggregations(step.db, step.storage, step.week_start)
     return {"playlists": visible, "week_start": step.week_start.isoformat()}
+
+
+def _publish_answers(db: Any, store: published.Store | None) -> None:
+    """Write the listeners' newest playlists to the serving store, after the publication
+    committed. A failure costs speed only: readers fall back to the database, and the next
+    publication writes a new epoch whole (:mod:`recsys.db.published`)."""
+    if store is None:
+        return
+    try:
+        written = published.publish_latest(db, store)
+    except Exception:
+        log.warning("could not write the published answers to Redis", exc_info=True)
+        return
+    log.info("wrote %d published answers to the serving store", written)
 
 
 def _remove_unused_aggregations(db: Any, storage: Storage, week_start: dt.date) -> None:

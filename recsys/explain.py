@@ -270,16 +270,23 @@ def format_reasons(
     ``track_titles`` holds one display string per track column ("Title — Artist"); it is
     used as given, shortened only to keep a reason within ``max_chars``.
     """
-    kinds = explanations.kinds.tolist()
-    anchors = explanations.anchors.tolist()
-    result: list[list[str | None]] = []
-    for kind_row, anchor_row in zip(kinds, anchors, strict=True):
-        result.append(
-            [
-                reason_text(kind, str(track_titles[anchor]) if anchor >= 0 else None, max_chars)
-                for kind, anchor in zip(kind_row, anchor_row, strict=True)
-            ]
-        )
+    kinds = np.asarray(explanations.kinds, dtype=np.int64)
+    anchors = np.asarray(explanations.anchors, dtype=np.int64)
+    if kinds.size == 0:
+        return [[] for _ in range(kinds.shape[0])]
+    # One sentence per distinct (kind, anchor) of the block, then one lookup per track.
+    span = int(anchors.max()) + 2
+    keys, inverse = np.unique(kinds.ravel() * span + anchors.ravel() + 1, return_inverse=True)
+    sentences = np.array(
+        [
+            reason_text(kind, str(track_titles[anchor]) if anchor >= 0 else None, max_chars)
+            for kind, anchor in zip(
+                (keys // span).tolist(), (keys % span - 1).tolist(), strict=True
+            )
+        ],
+        dtype=object,
+    )
+    result: list[list[str | None]] = sentences[inverse.reshape(kinds.shape)].tolist()
     return result
 
 

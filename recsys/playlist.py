@@ -4,9 +4,11 @@ reserve a few slots for cold-start tracks, cap tracks per artist.
 Everything here works on blocks of listeners so that memory does not grow with the
 number of listeners and each block is an independent unit of work (a Celery chunk).
 
-Per block (:func:`generate_playlists`): one matrix product scores every track; tracks the
-listener played or thumbed are masked; the best ``pool_factor * length`` warm candidates
-(:func:`top_candidates`) are re-ranked by :func:`recsys.rerank.mmr_rerank` (diversity λ and
+Per block (:func:`generate_playlists`): one matrix product scores every track into a buffer
+reused by every block (:class:`BlockScorer`); tracks the listener played or thumbed are
+masked in place through their sparse rows; the best ``pool_factor * length`` warm
+candidates (:func:`top_candidates`, exact, at about one reading pass over the scores:
+:func:`top_sorted`) are re-ranked by :func:`recsys.rerank.mmr_rerank` (diversity λ and
 popularity penalty β; with both 0 this is the artist-capped top ``length``); then the best
 cold-start candidates take up to ``cold_slots`` slots (:func:`recsys.rerank.reserve_cold_slots`)
 when they score at least ``cold_min_score_ratio`` times the listener's weakest personal pick.
@@ -22,8 +24,15 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from recsys.als import ALSModel
 from recsys.recommender import Recommender
-from recsys.rerank import mmr_rerank, occurrence_rank, popularity_prior, reserve_cold_slots
+from recsys.rerank import (
+    DEFAULT_ROW_BLOCK,
+    mmr_rerank,
+    occurrence_rank,
+    popularity_prior,
+    reserve_cold_slots,
+)
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +153,23 @@ def mask_known_tracks(
         scores[:, ~eligible] = -np.inf
 
 
+def artist_track_index(track_artist: npt.NDArray[np.int64]) -> sp.csr_matrix:
+    """(n_artists, n_tracks) CSR: a 1 where the track is the artist's."""
+    artists = np.asarray(track_artist, dtype=np.int64)
+    n_artists = max(int(artists.max(initial=-1)) + 1, 1)
+    return sp.csr_matrix(
+        (np.ones(len(artists)), (artists, np.arange(len(artists)))),
+        shape=(n_artists, len(artists)),
+    )
+
+
 def mask_disliked_artists(
     scores: npt.NDArray[np.float32],
     thumbs_down: sp.csr_matrix,
     track_artist: npt.NDArray[np.int64],
     limit: int,
+    *,
+    artist_tracks: sp.csr_matrix | None = None,
 ) -> npt.NDArray[np.int64]:
     """Set to -inf, in place, every track of an artist a listener thumbed down ``limit`` or
     more tracks of.
@@ -163,6 +184,9 @@ def mask_disliked_artists(
         int64 array of shape (n_tracks,).
     limit : int
         Thumbs-down on one artist's tracks that exclude the artist (>= 1).
+    artist_tracks : scipy.sparse.csr_matrix, optional
+        :func:`artist_track_index` of ``track_artist``, when the caller keeps it across
+        blocks.
 
     Returns
     -------
@@ -177,17 +201,236 @@ def mask_disliked_artists(
     down.eliminate_zeros()
     n_rows = down.shape[0]
     rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(down.indptr))
-    n_artists = int(track_artist.max(initial=-1)) + 1
+    tracks_of = artist_tracks if artist_tracks is not None else artist_track_index(track_artist)
     per_artist = sp.csr_matrix(
-        (np.ones(len(rows)), (rows, track_artist[down.indices])), shape=(n_rows, max(n_artists, 1))
+        (np.ones(len(rows)), (rows, track_artist[down.indices])), shape=(n_rows, tracks_of.shape[0])
     )  # duplicates summed: thumbs-down per (listener, artist)
     per_artist.data = (per_artist.data >= limit).astype(np.float64)
     per_artist.eliminate_zeros()
     if per_artist.nnz:
-        excluded = (per_artist[:, track_artist] > 0).toarray()
-        scores[excluded] = -np.inf
+        # (listener, track) pairs of the excluded artists, written in place: no dense mask.
+        excluded = sp.csr_matrix(per_artist @ tracks_of)
+        excluded_rows = np.repeat(np.arange(n_rows), np.diff(excluded.indptr))
+        scores[excluded_rows, excluded.indices] = -np.inf
     counts: npt.NDArray[np.int64] = np.diff(per_artist.indptr).astype(np.int64)
     return counts
+
+
+#: Score columns per first-level chunk of :func:`top_sorted` (a strided chunk: columns
+#: ``c, c + n_chunks, ...``), and first-level chunks per second-level group.
+CHUNK_COLUMNS = 8
+GROUP_CHUNKS = 8
+#: A level of chunks is used only when it leaves at least this many chunks per selected one.
+MIN_CHUNKS_PER_PICK = 4
+#: Rows selected together: their chunk maxima stay in the processor's cache.
+SELECT_ROWS = 256
+
+
+def _special(values: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """NaN or +inf: a chunk maximum that hides which finite scores its chunk holds."""
+    result: npt.NDArray[np.bool_] = ~(values < np.inf) & ~np.isneginf(values)
+    return result
+
+
+def _chunk_maxima(values: npt.NDArray[np.float32], chunk: int) -> npt.NDArray[np.float32]:
+    """(P, n // chunk): the maximum of each strided chunk of each row (NaN propagates)."""
+    n_rows, n_columns = values.shape
+    n_chunks = n_columns // chunk
+    maxima: npt.NDArray[np.float32] = (
+        values[:, : n_chunks * chunk].reshape(n_rows, chunk, n_chunks).max(axis=1)
+    )
+    return maxima
+
+
+def _open(
+    values: npt.NDArray[np.float32],
+    rows: npt.NDArray[np.int64],
+    firsts: npt.NDArray[np.int64],
+    chunk: int,
+    threshold: npt.NDArray[np.float32],
+    keep_special: bool,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The entries of the strided chunks ``firsts`` of ``rows`` (columns ``first + i *
+    (n // chunk)``) that may hold a top score: at least the row's threshold and above
+    -inf. NaN and +inf entries are kept when ``keep_special`` (a chunk maximum that must
+    be opened), else dropped.
+
+    Returns
+    -------
+    (rows, columns, values)
+        Flat arrays of the kept entries.
+    """
+    n_columns = values.shape[1]
+    stride = n_columns // chunk
+    columns = firsts[:, None] + stride * np.arange(chunk, dtype=np.int64)[None, :]
+    found = np.take(values.reshape(-1), columns + (rows * n_columns)[:, None])
+    keep = (found >= threshold[rows][:, None]) & (found > -np.inf)
+    if keep_special:
+        keep |= _special(found)
+    else:
+        keep &= found < np.inf
+    which, offset = np.nonzero(keep)
+    return rows[which], columns[which, offset], found[which, offset]
+
+
+def _open_tail(
+    values: npt.NDArray[np.float32],
+    start: int,
+    threshold: npt.NDArray[np.float32],
+    keep_special: bool,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """As :func:`_open` for the columns ``start:`` of every row (those past the chunks)."""
+    tail = values[:, start:]
+    keep = (tail >= threshold[:, None]) & (tail > -np.inf)
+    if keep_special:
+        keep |= _special(tail)
+    else:
+        keep &= tail < np.inf
+    rows, offset = np.nonzero(keep)
+    return rows.astype(np.int64), offset.astype(np.int64) + start, tail[rows, offset]
+
+
+def _sorted_order(
+    rows: npt.NDArray[np.int64],
+    columns: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float32],
+    n_rows: int,
+    n_columns: int,
+) -> npt.NDArray[np.int64]:
+    """The order of flat entries by row, then descending value (-0.0 equal to 0.0), then
+    column: one sort of packed 64-bit keys when they fit, else a lexsort."""
+    bits = (values + np.float32(0.0)).view(np.uint32)
+    # Descending float order as ascending unsigned integers.
+    descending = np.where(bits >> 31, bits, ~bits & np.uint32(0x7FFFFFFF)).astype(np.uint64)
+    column_bits = max(1, (n_columns - 1).bit_length())
+    row_bits = max(1, (n_rows - 1).bit_length())
+    if row_bits + column_bits + 32 > 64:
+        order: npt.NDArray[np.int64] = np.lexsort((columns, descending, rows))
+        return order
+    keys = (rows.astype(np.uint64) << np.uint64(32 + column_bits)) | (
+        descending << np.uint64(column_bits)
+    )
+    keys |= columns.astype(np.uint64)
+    order = np.argsort(keys)
+    return order
+
+
+def top_sorted(
+    scores: npt.NDArray[np.float32], width: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    """Each row's ``width`` best finite scores, exactly, in descending score (ties: lower
+    column first), at about the cost of one reading pass over ``scores``.
+
+    The row's columns are cut into strided chunks and the chunks into groups; the maxima
+    of both levels are one pass (and a pass over an eighth) of the scores. The
+    ``width``-th largest group maximum is a threshold every top score reaches (at least
+    ``width`` finite scores reach it), so only the groups, then the chunks, whose maximum
+    reaches it are opened, and the few scores among them at or above it are sorted. A
+    chunk holding NaN or +inf is always opened; NaN, +inf and -inf are never taken.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray
+        float32 array (P, n); not modified, not copied.
+    width : int
+        Scores per row to return (at most n).
+
+    Returns
+    -------
+    (columns, values, ties)
+        int64 (P, width) columns, -1 padded where a row has fewer finite scores; float32
+        (P, width) their scores, -inf in the padding; int64 (P,) how many scores of the
+        whole row equal the row's last returned one (meaningful where it is finite).
+    """
+    n_rows, n_columns = scores.shape
+    width = min(width, n_columns)
+    out_columns = np.full((n_rows, width), -1, dtype=np.int64)
+    out_values = np.full((n_rows, width), -np.inf, dtype=np.float32)
+    ties = np.zeros(n_rows, dtype=np.int64)
+    if n_rows == 0 or width == 0:
+        return out_columns, out_values, ties
+    for start in range(0, n_rows, SELECT_ROWS):
+        stop = min(n_rows, start + SELECT_ROWS)
+        _top_sorted_rows(
+            np.ascontiguousarray(scores[start:stop], dtype=np.float32),
+            out_columns[start:stop],
+            out_values[start:stop],
+            ties[start:stop],
+        )
+    return out_columns, out_values, ties
+
+
+def _top_sorted_rows(
+    values: npt.NDArray[np.float32],
+    out_columns: npt.NDArray[np.int64],
+    out_values: npt.NDArray[np.float32],
+    ties: npt.NDArray[np.int64],
+) -> None:
+    """:func:`top_sorted` of a few rows, written into the given outputs."""
+    n_rows, n_columns = values.shape
+    width = out_columns.shape[1]
+    rows, columns, found = _candidates(values, width)
+    order = _sorted_order(rows, columns, found, n_rows, n_columns)
+    rows, columns, found = rows[order], columns[order], found[order]
+    counts = np.bincount(rows, minlength=n_rows)
+    starts = np.cumsum(counts) - counts
+    position = np.arange(len(rows), dtype=np.int64) - starts[rows]
+    take = position < width
+    out_columns[rows[take], position[take]] = columns[take]
+    out_values[rows[take], position[take]] = values[rows[take], columns[take]]
+    lowest = out_values[:, -1]
+    ties[:] = np.bincount(rows[found == lowest[rows]], minlength=n_rows)
+
+
+def _candidates(
+    values: npt.NDArray[np.float32], width: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """Flat (row, column, value) entries that hold every row's top ``width`` finite scores
+    and every score equal to the ``width``-th (see :func:`top_sorted`)."""
+    n_columns = values.shape[1]
+    chunk = CHUNK_COLUMNS if n_columns // CHUNK_COLUMNS >= MIN_CHUNKS_PER_PICK * width else 1
+    if chunk == 1:
+        finite = np.isfinite(values)
+        threshold = _threshold(np.where(finite, values, -np.inf), width)
+        rows, columns = np.nonzero(finite & (values >= threshold[:, None]))
+        return rows.astype(np.int64), columns.astype(np.int64), values[rows, columns]
+    n_chunks = n_columns // chunk
+    maxima = np.ascontiguousarray(_chunk_maxima(values, chunk))
+    group = GROUP_CHUNKS if n_chunks // GROUP_CHUNKS >= MIN_CHUNKS_PER_PICK * width else 1
+    top = _chunk_maxima(maxima, group) if group > 1 else maxima
+    special = _special(top)
+    threshold = _threshold(np.where(special, -np.inf, top), width)
+    selected = ((top >= threshold[:, None]) & (top > -np.inf)) | special
+    group_rows, groups = (part.astype(np.int64) for part in np.nonzero(selected))
+    if group > 1:
+        # The chunks of the selected groups, and the chunks past the last whole group.
+        opened = [
+            _open(maxima, group_rows, groups, group, threshold, True),
+            _open_tail(maxima, (n_chunks // group) * group, threshold, True),
+        ]
+        chunk_rows = np.concatenate([part[0] for part in opened])
+        chunk_ids = np.concatenate([part[1] for part in opened])
+    else:
+        chunk_rows, chunk_ids = group_rows, groups
+    parts = [
+        _open(values, chunk_rows, chunk_ids, chunk, threshold, False),
+        _open_tail(values, n_chunks * chunk, threshold, False),
+    ]
+    return (
+        np.concatenate([part[0] for part in parts]),
+        np.concatenate([part[1] for part in parts]),
+        np.concatenate([part[2] for part in parts]),
+    )
+
+
+def _threshold(values: npt.NDArray[np.float32], width: int) -> npt.NDArray[np.float32]:
+    """float32 (P,): each row's ``width``-th largest value (-inf where it has fewer)."""
+    n_columns = values.shape[1]
+    if width > n_columns:
+        return np.full(values.shape[0], -np.inf, dtype=np.float32)
+    kth = n_columns - width
+    result: npt.NDArray[np.float32] = np.partition(values, kth, axis=1)[:, kth]
+    return result
 
 
 def top_candidates(
@@ -200,11 +443,11 @@ def top_candidates(
     """Each row's best-scoring tracks in descending score, enough to fill ``length`` slots
     under the artist cap.
 
-    Starts with the top ``width`` of each row (``argpartition``, no full sort) and widens
-    (x4) only the rows where fewer than ``length`` of them survive the artist cap while
-    better-scoring tracks remain, or where those ``length`` reach into tracks of equal score
-    that the pool cuts through (so they never depend on the order argpartition leaves).
-    -inf scores are never candidates.
+    Starts with the exact top ``width`` of each row (:func:`top_sorted`, about one reading
+    pass over the scores) and widens (x4) only the rows where fewer than ``length`` of them
+    survive the artist cap while better-scoring tracks remain, or where those ``length``
+    reach into tracks of equal score that the pool cuts through (so a playlist never
+    depends on where the pool cuts a tie). -inf, NaN and +inf scores are never candidates.
 
     Parameters
     ----------
@@ -233,48 +476,30 @@ def top_candidates(
     pending = np.arange(n_rows)
     parts: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]] = []
     while len(pending) and width > 0:
-        block = scores[pending]
-        if width < n_tracks:
-            candidates = np.argpartition(-block, width - 1, axis=1)[:, :width].astype(np.int64)
-        else:
-            candidates = np.tile(np.arange(n_tracks, dtype=np.int64), (len(pending), 1))
-        candidate_scores = np.take_along_axis(block, candidates, axis=1)
-        order = np.lexsort((candidates, -candidate_scores), axis=1)
-        candidates = np.take_along_axis(candidates, order, axis=1)
-        candidate_scores = np.take_along_axis(candidate_scores, order, axis=1)
-        finite = np.isfinite(candidate_scores)
-        usable = np.cumsum(
-            (occurrence_rank(track_artist[candidates]) < max_per_artist) & finite, axis=1
-        )
+        # The first round reads the scores in place; later ones copy their few rows.
+        block = scores if len(pending) == n_rows else scores[pending]
+        candidates, candidate_scores, ties = top_sorted(block, width)
+        finite = candidates >= 0
+        artists = np.where(finite, track_artist[np.maximum(candidates, 0)], 0)
+        usable = np.cumsum((occurrence_rank(artists) < max_per_artist) & finite, axis=1)
         enough = usable[:, -1] >= length
-        # Which of several tracks tied at the pool's lowest score argpartition kept is
-        # arbitrary: a row whose first `length` usable candidates reach into such a tie
-        # widens, so that they never depend on that order.
+        # A row whose first `length` usable candidates reach into tracks tied at the pool's
+        # lowest score, more of which lie outside the pool, widens: its playlist must not
+        # depend on where the pool cuts through the tie.
         last_needed = np.argmax(usable >= length, axis=1)
         lowest = candidate_scores[:, -1]
-        at_edge = np.flatnonzero(
+        at_edge = (
             enough
             & np.isfinite(lowest)
             & (candidate_scores[np.arange(len(pending)), last_needed] == lowest)
         )
-        ties_cut = np.zeros(len(pending), dtype=bool)
-        if len(at_edge):
-            edge_lowest = lowest[at_edge, None]
-            ties_cut[at_edge] = (block[at_edge] == edge_lowest).sum(axis=1) > (
-                candidate_scores[at_edge] == edge_lowest
-            ).sum(axis=1)
+        ties_cut = at_edge & (ties > (candidate_scores == lowest[:, None]).sum(axis=1))
         # A row is settled when the cap leaves enough, or when its pool already holds every
-        # finite score (a -inf made it in), or when the pool is the whole catalog.
+        # finite score, or when the pool is the whole catalog.
         done = (enough | ~finite[:, -1]) & ~ties_cut
         done |= width >= n_tracks
         if np.any(done):
-            parts.append(
-                (
-                    pending[done],
-                    np.where(finite[done], candidates[done], -1),
-                    np.where(finite[done], candidate_scores[done], -np.inf).astype(np.float32),
-                )
-            )
+            parts.append((pending[done], candidates[done], candidate_scores[done]))
         pending = pending[~done]
         width = min(n_tracks, width * 4)
     widest = max((part[1].shape[1] for part in parts), default=0)
@@ -334,6 +559,75 @@ def weakest_scores(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
     lowest = np.where(finite, values, np.inf).min(axis=1, initial=np.inf)
     result: npt.NDArray[np.float64] = np.where(finite.any(axis=1), lowest, -np.inf)
     return result
+
+
+def block_memory_bytes(
+    block_size: int, n_tracks: int, pool: int, factors: int, n_cold: int = 0
+) -> int:
+    """The most memory :func:`generate_playlists` allocates for one block of
+    ``block_size`` listeners when its model writes into the reused buffer (an ALS model,
+    or one with ``score_into``), in bytes: the score buffer (4 bytes per listener and
+    track), the copy of the cold-start tracks' scores, the selection's working set (one
+    slice of :data:`SELECT_ROWS` rows at a time), the candidate pools of ``pool`` tracks
+    and their re-ranking (one :data:`recsys.rerank.DEFAULT_ROW_BLOCK` of candidate
+    vectors at a time), and per-track indexes. It does not grow with the number of
+    listeners: blocks reuse the buffer and free the rest.
+    """
+    return (
+        4 * block_size * (n_tracks + n_cold)
+        + 2 * SELECT_ROWS * n_tracks
+        + 128 * block_size * pool
+        + 4 * DEFAULT_ROW_BLOCK * pool * (factors + 16)
+        + 64 * n_tracks
+    )
+
+
+def block_size_within(
+    memory_bytes: int, n_tracks: int, pool: int, factors: int, n_cold: int = 0
+) -> int:
+    """The largest block size whose :func:`block_memory_bytes` fits ``memory_bytes``
+    (at least 1)."""
+    fixed = block_memory_bytes(0, n_tracks, pool, factors, n_cold)
+    per_listener = block_memory_bytes(1, n_tracks, pool, factors, n_cold) - fixed
+    return max(1, (memory_bytes - fixed) // per_listener)
+
+
+class BlockScorer:
+    """Scores blocks of listeners into one buffer allocated once, so that a block costs
+    no fresh (block, n_tracks) array: an :class:`recsys.als.ALSModel` multiplies straight
+    into it; a model with a ``score_into(user_rows, out)`` method writes into it; any
+    other model's :meth:`~recsys.recommender.Recommender.score` is used as it is.
+
+    Attributes
+    ----------
+    recommender : Recommender
+    buffer : numpy.ndarray or None
+        float32 (block_size, n_tracks), allocated at the first block that uses it.
+    """
+
+    def __init__(self, recommender: Recommender, block_size: int, n_tracks: int) -> None:
+        self.recommender = recommender
+        self.block_size = block_size
+        self.n_tracks = n_tracks
+        self.buffer: npt.NDArray[np.float32] | None = None
+
+    def score(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """float32 (len(rows), n_tracks) scores; a view of the buffer when the model can
+        write into it (valid until the next call)."""
+        model = self.recommender
+        score_into = getattr(model, "score_into", None)
+        if not isinstance(model, ALSModel) and score_into is None:
+            return model.score(rows)
+        if len(rows) > self.block_size:
+            raise ValueError(f"{len(rows)} rows for blocks of {self.block_size}")
+        if self.buffer is None:
+            self.buffer = np.empty((self.block_size, self.n_tracks), dtype=np.float32)
+        out = self.buffer[: len(rows)]
+        if isinstance(model, ALSModel):
+            np.matmul(model.user_factors[rows], model.scoring_item_factors.T, out=out)
+        elif score_into is not None:
+            score_into(rows, out)
+        return out
 
 
 def generate_playlists(
@@ -413,18 +707,30 @@ def generate_playlists(
         else np.zeros((n_tracks, 1), dtype=np.float32)
     )
     artists = np.asarray(track_artist, dtype=np.int64)
+    blocked = np.flatnonzero(~personal_ok)
+    artist_tracks = (
+        artist_track_index(artists)
+        if thumbs_down is not None and rules.artist_thumbs_down_limit > 0
+        else None
+    )
     length, cap = rules.length, rules.max_tracks_per_artist
     rows_to_do = np.arange(known.shape[0]) if user_rows is None else np.asarray(user_rows)
+    scorer = BlockScorer(recommender, min(block_size, max(len(rows_to_do), 1)), n_tracks)
     for start in range(0, len(rows_to_do), block_size):
         rows = rows_to_do[start : start + block_size].astype(np.int64)
-        scores = recommender.score(rows)
+        scores = scorer.score(rows)
         mask_known_tracks(scores, known[rows])
-        if thumbs_down is not None and rules.artist_thumbs_down_limit > 0:
+        if artist_tracks is not None and thumbs_down is not None:
             mask_disliked_artists(
-                scores, thumbs_down[rows], artists, rules.artist_thumbs_down_limit
+                scores,
+                thumbs_down[rows],
+                artists,
+                rules.artist_thumbs_down_limit,
+                artist_tracks=artist_tracks,
             )
         cold_scores = scores[:, cold_columns]  # a copy: known cold tracks already -inf
-        scores[:, ~personal_ok] = -np.inf
+        if len(blocked):
+            scores[:, blocked] = -np.inf
         candidates, candidate_scores = top_candidates(
             scores, artists, length, cap, length * rules.pool_factor
         )

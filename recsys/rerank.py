@@ -257,7 +257,7 @@ def _mmr_block(
     relevance[~valid] = -np.inf
 
     artists = item_artist[safe]
-    artist_picks = np.zeros((n_rows, width), dtype=np.int64)
+    artist_picks = np.zeros((n_rows, width), dtype=np.int32)
     vectors = unit_factors[safe] if unit_factors is not None else None  # (rows, C, f)
     max_similarity = np.zeros((n_rows, width), dtype=np.float64)
     value = np.empty((n_rows, width), dtype=np.float64)
@@ -267,8 +267,10 @@ def _mmr_block(
         if step > 0 and vectors is not None:
             np.multiply(max_similarity, diversity, out=value)
             np.subtract(relevance, value, out=value)
-        else:
+        elif vectors is not None:
             value[:] = relevance
+        else:
+            value = relevance  # no similarity term: read the relevance itself
         pick = np.argmax(value, axis=1)
         # A row that cannot pick now never can: its blocked set only grows.
         open_rows &= np.isfinite(value[row_index, pick])
@@ -282,8 +284,8 @@ def _mmr_block(
         same_artist = artists == artists[row_index, pick][:, None]
         same_artist &= open_rows[:, None]
         artist_picks += same_artist
-        relevance[same_artist & (artist_picks >= cap)] = -np.inf
-        if vectors is not None:
+        np.putmask(relevance, same_artist & (artist_picks >= cap), -np.inf)
+        if vectors is not None and step + 1 < length:  # the last pick needs no similarity
             # Closed rows are computed too: cheaper than gathering the open ones.
             similarity = np.matmul(vectors, vectors[row_index, pick][:, :, None])[:, :, 0]
             if step == 0:

@@ -327,6 +327,13 @@ class Settings(BaseSettings):
         description="Playlist answers (and tokens) each web worker keeps in memory "
         "(PostgreSQL only; kept true by change notifications); 0 turns the cache off.",
     )
+    serving_redis_url: str = Field(
+        default="",
+        description="redis:// URL where the weekly run publishes each listener's newest "
+        "playlist and the web workers keep tokens, so that a request no worker has cached "
+        "is one Redis read (PostgreSQL only; the database stays the truth and the fallback). "
+        "Empty: off.",
+    )
     media_hosts: str = Field(
         default="",
         description="Hosts the pages may load the catalog's cover images and audio previews "

@@ -1178,3 +1178,32 @@ def test_parquet_spark_refuses_is_an_input_error_naming_each_file(
     ]
     with pytest.raises(InputError, match=r"a\.parquet: not a readable Parquet file \(Analysis"):
         extract_table(spark, tmp_path / "plays", PLAY_COLUMNS)
+
+
+@pytest.mark.spark
+def test_quarantine_is_written_by_several_tasks_and_is_complete(messy: Run) -> None:
+    # No coalesce(1): each task writes its own part, and together they hold every row.
+    parts = sorted(messy.paths.quarantine.glob("*.parquet"))
+    assert len(parts) > 1
+    rows = sum(pq.read_metadata(part).num_rows for part in parts)
+    assert rows == len(messy.expected_quarantine) == messy.summary.quarantined_total
+
+
+@pytest.mark.spark
+def test_duckdb_reference_writes_the_same_rows_and_counts(
+    by_format: dict[str, Run], tmp_path: Path
+) -> None:
+    pytest.importorskip("duckdb")
+    from benchmarks.aggregate_duckdb import compare_interactions, compare_quarantine, run_duckdb
+
+    run = by_format["parquet"]
+    counts = run_duckdb(run.data, tmp_path, CUTOFF)
+    assert compare_interactions(run.paths.interactions, tmp_path / "interactions.parquet") in (
+        "same rows",
+        "same rows, confidence within 1e-9 relative",
+    )
+    assert compare_quarantine(run.paths.quarantine, tmp_path / "quarantine.parquet").startswith(
+        "same "
+    )
+    for name in ("events_read", "duplicates_dropped", "quarantined", "interactions", "users"):
+        assert counts[name] == getattr(run.summary, name), name

@@ -35,8 +35,11 @@ from webapp import create_app
 
 REDIS_URL = "redis://127.0.0.1:6379/5"  # not one that tests/test_celery.py flushes (8-15)
 # What a PostgreSQL restart does to the app's connections (the test's own is spared).
+# With a timeout pg_terminate_backend waits until the backends are gone (PostgreSQL 14+):
+# without it, on a loaded machine a backend could still be exiting when the next request
+# checks its connection, and no check on this side can see a termination not yet made.
 TERMINATE_OTHERS = text(
-    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
 )
 TERMINATE_DATABASE = text(

@@ -14,6 +14,7 @@ from flask import Flask, g
 from sqlalchemy.orm import Session
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from recsys.db import published
 from recsys.db.engine import make_engine, make_session_factory
 from recsys.db.schema import is_up_to_date
 from recsys.settings import ConfigError, Settings, load_settings
@@ -69,7 +70,11 @@ def create_app(
         # Writes that must commit together (a thumb and its announcement): db_transaction().
         "transactions": make_session_factory(engine),
         # Opens its listening connection on first use, so in each worker after the fork.
-        "cache": ReadCache(engine, settings.api_cache_entries),
+        "cache": ReadCache(
+            engine,
+            settings.api_cache_entries,
+            serving=published.configure(settings.serving_redis_url),
+        ),
     }
     try:
         if not is_up_to_date(engine):

@@ -17,8 +17,9 @@ from werkzeug.exceptions import BadRequest, NotFound, UnsupportedMediaType
 from recsys.als import ALSModel
 from recsys.contract import is_valid_id, parse_week
 from recsys.db import feedback, repository
+from recsys.db.published import touch_tokens
 from recsys.db.schema import is_up_to_date
-from recsys.db.tokens import Principal, checked_digest, touch_token
+from recsys.db.tokens import Principal, checked_digest
 from webapp import db_session, db_transaction, read_cache, settings_of
 from webapp.auth import (
     Forbidden,
@@ -200,33 +201,65 @@ def _playlist_response(
     """The playlist ``statement`` reads, for the bearer token's principal.
 
     From this worker's cache (no database round trip) when it holds the token and the
-    answer; otherwise the token and the playlist are read in one round trip.
+    answer; else, for the newest playlist, from the shared store of published answers
+    (:mod:`recsys.db.published`: one Redis round trip) when it holds them; otherwise the
+    token and the playlist are read in one database round trip (and written back).
     """
     cache = read_cache()
     generation: int | None = g.get("cache_generation")
     trusted = generation is not None
     token_digest = checked_digest(bearer_token())
     principal = cache.principal(token_digest) if trusted and token_digest else None
-    if principal is None:
-        principal, row = bearer_principal_and_read(statement, params)
-        if generation is not None and token_digest:
-            cache.remember_principal(token_digest, principal, generation)
-        _listener_for(principal, user_id)
-    else:  # a cached token: the cache is trusted in this request
-        if cache.touch_due(principal.token_id):
-            touch_token(db_session(), principal.token_id)
+    if principal is not None:
         _listener_for(principal, user_id)
         cached = cache.answer(user_id, key)
         if cached is not None:
+            _touch(principal.token_id)
             return _cacheable(cached)
-        row = db_session().execute(statement, params).first()
+    serving = cache.serving() if trusted and token_digest and key == "latest" else None
+    lookup = (
+        serving[0].read(serving[1], user_id, token_digest) if serving and token_digest else None
+    )
+    row = lookup.row if lookup is not None else None
+    if principal is None and lookup is not None and lookup.principal is not None:
+        principal = lookup.principal
+        _listener_for(principal, user_id)
+    if principal is not None and lookup is not None and lookup.rendered is not None:
+        _touch(principal.token_id)
+        stored = Answer(*lookup.rendered)
+        if generation is not None:
+            assert token_digest is not None
+            cache.remember_principal(token_digest, principal, generation)
+            cache.remember_answer(user_id, key, stored, generation)
+        return _cacheable(stored)
+    if principal is None:
+        principal, row = bearer_principal_and_read(statement, params)
+        _listener_for(principal, user_id)
+    else:
+        _touch(principal.token_id)
+        if row is None:
+            row = db_session().execute(statement, params).first()
+    assert token_digest is not None  # bearer_principal_and_read refused a malformed token
+    if generation is not None:
+        cache.remember_principal(token_digest, principal, generation)
     playlist = repository.published_playlist(row)
-    if playlist is None:
+    answer = Answer.of(playlist_json(playlist)) if playlist is not None else None
+    if serving is not None and lookup is not None:
+        rendered = (answer.body, answer.etag) if answer is not None else None
+        serving[0].write_back(serving[1], lookup, token_digest, principal, user_id, rendered)
+    if answer is None:
         return error_response(404, missing)
-    answer = Answer.of(playlist_json(playlist))
     if generation is not None:
         cache.remember_answer(user_id, key, answer, generation)
     return _cacheable(answer)
+
+
+def _touch(token_id: int) -> None:
+    """Record the uses of tokens not read from the database, a batch at a time
+    (:meth:`webapp.cache.ReadCache.used`)."""
+    due = read_cache().used(token_id)
+    if due:
+        touch_tokens(db_session(), due)
 
 
 @bp.get("/users/<user_id>/playlists/latest")

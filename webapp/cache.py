@@ -26,6 +26,11 @@ rewritten after publication).
   on a worker that serves only pages.
 - The worker that records a thumb forgets that listener at once. Other workers forget when
   the notification arrives, well under a millisecond later on one host.
+- With ``CRATEDIGGER_SERVING_REDIS_URL`` set, what this cache does not hold is looked up in
+  the store of published answers all workers share (:mod:`recsys.db.published`) before the
+  database. Each announcement replaces the stamp of what changed there before the request
+  that heard it reads the store; a worker that lost its listening connection, or could not
+  replace a stamp, replaces the global one before it reads the store again.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from werkzeug.http import generate_etag
 
-from recsys.db import changes
+from recsys.db import changes, published
 from recsys.db.tokens import TOUCH_EVERY, Principal
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,10 @@ log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 5.0
 #: after the listening connection broke, listening again waits this long
 RETRY_SECONDS = 1.0
+#: uses of tokens read from memory or Redis are written at most this often per worker...
+TOUCH_FLUSH_SECONDS = 2.0
+#: ...or when this many are waiting
+TOUCH_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -75,10 +84,21 @@ class ReadCache:
     development server runs a thread per request)."""
 
     def __init__(
-        self, engine: Engine, max_entries: int, *, clock: Callable[[], float] = time.monotonic
+        self,
+        engine: Engine,
+        max_entries: int,
+        *,
+        serving: published.Store | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self._max = max_entries
+        #: the shared store of published answers (:mod:`recsys.db.published`), or None
+        self._serving = serving
+        #: the publication state it is read under, from the database (None: do not read it)
+        self._epoch: str | None = None
+        #: a change was heard whose stamp could not be replaced in the store
+        self._serving_behind = False
         self._clock = clock
         self._lock = threading.Lock()
         self._pid = 0
@@ -90,10 +110,21 @@ class ReadCache:
         self._answers: OrderedDict[tuple[str, Hashable], Answer] = OrderedDict()
         self._keys: dict[str, set[Hashable]] = {}
         self._touched: dict[int, float] = {}
+        self._untouched: list[int] = []
+        self._flush_at = clock() + TOUCH_FLUSH_SECONDS
 
     @property
     def enabled(self) -> bool:
-        return self._max > 0 and changes.can_listen(self._engine)
+        wanted = self._max > 0 or self._serving is not None
+        return wanted and changes.can_listen(self._engine)
+
+    def serving(self) -> tuple[published.Store, str] | None:
+        """The shared store and the epoch to read it under, when a request whose
+        :meth:`sync` did not return None may trust it; None otherwise."""
+        with self._lock:
+            if self._serving is None or self._epoch is None or self._serving_behind:
+                return None
+            return self._serving, self._epoch
 
     def sync(self) -> int | None:
         """Apply the changes announced since the last call, once the listening connection is
@@ -125,6 +156,7 @@ class ReadCache:
                 return None
             for payload in payloads:
                 self._apply(payload)
+            self._keep_serving_in_step(payloads)
             return self._generation
 
     def principal(self, digest: str) -> Principal | None:
@@ -156,6 +188,22 @@ class ReadCache:
             self._touched[token_id] = now
             return True
 
+    def used(self, token_id: int) -> list[int]:
+        """Note a use of a token this request did not read from the database; returns the
+        tokens whose use to record now (:func:`recsys.db.published.touch_tokens`): a batch
+        every :data:`TOUCH_FLUSH_SECONDS` or :data:`TOUCH_BATCH` tokens, so that a request
+        that reads no database does not write it either."""
+        if self.touch_due(token_id):
+            with self._lock:
+                self._untouched.append(token_id)
+        with self._lock:
+            now = self._clock()
+            if not self._untouched or (len(self._untouched) < TOUCH_BATCH and now < self._flush_at):
+                return []
+            due, self._untouched = self._untouched, []
+            self._flush_at = now + TOUCH_FLUSH_SECONDS
+            return due
+
     def answer(self, user_id: str, key: Hashable) -> Answer | None:
         with self._lock:
             answer = self._answers.get((user_id, key))
@@ -179,8 +227,12 @@ class ReadCache:
                     del self._keys[evicted_user]
 
     def forget_user(self, user_id: str) -> None:
+        """Forget the listener's answers here and in the shared store, after their change
+        committed."""
         with self._lock:
             self._forget_user(user_id)
+            if self._serving is not None and not self._serving.forget_users([user_id]):
+                self._serving_behind = True
 
     def close(self) -> None:
         with self._lock:
@@ -212,11 +264,44 @@ class ReadCache:
             self._retry_at = self._clock() + RECONNECT_SECONDS
             return False
         self._clear()  # anything kept before listening may be stale
+        self._read_epoch()
         return True
+
+    def _keep_serving_in_step(self, payloads: list[str]) -> None:
+        """Replace in the shared store the stamps of what was announced, before this
+        request reads it (see :mod:`recsys.db.published`)."""
+        if self._serving is None:
+            return
+        if self._serving_behind:  # a change whose stamp was not replaced: kill them all
+            self._serving_behind = not self._serving.forget_everything()
+        kinds = {payload.partition(" ")[0] for payload in payloads}
+        users = [p.partition(" ")[2] for p in payloads if p.startswith(changes.USER + " ")]
+        done = self._serving.forget_users(users)
+        if changes.TOKEN in kinds:
+            done = self._serving.forget_tokens() and done
+        if not done:
+            self._serving_behind = True
+        if kinds - {changes.USER, changes.TOKEN}:  # a publication: the epoch moved
+            self._read_epoch()
+
+    def _read_epoch(self) -> None:
+        if self._serving is None:
+            return
+        try:
+            with self._engine.connect() as connection:
+                from sqlalchemy.orm import Session
+
+                self._epoch = published.epoch(Session(bind=connection))
+        except Exception:
+            log.warning("cannot read the publication epoch; not reading Redis", exc_info=True)
+            self._epoch = None
 
     def _disconnect(self) -> None:
         listener, self._listener = self._listener, None
         self._clear()
+        # What goes unheard until it listens again may be in the shared store too: once
+        # listening again, it replaces the global stamp before it reads the store.
+        self._serving_behind = self._serving is not None
         # Not at once: a listener that breaks on every read must not reconnect per request.
         self._retry_at = self._clock() + RETRY_SECONDS
         if listener is not None:

@@ -28,9 +28,16 @@ ALL = "all"
 
 
 def announce(session: Session, kind: str, key: str | int = "") -> None:
-    """Announce a change when the session's transaction commits (PostgreSQL only)."""
+    """Announce a change when the session's transaction commits (PostgreSQL only).
+
+    In a process with a serving store (:func:`recsys.db.published.configure`), the stamps
+    of what changed are also replaced there once the transaction commits.
+    """
     if session.get_bind().dialect.name != "postgresql":
         return
+    from recsys.db import published  # it imports what imports this module
+
+    published.forget_after_commit(session, kind, str(key))
     session.execute(select(func.pg_notify(CHANNEL, f"{kind} {key}".strip())))
 
 

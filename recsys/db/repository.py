@@ -454,7 +454,7 @@ _THUMBS = (
     .scalar_subquery()
 )
 # Built once: the API reads a playlist on nearly every request.
-_PUBLISHED = (
+_PUBLISHED_ROWS = (
     select(
         _playlists.c.id,
         _playlists.c.user_id,
@@ -473,8 +473,8 @@ _PUBLISHED = (
         & (_publications.c.weekly_run_id == _playlists.c.weekly_run_id),
     )
     .join(_users, _users.c.user_id == _playlists.c.user_id)
-    .where(_playlists.c.user_id == bindparam("user_id"))
 )
+_PUBLISHED = _PUBLISHED_ROWS.where(_playlists.c.user_id == bindparam("user_id"))
 #: The listener's newest published playlist (parameter ``user_id``); read its row with
 #: :func:`published_playlist`.
 LATEST_PLAYLIST = _PUBLISHED.order_by(_playlists.c.week_start.desc()).limit(1)
@@ -495,6 +495,33 @@ def playlist_of_week(
     params = {"user_id": user_id, "week_start": week_start}
     row = session.execute(PLAYLIST_OF_WEEK, params).first()
     return published_playlist(row)
+
+
+def listeners_with_playlists(session: Session, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` listeners with a published playlist, in id order after ``after``."""
+    return list(
+        session.scalars(
+            select(Playlist.user_id)
+            .join(WeekPublication, _published())
+            .where(Playlist.user_id > after)
+            .group_by(Playlist.user_id)
+            .order_by(Playlist.user_id)
+            .limit(limit)
+        )
+    )
+
+
+def latest_rows(session: Session, user_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The :data:`LATEST_PLAYLIST` row of each of these listeners that has one, in one
+    query (the serving store's publication, :mod:`recsys.db.published`)."""
+    rows: dict[str, tuple[Any, ...]] = {}
+    for listeners in _id_groups(session, user_ids):
+        statement = _PUBLISHED_ROWS.where(_among(_playlists.c.user_id, listeners)).order_by(
+            _playlists.c.user_id, _playlists.c.week_start.desc()
+        )
+        for row in session.execute(statement):
+            rows.setdefault(row[1], tuple(row))
+    return list(rows.values())
 
 
 def published_playlist(row: Sequence[Any] | None) -> PublishedPlaylist | None:

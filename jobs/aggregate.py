@@ -1017,11 +1017,10 @@ def _aggregate(
             ("plays", [plays_dir], PLAYS.columns),
             ("thumbs", thumb_folders, THUMBS.columns),
         ):
-            # Parsed once: the valid and the quarantined branch both read this cache.
+            # Read again by the quarantined and the valid branch (no cache: see below).
             raw, summary.events_read[kind], left_out = _extract_events(
                 spark, folders, columns, params.unreadable_files
             )
-            cached.append(raw)
             unreadable += [(kind, error) for error in left_out]
             good, bad = validate_events(
                 raw,
@@ -1098,7 +1097,12 @@ def _aggregate(
 def _extract_events(
     spark: SparkSession, folders: Sequence[Path], columns: Sequence[str], unreadable_files: str
 ) -> tuple[DataFrame, int, list[InputError]]:
-    """The events under ``folders``, persisted, their count and the files left out.
+    """The events under ``folders``, their count and the files left out.
+
+    The events are not persisted: each later pass reads the files again, which measured
+    faster than building and reading Spark's cache (S size: a pass over the Parquet files
+    1.2 s, over the cache 1.0 s, building the cache 6.9 s). The count decodes every value,
+    so that a file Spark cannot read fails here, where it can be left out.
 
     With ``unreadable_files == "quarantine"``, a file found unreadable (before Spark reads it,
     or when Spark fails on it) is left out and the rest read again; each round leaves out one
@@ -1125,11 +1129,9 @@ def _extract_events(
             if folder.exists()
         ]
         raw = reduce(DataFrame.unionByName, parts) if parts else _empty_raw(spark, columns)
-        raw = raw.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            return raw, _count(raw), list(left_out.values())
+            return raw, _count_decoded(raw), list(left_out.values())
         except SPARK_ERRORS as exc:
-            raw.unpersist()
             error = _read_failure(exc)
             if not quarantine or error is None or error.path in left_out:
                 raise
@@ -1225,6 +1227,13 @@ def _catalog(
 
 def _count(frame: DataFrame) -> int:
     return int(frame.count())
+
+
+def _count_decoded(frame: DataFrame) -> int:
+    """The rows of ``frame``, every column decoded (a plain count of Parquet files reads
+    only their footers)."""
+    row = frame.agg(F.count(F.lit(1)), F.max(F.xxhash64(*frame.columns))).first()
+    return int(row[0]) if row is not None else 0
 
 
 def _utc_instant(text: str) -> dt.datetime:

@@ -144,6 +144,7 @@ _SETTING_OF = {
     "diversity": "mmr_diversity",
     "pool_factor": "rerank_pool_factor",
     "block_size": "generate_block_size",
+    "memory_mb": "generate_memory_mb",
     "chunk_size": "generate_chunk_size",
 }
 
@@ -164,6 +165,7 @@ class PlaylistPolicy:
     popular_for_new_listeners: bool = True
     cold_min_plays: int = 5
     block_size: int = 2048
+    memory_mb: float = 1024
     chunk_size: int = 5000
     #: The knobs the weekly search's re-ranking stage must stay as diverse and novel as:
     #: the configured ones (never earlier tuned ones); None when either is set in the
@@ -214,6 +216,7 @@ class PlaylistPolicy:
             np.asarray(track_artist, dtype=np.int64),
             np.asarray(track_listeners, dtype=np.int64),
             block_size=self.block_size,
+            memory_bytes=int(self.memory_mb * 2**20),
         )
 
     def plan(self, data: TrainingData) -> tuple[np.ndarray, np.ndarray]:

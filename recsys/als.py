@@ -147,10 +147,9 @@ class ALSModel(BlockRecommender):
         """The ALS model itself: the week's model's ALS part, as a blend's ``base`` is."""
         return self
 
-    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """Dot products with :attr:`scoring_item_factors`, shape (len(user_rows), n_tracks)."""
-        result: npt.NDArray[np.float32] = self.user_factors[user_rows] @ self.scoring_item_factors.T
-        return result
+    def score_into(self, user_rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        """Dot products with :attr:`scoring_item_factors`, written straight into ``out``."""
+        np.matmul(self.user_factors[user_rows], self.scoring_item_factors.T, out=out)
 
     def item_vectors(self) -> npt.NDArray[np.float32]:
         return self.scoring_item_factors

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -148,6 +149,9 @@ class Blend(BlockRecommender):
 
     base: ALSModel
     partners: dict[str, tuple[ItemToItemModel, float]] = field(default_factory=dict)
+    _local: threading.local = field(
+        default_factory=threading.local, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for name, (model, _) in self.partners.items():
@@ -176,22 +180,34 @@ class Blend(BlockRecommender):
         """The same partners over another ALS model of the same listeners and tracks."""
         return Blend(base, dict(self.partners))
 
-    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """float32 (len(user_rows), n_tracks): standardised ALS scores plus each partner's
-        weight times its standardised scores."""
+    def score_into(self, user_rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        """Standardised ALS scores plus each partner's weight times its standardised
+        scores, into ``out``; the partners score into one scratch buffer per thread, kept
+        for the next block."""
         rows = np.asarray(user_rows, dtype=np.int64)
-        total = standardise(np.asarray(self.base.score(rows), dtype=np.float32))
+        self.base.score_into(rows, out)
+        standardise(out)
         cold = None if self.base.cold_start is None else self.base.cold_start.cold_mask
         # A partner cannot score a track nobody played: a cold track takes ALS's opinion in
         # every partner's place, so cold and played tracks stay on one scale.
-        cold_scores = None if cold is None else total[:, cold] * np.float32(1.0 + self.weight_sum)
-        for model, weight in self.partners.values():
-            part = standardise(model.score(rows))
-            part *= np.float32(weight)
-            total += part
+        cold_scores = None if cold is None else out[:, cold] * np.float32(1.0 + self.weight_sum)
+        if self.partners:
+            part = self._scratch(out.shape)
+            for model, weight in self.partners.values():
+                model.score_into(rows, part)
+                standardise(part)
+                part *= np.float32(weight)
+                out += part
         if cold is not None:
-            total[:, cold] = cold_scores
-        return total
+            out[:, cold] = cold_scores
+
+    def _scratch(self, shape: tuple[int, ...]) -> npt.NDArray[np.float32]:
+        """A float32 view of ``shape`` on this thread's scratch buffer, grown as needed."""
+        held: npt.NDArray[np.float32] | None = getattr(self._local, "buffer", None)
+        size = int(np.prod(shape))
+        if held is None or held.size < size:
+            held = self._local.buffer = np.empty(size, dtype=np.float32)
+        return held[:size].reshape(shape)
 
     @property
     def weight_sum(self) -> float:

@@ -93,6 +93,11 @@ def ease_fits(n_tracks: int, memory_budget_mb: float) -> bool:
     return ease_peak_bytes(n_tracks) <= memory_budget_mb * 2**20
 
 
+#: Listeners per sparse product in :meth:`ItemToItemModel.score_into`: its intermediate is
+#: at most this many rows of scores (:func:`recsys.playlist.block_memory_bytes`).
+PRODUCT_ROWS = 256
+
+
 class ItemToItemModel(BlockRecommender):
     """Scores ``user_items[user_rows] @ weights``; the base of the models of this module.
 
@@ -135,12 +140,18 @@ class ItemToItemModel(BlockRecommender):
         else:
             self.weights = np.ascontiguousarray(weights, dtype=np.float32)
 
-    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        """float32 (len(user_rows), n_tracks): the rows' training entries times the weights."""
-        scores = self.user_items[np.asarray(user_rows, dtype=np.int64)] @ self.weights
-        dense = scores.toarray() if sp.issparse(scores) else scores
-        result: npt.NDArray[np.float32] = np.asarray(dense, dtype=np.float32)
-        return result
+    def score_into(self, user_rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        """The rows' training entries times the weights, :data:`PRODUCT_ROWS` rows at a
+        time, so that the product's intermediate (sparse, or dense for EASE) stays small
+        whatever the block."""
+        rows = np.asarray(user_rows, dtype=np.int64)
+        for start in range(0, len(rows), PRODUCT_ROWS):
+            part = self.user_items[rows[start : start + PRODUCT_ROWS]] @ self.weights
+            target = out[start : start + PRODUCT_ROWS]
+            if sp.issparse(part):
+                part.toarray(out=target)
+            else:
+                target[...] = part
 
     def item_vectors(self) -> npt.NDArray[np.float32]:
         raise NotImplementedError(

@@ -22,7 +22,14 @@ import scipy.sparse as sp
 from recsys.als import ALSModel
 from recsys.blend import Blend
 from recsys.explain import explain_block
-from recsys.playlist import PlaylistBlock, PlaylistRules, generate_playlists, popular_playlists
+from recsys.playlist import (
+    PlaylistBlock,
+    PlaylistRules,
+    block_memory_bytes,
+    block_size_within,
+    generate_playlists,
+    popular_playlists,
+)
 from recsys.recommender import Recommender
 
 
@@ -46,7 +53,10 @@ class PlaylistPipeline:
         any never enter a personal ranking (cold ones only through the cold slots), and it
         is the popularity of the penalty and of the fallback list.
     block_size : int
-        Listeners scored per matrix product (bounds memory).
+        The most listeners scored per matrix product.
+    memory_bytes : int, optional
+        The most a block may allocate (:func:`recsys.playlist.block_memory_bytes`): blocks
+        are made smaller than ``block_size`` when needed (:attr:`block_rows`).
     """
 
     rules: PlaylistRules
@@ -54,6 +64,7 @@ class PlaylistPipeline:
     track_artist: npt.NDArray[np.int64]
     track_listeners: npt.NDArray[np.int64]
     block_size: int = 2048
+    memory_bytes: int | None = None
 
     def __post_init__(self) -> None:
         n_tracks = len(self.model.track_ids)
@@ -64,6 +75,33 @@ class PlaylistPipeline:
                 )
         if self.block_size < 1:
             raise ValueError(f"block_size must be at least 1, got {self.block_size}")
+        if self.memory_bytes is not None and self.memory_bytes < 1:
+            raise ValueError(f"memory_bytes must be at least 1, got {self.memory_bytes}")
+
+    @property
+    def block_rows(self) -> int:
+        """Listeners per block: ``block_size``, or fewer when ``memory_bytes`` would not
+        hold a block of that many (at least 1)."""
+        if self.memory_bytes is None:
+            return self.block_size
+        cold, vectors = self.cold_mask, self.item_vectors
+        n_tracks = len(self.track_artist)
+        shape = (
+            n_tracks,
+            self.rules.length * self.rules.pool_factor,
+            1 if vectors is None else vectors.shape[1],
+            0 if cold is None else int(cold.sum()),
+        )
+        partners = isinstance(self.model, Blend) and bool(self.model.partners)
+        one = block_memory_bytes(1, *shape, partners=partners)
+        if one > self.memory_bytes:
+            raise ValueError(
+                f"a block of one listener over {n_tracks} tracks needs {one / 2**20:.0f} MiB, "
+                f"more than the {self.memory_bytes / 2**20:.0f} MiB allowed: raise "
+                "CRATEDIGGER_GENERATE_MEMORY_MB"
+            )
+        fitting = block_size_within(self.memory_bytes, *shape, partners=partners)
+        return min(self.block_size, fitting)
 
     @property
     def _als(self) -> ALSModel | None:
@@ -110,7 +148,7 @@ class PlaylistPipeline:
             self.rules,
             user_rows=np.asarray(user_rows, dtype=np.int64),
             eligible=self.track_listeners > 0,
-            block_size=self.block_size,
+            block_size=self.block_rows,
             cold_mask=self.cold_mask,
             item_factors=self.item_vectors,
             popularity=self.track_listeners.astype(np.float64),

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from recsys.als import ALSModel
+from recsys.neighbors import PRODUCT_ROWS
 from recsys.recommender import Recommender
 from recsys.rerank import (
     DEFAULT_ROW_BLOCK,
@@ -562,41 +562,59 @@ def weakest_scores(scores: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
 
 
 def block_memory_bytes(
-    block_size: int, n_tracks: int, pool: int, factors: int, n_cold: int = 0
+    block_size: int,
+    n_tracks: int,
+    pool: int,
+    factors: int,
+    n_cold: int = 0,
+    *,
+    partners: bool = False,
 ) -> int:
     """The most memory :func:`generate_playlists` allocates for one block of
-    ``block_size`` listeners when its model writes into the reused buffer (an ALS model,
-    or one with ``score_into``), in bytes: the score buffer (4 bytes per listener and
-    track), the copy of the cold-start tracks' scores, the selection's working set (one
-    slice of :data:`SELECT_ROWS` rows at a time), the candidate pools of ``pool`` tracks
-    and their re-ranking (one :data:`recsys.rerank.DEFAULT_ROW_BLOCK` of candidate
-    vectors at a time), and per-track indexes. It does not grow with the number of
-    listeners: blocks reuse the buffer and free the rest.
+    ``block_size`` listeners when its model writes into the reused buffer (every
+    :class:`recsys.recommender.BlockRecommender` does, through ``score_into``), in bytes:
+    the score buffer (4 bytes per listener and track), the copy of the cold-start tracks'
+    scores, the selection's working set (one slice of :data:`SELECT_ROWS` rows at a time),
+    the candidate pools of ``pool`` tracks and their re-ranking (one
+    :data:`recsys.rerank.DEFAULT_ROW_BLOCK` of candidate vectors at a time), and per-track
+    indexes. With ``partners`` (a :class:`recsys.blend.Blend` with any), also the partners'
+    scratch buffer, as large as the score buffer, and one
+    :data:`recsys.neighbors.PRODUCT_ROWS` slice of a partner's product (at most 12 bytes per
+    score: a value and its column, or a dense row and its cast). It does not grow with the
+    number of listeners: blocks reuse the buffers and free the rest.
     """
+    scratch = 4 * block_size * n_tracks + 12 * PRODUCT_ROWS * n_tracks if partners else 0
     return (
         4 * block_size * (n_tracks + n_cold)
         + 2 * SELECT_ROWS * n_tracks
         + 128 * block_size * pool
         + 4 * DEFAULT_ROW_BLOCK * pool * (factors + 16)
         + 64 * n_tracks
+        + scratch
     )
 
 
 def block_size_within(
-    memory_bytes: int, n_tracks: int, pool: int, factors: int, n_cold: int = 0
+    memory_bytes: int,
+    n_tracks: int,
+    pool: int,
+    factors: int,
+    n_cold: int = 0,
+    *,
+    partners: bool = False,
 ) -> int:
     """The largest block size whose :func:`block_memory_bytes` fits ``memory_bytes``
     (at least 1)."""
-    fixed = block_memory_bytes(0, n_tracks, pool, factors, n_cold)
-    per_listener = block_memory_bytes(1, n_tracks, pool, factors, n_cold) - fixed
-    return max(1, (memory_bytes - fixed) // per_listener)
+    fixed = block_memory_bytes(0, n_tracks, pool, factors, n_cold, partners=partners)
+    per_listener = block_memory_bytes(1, n_tracks, pool, factors, n_cold, partners=partners)
+    return max(1, (memory_bytes - fixed) // (per_listener - fixed))
 
 
 class BlockScorer:
     """Scores blocks of listeners into one buffer allocated once, so that a block costs
-    no fresh (block, n_tracks) array: an :class:`recsys.als.ALSModel` multiplies straight
-    into it; a model with a ``score_into(user_rows, out)`` method writes into it; any
-    other model's :meth:`~recsys.recommender.Recommender.score` is used as it is.
+    no fresh (block, n_tracks) array: a model with a ``score_into(user_rows, out)``
+    method (every :class:`recsys.recommender.BlockRecommender`) writes into it; any other
+    model's :meth:`~recsys.recommender.Recommender.score` is used as it is.
 
     Attributes
     ----------
@@ -614,19 +632,15 @@ class BlockScorer:
     def score(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """float32 (len(rows), n_tracks) scores; a view of the buffer when the model can
         write into it (valid until the next call)."""
-        model = self.recommender
-        score_into = getattr(model, "score_into", None)
-        if not isinstance(model, ALSModel) and score_into is None:
-            return model.score(rows)
+        score_into = getattr(self.recommender, "score_into", None)
+        if score_into is None:
+            return self.recommender.score(rows)
         if len(rows) > self.block_size:
             raise ValueError(f"{len(rows)} rows for blocks of {self.block_size}")
         if self.buffer is None:
             self.buffer = np.empty((self.block_size, self.n_tracks), dtype=np.float32)
         out = self.buffer[: len(rows)]
-        if isinstance(model, ALSModel):
-            np.matmul(model.user_factors[rows], model.scoring_item_factors.T, out=out)
-        elif score_into is not None:
-            score_into(rows, out)
+        score_into(rows, out)
         return out
 
 
@@ -650,7 +664,7 @@ def generate_playlists(
     ----------
     recommender : Recommender
         Scores of shape (B, n_tracks) for blocks of listener rows; cold-start tracks must be
-        scored too (e.g. :meth:`recsys.als.ALSModel.scorer`) when ``cold_mask`` is given.
+        scored too (ALS scores them with its projected factors) when ``cold_mask`` is given.
     known : scipy.sparse.csr_matrix
         Shape (n_users, n_tracks): every track each listener played or thumbed; never chosen.
     track_artist : numpy.ndarray

@@ -75,12 +75,22 @@ def top_n(
 
 
 class BlockRecommender:
-    """``recommend`` and ``similar_items`` from ``score`` and :meth:`item_vectors`."""
+    """``score``, ``recommend`` and ``similar_items`` from :meth:`score_into` and
+    :meth:`item_vectors`."""
 
     user_ids: npt.NDArray[np.str_]
     track_ids: npt.NDArray[np.str_]
 
     def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """float32 scores of shape (len(user_rows), n_tracks) in a new array."""
+        out = np.empty((len(user_rows), len(self.track_ids)), dtype=np.float32)
+        self.score_into(np.asarray(user_rows, dtype=np.int64), out)
+        return out
+
+    def score_into(self, user_rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        """Write :meth:`score`'s scores into ``out``, float32 (len(user_rows), n_tracks)
+        and C-contiguous: generation reuses one buffer for every block
+        (:class:`recsys.playlist.BlockScorer`)."""
         raise NotImplementedError
 
     def item_vectors(self) -> npt.NDArray[np.float32]:
@@ -165,8 +175,8 @@ class PopularityModel(BlockRecommender):
         listeners = np.asarray((matrix.user_items > 0).sum(axis=0), dtype=np.float32).ravel()
         return cls(listeners, matrix.user_ids, matrix.track_ids)
 
-    def score(self, user_rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
-        return np.tile(self.listeners, (len(user_rows), 1))
+    def score_into(self, user_rows: npt.NDArray[np.int64], out: npt.NDArray[np.float32]) -> None:
+        out[...] = self.listeners
 
     def item_vectors(self) -> npt.NDArray[np.float32]:
         # Tracks are alike in nothing but their popularity: one coordinate.

@@ -151,7 +151,14 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Listeners with fewer (user, track) rows get no playlist."
     )
     generate_block_size: int = Field(
-        default=2048, ge=1, le=1_000_000, description="Listeners scored per matrix product."
+        default=2048, ge=1, le=1_000_000, description="Most listeners scored per matrix product."
+    )
+    generate_memory_mb: float = Field(
+        default=1024,
+        gt=0,
+        le=1_048_576,
+        description="Most memory (MiB) one block of generation allocates: blocks are made "
+        "smaller than the block size when it would not hold them.",
     )
     skip_weight: float = _confidence_field("skip_weight", "Weight of a skipped play.")
     thumb_up_boost: float = _confidence_field(

@@ -8,6 +8,7 @@ import tracemalloc
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 import scipy.sparse as sp
 
 from recsys.als import ALSModel, ALSParams, ColdStartFactors
@@ -133,3 +134,26 @@ def test_the_reused_buffer_gives_the_playlists_of_fresh_scores() -> None:
         np.testing.assert_array_equal(got.scores, want.scores)
         np.testing.assert_array_equal(got.is_cold, want.is_cold)
     assert (np.concatenate([b.is_cold for b in blocks]).sum()) > 0
+
+
+def test_the_memory_bound_shrinks_blocks_and_keeps_the_playlists() -> None:
+    model, known, down, artists, listeners = world(700, seed=5)
+    rows = np.arange(700, dtype=np.int64)
+    free = PlaylistPipeline(RULES, model, artists, listeners, 512)
+    n_cold = int(free.cold_mask.sum())  # type: ignore[union-attr]
+    pool = RULES.length * RULES.pool_factor
+    memory = block_memory_bytes(100, N_TRACKS, pool, FACTORS, n_cold)
+    bounded = PlaylistPipeline(RULES, model, artists, listeners, 512, memory_bytes=memory)
+    assert free.block_rows == 512
+    assert bounded.block_rows == 100
+    got = list(bounded.personal(rows, known, thumbs_down=down))
+    assert len(got) == 7  # 700 listeners in blocks of 100
+    want = np.vstack([b.track_columns for b in free.personal(rows, known, thumbs_down=down)])
+    np.testing.assert_array_equal(np.vstack([b.track_columns for b in got]), want)
+
+
+def test_a_bound_below_one_listener_names_the_setting() -> None:
+    model, _, _, artists, listeners = world(10)
+    pipeline = PlaylistPipeline(RULES, model, artists, listeners, 512, memory_bytes=1000)
+    with pytest.raises(ValueError, match="CRATEDIGGER_GENERATE_MEMORY_MB"):
+        _ = pipeline.block_rows

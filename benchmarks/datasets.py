@@ -483,8 +483,9 @@ def validate_events(
     cutoff: dt.datetime,
     earliest: dt.datetime = EARLIEST_EVENT,
 ) -> tuple[pd.DataFrame, npt.NDArray[np.object_]]:
-    """The pandas copy of ``jobs.aggregate.validate_events``: the rules of the contract's
-    ``plays`` or ``thumbs`` table (``recsys.contract.PLAYS``, ``THUMBS``), in their order.
+    """The pandas copy of ``jobs.aggregate.stage_events`` and ``split_events``: the rules of
+    the contract's ``plays`` or ``thumbs`` table (``recsys.contract.PLAYS``, ``THUMBS``), in
+    their order.
 
     ``frame`` holds the table's columns as pyarrow reads its Parquet files (a NaN is a
     missing value, as pandas reads a Parquet null), or as text. Text is read as Spark reads

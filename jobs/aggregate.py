@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import time
 import zlib
@@ -57,9 +58,7 @@ from recsys.contract import (
     EVENT_FORMATS,
     ID_COLUMNS,
     ID_PATTERN,
-    PLAYS,
     TABLES,
-    THUMBS,
     TRACKS,
     USERS,
     Check,
@@ -181,6 +180,11 @@ class AggregationPaths:
     @property
     def summary(self) -> Path:
         return self.root / "summary.json"
+
+    @property
+    def staged(self) -> Path:
+        """The validated events while the aggregation runs (removed when it ends)."""
+        return self.root / "_staged"
 
 
 @dataclass
@@ -469,6 +473,7 @@ def extract_table(
     *,
     required: Sequence[str] | None = None,
     typed: dict[str, T.DataType] | None = None,
+    native: Mapping[str, T.DataType] | None = None,
     skip: Collection[Path] = (),
     on_unreadable: Callable[[InputError], None] | None = None,
 ) -> DataFrame:
@@ -481,6 +486,11 @@ def extract_table(
 
     Parameters
     ----------
+    native : mapping of str to DataType, optional
+        Columns that Parquet files hold in this type (or, for a whole number, in any
+        integer type) keep the type they are read in instead of becoming text, so that the
+        rules need not parse them back; where the files' types differ, ``bigint`` when all
+        are integers, else text (a CSV file beside them).
     required : sequence of str, optional
         The columns of the table that a CSV header names (default: ``columns``); a first line
         naming none of them is not a header.
@@ -568,9 +578,14 @@ def extract_table(
                     # Spark reads INT96 times (which Arrow also calls nanoseconds) as times.
                     if isinstance(frame.schema[name].dataType, T.LongType):
                         frame = frame.withColumn(name, _micros_from_nanos(name))
-                frames.append(_normalise(frame, columns, typed, corrupt=False))
+                frames.append(_normalise(frame, columns, typed, native or {}, corrupt=False))
     if not frames:
         return _empty_raw(spark, columns, typed)
+    for name in native or {}:
+        types = {frame.schema[name].dataType for frame in frames}
+        if len(types) > 1:
+            common = "bigint" if all(isinstance(t, _INTEGRAL) for t in types) else "string"
+            frames = [frame.withColumn(name, F.col(name).cast(common)) for frame in frames]
     return reduce(DataFrame.unionByName, frames)
 
 
@@ -580,11 +595,17 @@ def _micros_from_nanos(name: str) -> Column:
 
 
 def _normalise(
-    frame: DataFrame, columns: Sequence[str], typed: dict[str, T.DataType], *, corrupt: bool = True
+    frame: DataFrame,
+    columns: Sequence[str],
+    typed: dict[str, T.DataType],
+    native: Mapping[str, T.DataType] | None = None,
+    *,
+    corrupt: bool = True,
 ) -> DataFrame:
     """``columns`` as text (or their ``typed`` type), ``_corrupt_record`` (null without
     ``corrupt``: Parquet has none, and a column of that name is not Spark's) and
-    ``source_file``, the file of each row.
+    ``source_file``, the file of each row. A column of ``native`` (see :func:`extract_table`)
+    whose type is that one's keeps it.
 
     Text is made valid UTF-8 (U+FFFD for invalid bytes): a JSON line that is not UTF-8 keeps
     its raw bytes as the corrupt record, and a Parquet string column may hold any bytes; the
@@ -596,6 +617,8 @@ def _normalise(
         wanted = typed.get(name, T.StringType())
         if name not in present:
             selected.append(F.lit(None).cast(wanted).alias(name))
+        elif _native(frame.schema[name].dataType, (native or {}).get(name)):
+            selected.append(F.col(name))
         elif name not in typed:
             selected.append(F.make_valid_utf8(F.col(name).cast(wanted)).alias(name))
         elif frame.schema[name].dataType == wanted:
@@ -610,6 +633,18 @@ def _normalise(
     return frame.select(
         *selected, record.alias(CORRUPT), F.col("_metadata.file_path").alias("source_file")
     )
+
+
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def _native(read: T.DataType, native: T.DataType | None) -> bool:
+    """Whether a column read as ``read`` keeps its type (:func:`extract_table`): it is the
+    ``native`` type, or both are integer types (the rules then cast it, and a value out
+    of the contract type's range is unparsable, as its text would be)."""
+    if native is None:
+        return False
+    return read == native or (isinstance(read, _INTEGRAL) and isinstance(native, _INTEGRAL))
 
 
 def find_catalog_file(data_dir: Path, name: str, *, required: bool = True) -> Path | None:
@@ -682,9 +717,16 @@ def _instant(moment: dt.datetime | None, name: str) -> Column:
     return F.lit(moment.astimezone(dt.UTC)).cast("timestamp")
 
 
+def _record(fields: Sequence[str]) -> Column:
+    """A quarantined row's record: the raw line of a malformed one, else ``fields`` as a JSON
+    object of text (a column read typed, as Spark writes it as text)."""
+    values = [F.col(name).cast("string").alias(name) for name in fields]
+    return F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*values)))
+
+
 def _quarantine(frame: DataFrame, kind: str, fields: Sequence[str]) -> DataFrame:
     """The :data:`QUARANTINE_COLUMNS` of ``frame``'s rows; the record holds ``fields``."""
-    record = F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(n) for n in fields])))
+    record = _record(fields)
     ids = [
         (F.col(name) if name in frame.columns else F.lit(None)).cast("string").alias(name)
         for name in ("user_id", "track_id")
@@ -720,11 +762,56 @@ def validate_table(
     cutoff, earliest : datetime.datetime, optional
         The limits of the ``AFTER_CUTOFF`` and ``BEFORE_EARLIEST`` rules.
     """
+    tagged, parsed, carried = _tag(raw, table, known, cutoff=cutoff, earliest=earliest)
+    valid = tagged.where(F.col("reason").isNull()).drop("reason")
+    bad = tagged.where(F.col("reason").isNotNull())
+    if unique:
+        key = table.names[0]
+        order = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != key]
+        rank = F.row_number().over(
+            Window.partitionBy(key).orderBy(
+                *[F.col(c).asc_nulls_last() for c in (*order, "source_file")]
+            )
+        )
+        ranked = valid.withColumn("_rank", rank)
+        valid = ranked.where(F.col("_rank") == 1).drop("_rank")
+        duplicates = ranked.where(F.col("_rank") > 1).drop("_rank")
+        bad = bad.unionByName(duplicates.withColumn("reason", F.lit(R.DUPLICATE_ID.value)))
+    columns = [parsed[n].alias(n) if n in parsed else F.col(n) for n in table.names]
+    return valid.select(*columns, *carried), _quarantine(bad, table.name, _record_fields(table))
+
+
+def _record_fields(table: TableSpec) -> list[str]:
+    """The columns a quarantined row's record holds: the table's, as read, lists left out."""
+    return [f.name for f in table.schema if not pa.types.is_list(f.type)]
+
+
+def _tag(
+    raw: DataFrame,
+    table: TableSpec,
+    known: Mapping[str, DataFrame | None],
+    *,
+    cutoff: dt.datetime | None,
+    earliest: dt.datetime | None,
+) -> tuple[DataFrame, dict[str, Column], list[str]]:
+    """``raw`` with ids trimmed, typed columns parsed into ``_<name>`` columns (the returned
+    mapping of name to column), the ``known`` frames' other columns carried (their names
+    returned) and ``reason``, the first failing rule of ``table``'s (null: a valid row).
+
+    A column read in its contract type (``native`` of :func:`extract_table`) is its own
+    parsed value, and blank only when null."""
     frame = raw
     parsed: dict[str, Column] = {}
+    typed = {f.name for f in raw.schema.fields if not isinstance(f.dataType, T.StringType)}
     for column in table.schema:
         if column.name in ID_COLUMNS:
             frame = frame.withColumn(column.name, F.trim(F.col(column.name)))
+        elif column.name in typed and not pa.types.is_list(column.type):
+            sql_type = from_arrow_type(column.type).simpleString()
+            frame = frame.withColumn(
+                f"_{column.name}", F.expr(f"try_cast(`{column.name}` AS {sql_type})")
+            )
+            parsed[column.name] = F.col(f"_{column.name}")
         elif (value := _parsed(column)) is not None:
             frame = frame.withColumn(f"_{column.name}", value)
             parsed[column.name] = F.col(f"_{column.name}")
@@ -739,6 +826,8 @@ def validate_table(
         match rule.check:
             case Check.MALFORMED:
                 return F.col(CORRUPT).isNotNull()
+            case Check.BLANK if name in typed:
+                return F.col(name).isNull()
             case Check.BLANK:
                 return _blank(F.col(name))
             case Check.NOT_AN_ID:
@@ -765,27 +854,15 @@ def validate_table(
         others,
         F.when(failing(first), first.reason.value),
     )
-    tagged = frame.withColumn("reason", reason)
-    valid = tagged.where(F.col("reason").isNull()).drop("reason")
-    bad = tagged.where(F.col("reason").isNotNull())
-    if unique:
-        key = table.names[0]
-        order = [f.name for f in table.schema if pa.types.is_string(f.type) and f.name != key]
-        rank = F.row_number().over(
-            Window.partitionBy(key).orderBy(
-                *[F.col(c).asc_nulls_last() for c in (*order, "source_file")]
-            )
-        )
-        ranked = valid.withColumn("_rank", rank)
-        valid = ranked.where(F.col("_rank") == 1).drop("_rank")
-        duplicates = ranked.where(F.col("_rank") > 1).drop("_rank")
-        bad = bad.unionByName(duplicates.withColumn("reason", F.lit(R.DUPLICATE_ID.value)))
-    record = [f.name for f in table.schema if not pa.types.is_list(f.type)]
-    columns = [parsed[n].alias(n) if n in parsed else F.col(n) for n in table.names]
-    return valid.select(*columns, *carried), _quarantine(bad, table.name, record)
+    return frame.withColumn("reason", reason), parsed, carried
 
 
-def validate_events(
+#: The columns :func:`stage_events` adds to the table's: the first failing rule's reason
+#: (null: a valid row), and for quarantined rows only, their file and record.
+STAGE_COLUMNS = ("reason", "source_file", "record")
+
+
+def stage_events(
     raw: DataFrame,
     kind: str,
     *,
@@ -793,16 +870,20 @@ def validate_events(
     users: DataFrame | None,
     cutoff: dt.datetime,
     earliest: dt.datetime = EARLIEST_EVENT,
-) -> tuple[DataFrame, DataFrame]:
-    """Split raw ``plays`` or ``thumbs`` into valid typed rows and quarantined rows.
+) -> DataFrame:
+    """Raw ``plays`` or ``thumbs`` validated once, every row kept: the table's columns in
+    their contract types (null where a quarantined row's value is not one of it), the
+    catalog's carried ones (``duration_ms`` of plays), then :data:`STAGE_COLUMNS`.
 
-    Valid events are stamped at or after ``earliest`` and before ``cutoff``.
+    Valid events are stamped at or after ``earliest`` and before ``cutoff``. A quarantined
+    row's reason is the first failing rule of the table's (``recsys.contract.PLAYS``,
+    ``THUMBS``): structure and missing fields first, then malformed values, ranges, time
+    limits, and last the catalog look-ups (unknown track, then unknown user).
 
-    Valid plays have ``user_id, track_id, event_at, ms_played, duration_ms``; valid thumbs
-    ``user_id, track_id, event_at, value``. Quarantined rows carry the first failing
-    ``reason`` of the table's rules (``recsys.contract.PLAYS``, ``THUMBS``): structure and
-    missing fields first, then malformed values, ranges, time limits, and last the catalog
-    look-ups (unknown track, then unknown user).
+    The aggregation writes this frame once and splits what it reads back
+    (:func:`split_events`: valid plays ``user_id, track_id, event_at, ms_played,
+    duration_ms``, valid thumbs ``user_id, track_id, event_at, value``), so the rules run
+    once per event whichever branch needs it.
     """
     if kind not in ("plays", "thumbs"):
         raise ValueError(f"kind must be 'plays' or 'thumbs', got {kind!r}")
@@ -813,8 +894,30 @@ def validate_events(
         "track_id": F.broadcast(catalog),
         "user_id": None if users is None else F.broadcast(users.select("user_id")),
     }
-    valid, quarantine = validate_table(raw, table, known, cutoff=cutoff, earliest=earliest)
-    return valid.withColumnRenamed(table.time_column, "event_at"), quarantine
+    tagged, parsed, carried = _tag(raw, table, known, cutoff=cutoff, earliest=earliest)
+    quarantined = F.col("reason").isNotNull()
+    record = _record(_record_fields(table))
+    return tagged.select(
+        *[(parsed[n] if n in parsed else F.col(n)).alias(n) for n in table.names],
+        *carried,
+        "reason",
+        F.when(quarantined, F.col("source_file")).alias("source_file"),
+        F.when(quarantined, record).alias("record"),
+    )
+
+
+def split_events(staged: DataFrame, kind: str) -> tuple[DataFrame, DataFrame]:
+    """The valid events of a :func:`stage_events` frame (its time column named
+    ``event_at``) and its quarantine rows (:data:`QUARANTINE_COLUMNS`)."""
+    table = TABLES[kind]
+    reason = F.col("reason")
+    valid = staged.where(reason.isNull()).select(
+        *[c for c in staged.columns if c not in STAGE_COLUMNS]
+    )
+    bad = staged.where(reason.isNotNull()).select(
+        F.lit(table.name).alias("kind"), *QUARANTINE_COLUMNS[1:]
+    )
+    return valid.withColumnRenamed(table.time_column, "event_at"), bad
 
 
 def confidence_column(params: ConfidenceParams, cutoff: dt.datetime) -> Column:
@@ -1013,24 +1116,20 @@ def _aggregate(
         thumb_folders = [thumbs_dir]
         if extra_thumbs is not None:
             thumb_folders.append(Path(os.path.abspath(extra_thumbs)))
-        for kind, folders, columns in (
-            ("plays", [plays_dir], PLAYS.columns),
-            ("thumbs", thumb_folders, THUMBS.columns),
-        ):
-            # Read again by the quarantined and the valid branch (no cache: see below).
-            raw, summary.events_read[kind], left_out = _extract_events(
-                spark, folders, columns, params.unreadable_files
-            )
-            unreadable += [(kind, error) for error in left_out]
-            good, bad = validate_events(
-                raw,
-                kind,
+        for kind, folders in (("plays", [plays_dir]), ("thumbs", thumb_folders)):
+            stage = partial(
+                stage_events,
+                kind=kind,
                 tracks=tracks,
                 users=users,
                 cutoff=params.cutoff,
                 earliest=params.earliest_event_at,
             )
-            valid[kind] = good
+            staged, summary.events_read[kind], left_out = _stage_events(
+                spark, folders, TABLES[kind], stage, paths.staged / kind, params.unreadable_files
+            )
+            unreadable += [(kind, error) for error in left_out]
+            valid[kind], bad = split_events(staged, kind)
             quarantine_parts.append(bad)
         if unreadable:
             quarantine_parts.append(_file_quarantine(spark, [e for _, e in unreadable]))
@@ -1079,11 +1178,12 @@ def _aggregate(
         # Also when a file fails: a long-lived session (the worker's) must not keep the cache.
         for frame in cached:
             frame.unpersist()
+        shutil.rmtree(paths.staged, ignore_errors=True)
     summary.seconds = round(time.perf_counter() - started, 3)
     # Written last and renamed into place: a folder with a summary is a complete aggregation.
-    partial = paths.summary.with_name(paths.summary.name + ".partial")
-    partial.write_text(json.dumps(asdict(summary), indent=2, sort_keys=True))
-    partial.replace(paths.summary)
+    unfinished = paths.summary.with_name(paths.summary.name + ".partial")
+    unfinished.write_text(json.dumps(asdict(summary), indent=2, sort_keys=True))
+    unfinished.replace(paths.summary)
     log.info(
         "aggregated %d interactions of %d listeners; quarantined %d rows and %d unreadable files",
         summary.interactions,
@@ -1094,22 +1194,37 @@ def _aggregate(
     return summary
 
 
-def _extract_events(
-    spark: SparkSession, folders: Sequence[Path], columns: Sequence[str], unreadable_files: str
+def _stage_events(
+    spark: SparkSession,
+    folders: Sequence[Path],
+    table: TableSpec,
+    stage: Callable[[DataFrame], DataFrame],
+    path: Path,
+    unreadable_files: str,
 ) -> tuple[DataFrame, int, list[InputError]]:
-    """The events under ``folders``, their count and the files left out.
+    """The events under ``folders`` validated once (``stage``: :func:`stage_events`) and
+    written to ``path``, read back; their count and the files left out.
 
-    The events are not persisted: each later pass reads the files again, which measured
-    faster than building and reading Spark's cache (S size: a pass over the Parquet files
-    1.2 s, over the cache 1.0 s, building the cache 6.9 s). The count decodes every value,
-    so that a file Spark cannot read fails here, where it can be left out.
+    One pass over the event files: the quarantine and the aggregation then read the staged
+    Parquet (typed, and its count is in the files' footers) instead of reading and
+    validating the files again. Writing decodes every value, so a file Spark cannot read
+    fails here, where it can be left out.
 
     With ``unreadable_files == "quarantine"``, a file found unreadable (before Spark reads it,
     or when Spark fails on it) is left out and the rest read again; each round leaves out one
     more file, so this ends. Otherwise the first unreadable file raises.
+
+    Typed Parquet columns stay typed (``native`` of :func:`extract_table`): the table's
+    times and numbers.
     """
     quarantine = unreadable_files == "quarantine"
     left_out: dict[Path, InputError] = {}
+    columns = table.columns
+    native = {
+        f.name: from_arrow_type(f.type)
+        for f in table.schema
+        if f.name not in ID_COLUMNS and not (pa.types.is_string(f.type) or pa.types.is_list(f.type))
+    }
 
     def leave_out(error: InputError) -> None:
         assert error.path is not None, error
@@ -1122,6 +1237,7 @@ def _extract_events(
                 spark,
                 folder,
                 columns,
+                native=native,
                 skip=left_out.keys(),
                 on_unreadable=leave_out if quarantine else None,
             )
@@ -1130,12 +1246,15 @@ def _extract_events(
         ]
         raw = reduce(DataFrame.unionByName, parts) if parts else _empty_raw(spark, columns)
         try:
-            return raw, _count_decoded(raw), list(left_out.values())
+            load_parquet(stage(raw), path)
         except SPARK_ERRORS as exc:
             error = _read_failure(exc)
             if not quarantine or error is None or error.path in left_out:
                 raise
             leave_out(error)
+            continue
+        staged = spark.read.parquet(_spark_uri(path))
+        return staged, _count(staged), list(left_out.values())
 
 
 def _read_failure(exc: BaseException) -> InputError | None:
@@ -1227,13 +1346,6 @@ def _catalog(
 
 def _count(frame: DataFrame) -> int:
     return int(frame.count())
-
-
-def _count_decoded(frame: DataFrame) -> int:
-    """The rows of ``frame``, every column decoded (a plain count of Parquet files reads
-    only their footers)."""
-    row = frame.agg(F.count(F.lit(1)), F.max(F.xxhash64(*frame.columns))).first()
-    return int(row[0]) if row is not None else 0
 
 
 def _utc_instant(text: str) -> dt.datetime:
@@ -1348,7 +1460,8 @@ __all__: list[Any] = [
     "list_files",
     "parse_arguments",
     "run_aggregation",
+    "split_events",
+    "stage_events",
     "transform_interactions",
-    "validate_events",
     "validate_table",
 ]

@@ -46,7 +46,7 @@ DEFAULT_MIN_SIMILARITY = 0.4
 #: Content cosine a played track needs to be named for a cold track.
 DEFAULT_MIN_CONTENT_SIMILARITY = 0.5
 #: Padded (listeners x history) cells processed at once.
-DEFAULT_MAX_CELLS = 1 << 12
+DEFAULT_MAX_CELLS = 1 << 16
 
 
 class Reason(IntEnum):
@@ -90,7 +90,6 @@ def explain_anchors(
     content: npt.NDArray[np.floating] | None = None,
     min_similarity: float = DEFAULT_MIN_SIMILARITY,
     min_content_similarity: float = DEFAULT_MIN_CONTENT_SIMILARITY,
-    max_cells: int = DEFAULT_MAX_CELLS,
 ) -> Explanations:
     """The reason kind and anchor track of every chosen track of a block of listeners.
 
@@ -116,8 +115,6 @@ def explain_anchors(
         In [-1, 1]: item-factor cosine for a named warm anchor.
     min_content_similarity : float
         In [-1, 1]: content cosine for "New track similar to".
-    max_cells : int
-        Bound on listeners x longest history processed at once (memory).
 
     Returns
     -------
@@ -126,8 +123,9 @@ def explain_anchors(
 
     Notes
     -----
-    Per listener ``O(n_u L f)`` for the similarities (``O(n_u L d)`` for cold tracks),
-    batched over listeners with numpy. The chosen track itself is never its own anchor.
+    Per listener ``O(n_u L f)`` for the similarities (``O(n_u L d)`` for cold tracks), in a
+    compiled loop (:func:`recsys.kernels.best_anchors`) over the listeners' histories: no
+    (listeners, history, L) array. The chosen track itself is never its own anchor.
     """
     matrix = sp.csr_matrix(user_items)
     factors = np.asarray(item_factors, dtype=np.float64)
@@ -168,32 +166,35 @@ def explain_anchors(
         cold_space, cold_threshold = unit_factors, min_similarity
     else:
         cold_space, cold_threshold = _unit_rows(np.asarray(content)), min_content_similarity
-    counts = np.diff(matrix.indptr).astype(np.int64)
-    with_events = np.flatnonzero(counts > 0)
-    for chunk in row_chunks(counts[with_events], max_cells):
-        rows = with_events[chunk]
-        columns, values, present = padded_rows(matrix, rows)
-        liked = present & (values > 0)
-        pick_rows = safe_pick[rows]  # (b, L)
-        # (b, W, L): the history entry may anchor this pick.
-        usable = (liked & ~cold[columns])[:, :, None] & (
-            columns[:, :, None] != pick_rows[:, None, :]
+    from recsys.kernels import best_anchors
+
+    indptr = matrix.indptr.astype(np.int64)
+    can_anchor = ~cold
+    warm_picks = present_pick & ~pick_cold
+    for scored, space, threshold, reason in (
+        (warm_picks, unit_factors, min_similarity, Reason.BECAUSE_YOU_PLAYED),
+        (pick_cold, cold_space, cold_threshold, Reason.NEW_SIMILAR_TO),
+    ):
+        if not scored.any():
+            continue
+        anchor = np.full((n_rows, length), -1, dtype=np.int64)
+        cosine = np.full((n_rows, length), np.nan, dtype=np.float64)
+        best_anchors(
+            indptr,
+            matrix.indices,
+            matrix.data,
+            can_anchor,
+            safe_pick,
+            scored,
+            space,
+            anchor,
+            cosine,
         )
-        warm_rows = present_pick[rows] & ~pick_cold[rows]
-        for scored, space, threshold, reason in (
-            (warm_rows, unit_factors, min_similarity, Reason.BECAUSE_YOU_PLAYED),
-            (pick_cold[rows], cold_space, cold_threshold, Reason.NEW_SIMILAR_TO),
-        ):
-            if not scored.any():
-                continue
-            cosine = space[columns] @ space[pick_rows].transpose(0, 2, 1)
-            best, best_cosine = _best(np.where(usable, cosine, -np.inf))
-            named = scored & (best_cosine >= threshold)
-            anchor = np.take_along_axis(columns, best, axis=1)
-            # The strength where scored (NaN where no usable played track), named anchors.
-            _set_rows(strength, rows, scored, best_cosine[scored])
-            _set_rows(anchors, rows, named, anchor[named])
-            _set_rows(kinds, rows, named, reason)
+        named = scored & (cosine >= threshold)
+        # The strength where scored (NaN where no usable played track), named anchors.
+        strength[scored] = cosine[scored]
+        anchors[named] = anchor[named]
+        kinds[named] = reason
     log.debug(
         "explained %d tracks for %d listeners: %d named a played track",
         int(present_pick.sum()),

@@ -721,7 +721,10 @@ def generate_playlists(
         else np.zeros((n_tracks, 1), dtype=np.float32)
     )
     artists = np.asarray(track_artist, dtype=np.int64)
-    blocked = np.flatnonzero(~personal_ok)
+    # 0 or -inf per track, added to every row: one contiguous pass, where setting the
+    # blocked columns of each row writes scattered cells (benchmarks/generation.py's world,
+    # 20k listeners x 50k tracks, many never played: 2.6 s less in 10 blocks).
+    blocked = None if personal_ok.all() else np.where(personal_ok, 0.0, -np.inf).astype(np.float32)
     artist_tracks = (
         artist_track_index(artists)
         if thumbs_down is not None and rules.artist_thumbs_down_limit > 0
@@ -743,8 +746,8 @@ def generate_playlists(
                 artist_tracks=artist_tracks,
             )
         cold_scores = scores[:, cold_columns]  # a copy: known cold tracks already -inf
-        if len(blocked):
-            scores[:, blocked] = -np.inf
+        if blocked is not None:
+            np.add(scores, blocked, out=scores)
         candidates, candidate_scores = top_candidates(
             scores, artists, length, cap, length * rules.pool_factor
         )

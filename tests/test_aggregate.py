@@ -40,8 +40,9 @@ from jobs.aggregate import (
     main,
     parse_arguments,
     run_aggregation,
+    split_events,
+    stage_events,
     transform_interactions,
-    validate_events,
 )
 from recsys.contract import PLAY_COLUMNS, THUMB_COLUMNS
 from recsys.contract import QuarantineReason as R
@@ -675,8 +676,9 @@ def test_identifier_rules_and_first_failing_reason(spark) -> None:
         ("u9", "t1", "not a time", "-5"),  # invalid timestamp before the amount
         ("u9", "t1", "1990-01-01", "99999999999"),  # out of range before before-2000
     ]
-    valid, bad = validate_events(
-        _raw_plays(spark, rows), "plays", tracks=tracks, users=None, cutoff=CUTOFF
+    valid, bad = split_events(
+        stage_events(_raw_plays(spark, rows), "plays", tracks=tracks, users=None, cutoff=CUTOFF),
+        "plays",
     )
     reasons = Counter(r.reason for r in bad.collect())
     assert reasons == Counter(
@@ -716,8 +718,9 @@ def test_cutoff_and_2000_limit_do_not_depend_on_the_local_time_zone(
         ("y2k_0200", "t1", "2000-01-01T02:00:00Z", "1000"),
         ("y1999", "t1", "1999-12-31T23:00:00Z", "1000"),
     ]
-    valid, bad = validate_events(
-        _raw_plays(spark, rows), "plays", tracks=tracks, users=None, cutoff=CUTOFF
+    valid, bad = split_events(
+        stage_events(_raw_plays(spark, rows), "plays", tracks=tracks, users=None, cutoff=CUTOFF),
+        "plays",
     )
     assert {r.user_id: r.reason for r in bad.collect()} == {
         "at_0200_after": R.TIMESTAMP_AFTER_CUTOFF.value,
@@ -735,7 +738,9 @@ def test_empty_thumbs_folder_reads_as_no_thumbs(spark, tmp_path: Path) -> None:
     raw = extract_table(spark, thumbs_dir, THUMB_COLUMNS)
     assert raw.columns == [*THUMB_COLUMNS, CORRUPT, "source_file"]
     tracks = spark.createDataFrame([("t1", 200_000)], "track_id string, duration_ms bigint")
-    thumbs, bad = validate_events(raw, "thumbs", tracks=tracks, users=None, cutoff=CUTOFF)
+    thumbs, bad = split_events(
+        stage_events(raw, "thumbs", tracks=tracks, users=None, cutoff=CUTOFF), "thumbs"
+    )
     plays = spark.createDataFrame([("u1", "t1", utc(2026, 1, 1), 200_000, 200_000)], PLAY_SCHEMA)
     rows = transform_interactions(plays, thumbs, AggregationParams(CUTOFF)).collect()
     assert [(r.user_id, r.track_id, r.plays, r.thumb) for r in rows] == [("u1", "t1", 1, 0)]
@@ -802,6 +807,61 @@ def test_parquet_files_with_different_column_types_are_read_together(spark, tmp_
         ("b.parquet", "2"),
         ("c.parquet", "3"),
     ]
+
+
+@pytest.mark.spark
+def test_typed_parquet_events_are_validated_typed_and_quarantined_as_text(
+    spark, tmp_path: Path
+) -> None:
+    data = _minimal(tmp_path / "data")
+    (data / "events" / "plays" / "part-0.csv").unlink()
+    plays = data / "events" / "plays"
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u1", "u2", "u3"],
+                "track_id": ["t1", "t1", "t1", "t1"],
+                "played_at": pa.array([utc(2026, 10, 5), utc(2026, 10, 6), None, utc(2026, 10, 7)]),
+                "ms_played": pa.array([200_000, 1_000, 5_000, -5], pa.int32()),
+            }
+        ),
+        plays / "typed.parquet",
+    )
+    thumbs = data / "events" / "thumbs"
+    thumbs.mkdir(parents=True)
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": ["u1", "u2", "u3"],
+                "track_id": ["t1", "t1", "t1"],
+                "rated_at": pa.array([utc(2026, 10, 8)] * 3),
+                "value": pa.array([1, 7, 2**40], pa.int64()),
+            }
+        ),
+        thumbs / "typed.parquet",
+    )
+    paths = _paths(tmp_path)
+    summary = run_aggregation(spark, data, paths, AggregationParams(cutoff=CUTOFF))
+
+    [pair] = _rows(paths.interactions)
+    assert (pair["user_id"], pair["plays"], pair["completed"], pair["thumb"]) == ("u1", 2, 1, 1)
+    quarantined = {(r["kind"], r["user_id"]): r for r in _rows(paths.quarantine)}
+    assert {key: r["reason"] for key, r in quarantined.items()} == {
+        ("plays", "u2"): R.MISSING_TIMESTAMP.value,
+        ("plays", "u3"): R.MS_PLAYED_OUT_OF_RANGE.value,
+        ("thumbs", "u2"): R.INVALID_THUMB_VALUE.value,
+        ("thumbs", "u3"): R.INVALID_THUMB_VALUE.value,  # beyond int32: not a value
+    }
+    # The record holds the values as text, as it does for CSV and JSON Lines rows.
+    assert json.loads(quarantined["plays", "u3"]["record"]) == {
+        "user_id": "u3",
+        "track_id": "t1",
+        "played_at": "2026-10-07 00:00:00",
+        "ms_played": "-5",
+    }
+    assert json.loads(quarantined["thumbs", "u2"]["record"])["value"] == "7"
+    assert summary.events_read == {"plays": 4, "thumbs": 3}
+    assert not paths.staged.exists()  # the validated events are scratch
 
 
 # ----------------------------------------------------------------------------- clear errors
@@ -1037,13 +1097,16 @@ def test_earliest_event_at_is_a_parameter(spark) -> None:
         ("old", "t1", "2025-12-31T23:59:59Z", "1000"),
         ("first", "t1", "2026-01-01T00:00:00Z", "1000"),
     ]
-    valid, bad = validate_events(
-        _raw_plays(spark, rows),
+    valid, bad = split_events(
+        stage_events(
+            _raw_plays(spark, rows),
+            "plays",
+            tracks=tracks,
+            users=None,
+            cutoff=CUTOFF,
+            earliest=utc(2026, 1, 1),
+        ),
         "plays",
-        tracks=tracks,
-        users=None,
-        cutoff=CUTOFF,
-        earliest=utc(2026, 1, 1),
     )
     assert [(r.user_id, r.reason) for r in bad.collect()] == [
         ("old", R.TIMESTAMP_BEFORE_EARLIEST.value)

@@ -27,8 +27,9 @@ from jobs.aggregate import (
     CORRUPT,
     AggregationParams,
     extract_table,
+    split_events,
+    stage_events,
     transform_interactions,
-    validate_events,
 )
 from recsys import contract
 from recsys.contract import (
@@ -281,11 +282,12 @@ def _edge_thumbs() -> list[Row]:
 
 def _spark_validate(spark, kind: str, raw, users: set[str]) -> tuple[list[Any], list[Any]]:
     """The valid rows (``event_at`` in microseconds since the epoch) and the quarantined rows
-    of Spark's ``validate_events``."""
+    of Spark's ``stage_events`` and ``split_events``."""
     tracks = spark.createDataFrame(list(TRACKS.items()), "track_id string, duration_ms bigint")
     users_frame = spark.createDataFrame([(u,) for u in sorted(users)], "user_id string")
-    valid, bad = validate_events(
-        raw, kind, tracks=tracks, users=users_frame, cutoff=CUTOFF, earliest=EARLIEST
+    valid, bad = split_events(
+        stage_events(raw, kind, tracks=tracks, users=users_frame, cutoff=CUTOFF, earliest=EARLIEST),
+        kind,
     )
     return valid.withColumn("event_at", F.unix_micros("event_at")).collect(), bad.collect()
 

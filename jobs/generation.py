@@ -44,16 +44,26 @@ def build_playlists(
     for block in blocks:
         reasons = pipeline.explain(block, data.played[block.user_rows], data.track_titles)
         built.cold_tracks += int(block.is_cold.sum())
-        for row, columns, scores, row_reasons in zip(
-            block.user_rows, block.track_columns, block.scores, reasons, strict=True
+        chosen = block.track_columns >= 0
+        built.short += int((chosen.sum(axis=1) < length).sum())
+        # Whole blocks to Python lists at once: no numpy scalar per track.
+        track_ids = model.track_ids[np.where(chosen, block.track_columns, 0)].tolist()
+        for user_id, row_ids, row_scores, row_chosen, row_reasons in zip(
+            model.user_ids[block.user_rows].tolist(),
+            track_ids,
+            block.scores.tolist(),
+            chosen.tolist(),
+            reasons,
+            strict=True,
         ):
-            built.short += int((columns >= 0).sum() < length)
             entries = [
-                repository.PlaylistEntry(str(model.track_ids[column]), float(score), reason)
-                for column, score, reason in zip(columns, scores, row_reasons, strict=True)
-                if column >= 0
+                repository.PlaylistEntry(track_id, score, reason)
+                for track_id, score, reason, kept in zip(
+                    row_ids, row_scores, row_reasons, row_chosen, strict=True
+                )
+                if kept
             ]
-            built.playlists.append(repository.NewPlaylist(str(model.user_ids[row]), entries))
+            built.playlists.append(repository.NewPlaylist(str(user_id), entries))
     if newcomers is not None and len(newcomers):
         columns, scores = pipeline.popular(_known_of(data, newcomers))
         for user_id, row_columns, row_scores in zip(newcomers, columns, scores, strict=True):

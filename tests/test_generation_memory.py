@@ -76,6 +76,9 @@ def peak_bytes(n_users: int, block_size: int) -> int:
     pipeline = PlaylistPipeline(RULES, model, artists, listeners, block_size)
     rows = np.arange(n_users, dtype=np.int64)
     model.scoring_item_factors  # noqa: B018 - cached before measuring, as in a run
+    # One listener first: the compiled loops (recsys/kernels.py) are loaded once per process.
+    for _ in pipeline.personal(rows[:1], known, thumbs_down=down):
+        pass
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
